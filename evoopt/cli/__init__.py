@@ -1,0 +1,23 @@
+"""The ``evoopt`` command line: the only place (with the campaign runner) that ties the parts together."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(
+    name="evoopt",
+    help="Evolutionary discovery of PyTorch optimizers.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register() -> None:
+    # Each module adds its commands to ``app``; imported lazily so `evoopt --help` stays fast.
+    from evoopt.cli import campaign_cmds, fitness_cmds, genome_cmds, report_cmds  # noqa: F401
+
+
+def main() -> None:
+    _register()
+    app()
