@@ -1,0 +1,30 @@
+"""Genome core: primitive registry, genome value, interpreter, exporter, behavioural hash.
+
+This package knows nothing of fitness, evaluation or campaigns.
+"""
+
+from evoopt.genome.genome import Block, Genome, load_genome, seed_genome, seed_names
+from evoopt.genome.interpreter import GenomeOptimizer
+from evoopt.genome.primitives import (
+    BLOCK_SLOTS,
+    MAX_TERMS,
+    REGISTRY,
+    GenomeError,
+    HParam,
+    Primitive,
+)
+
+__all__ = [
+    "BLOCK_SLOTS",
+    "MAX_TERMS",
+    "REGISTRY",
+    "Block",
+    "Genome",
+    "GenomeError",
+    "GenomeOptimizer",
+    "HParam",
+    "Primitive",
+    "load_genome",
+    "seed_genome",
+    "seed_names",
+]

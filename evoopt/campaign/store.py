@@ -1,0 +1,461 @@
+"""The campaign store: one SQLite file (``campaign.sqlite``) per campaign directory.
+
+Durability: WAL journal, ``synchronous=NORMAL``, autocommit -- every write is its own committed
+transaction, so a writer killed with SIGKILL at any moment loses nothing it had written (only a
+power cut/OS crash may lose the last few commits). Readers in other processes may open the file
+with ``readonly=True`` while a campaign runs; WAL lets them read without blocking the writer.
+
+All values go in and come out as plain dicts; JSON columns are encoded/decoded here.
+
+Tables
+------
+``meta(key TEXT PRIMARY KEY, value TEXT)``
+    JSON values. Keys used by the runner: ``config`` (campaign config dict), ``state``
+    ("running" | "interrupted" | "finished"), ``started_at``, ``finished_at``, ``wall_time_s``,
+    ``strategy_state``, ``summary`` (final summary dict, below), ``winner_uid``, ``baselines``
+    (optional tuned-baseline records, same shape as ``summary["comparison"]`` rows).
+
+``individuals`` -- one row per candidate the strategy produced:
+    ``uid`` TEXT PK; ``generation`` INTEGER; ``operator`` TEXT ("seed", "mutation", "crossover",
+    ...); ``parents`` TEXT (JSON list of uids; ``[]`` for seeds); ``genome`` TEXT (JSON dict,
+    ``Genome.to_dict()``); ``hash`` TEXT (genome content hash); ``behaviour_hash`` TEXT;
+    ``formula`` TEXT (one-line update rule); ``fitness`` REAL NULL (aggregate fitness: validation
+    accuracy, higher is better; -1.0 = failed); ``stage_reached`` TEXT NULL (last fidelity stage
+    evaluated); ``status`` TEXT (pending | evaluated | cached | stopped_at_hurdle | failed);
+    ``cached_from`` TEXT NULL (uid whose results were reused by dedupe); ``cache_kind`` TEXT
+    NULL ("hash" | "behaviour"); ``change`` TEXT NULL (what the operator changed, e.g.
+    "momentum.beta 0.9→0.93"); ``created_at`` REAL (unix time).
+
+``evaluations`` -- only evaluations actually paid for (cached reuse adds no row):
+    ``id`` INTEGER PK AUTOINCREMENT; ``uid`` TEXT (individual that paid for it); ``hash`` TEXT;
+    ``stage`` TEXT (fidelity stage name: "screen", "full", "final", ...); ``seed`` INTEGER;
+    ``split`` TEXT ("val" | "test"); ``fitness`` REAL; ``val_accuracy`` REAL; ``val_loss`` REAL;
+    ``status`` TEXT (ok | diverged | timeout | error); ``message`` TEXT; ``steps`` INTEGER;
+    ``wall_time_s`` REAL; ``worker`` TEXT; ``train_loss_curve`` TEXT (JSON list);
+    ``created_at`` REAL. ``UNIQUE(hash, stage, seed, split)``.
+
+``generations`` -- one row per finished generation:
+    ``generation`` INTEGER PK; ``best``, ``median``, ``mean``, ``std`` REAL (fitness over the
+    generation); ``best_uid`` TEXT; ``n_individuals``, ``n_evaluated``, ``n_cached``,
+    ``n_saved_by_hurdles`` INTEGER; ``wall_time_s`` REAL; ``finished_at`` REAL.
+
+``summary`` meta shape (written by the runner when the campaign finishes)::
+
+    {"winner": {"uid", "hash", "formula", "fitness_mean", "fitness_std", "seeds": [...]},
+     "comparison": [{"name", "uid", "fitness_mean", "fitness_std", "val_accuracy_mean",
+                     "n_seeds", "per_seed": [...]}, ...],
+     "evaluations_done", "evaluations_cached", "evaluations_saved_by_hurdles", "wall_time_s",
+     "exported": "best_optimizer.py"}
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "campaign.sqlite"
+
+INDIVIDUAL_COLUMNS: tuple[str, ...] = tuple(
+    [
+        "uid",
+        "generation",
+        "operator",
+        "parents",
+        "genome",
+        "hash",
+        "behaviour_hash",
+        "formula",
+        "fitness",
+        "stage_reached",
+        "status",
+        "cached_from",
+        "cache_kind",
+        "change",
+        "created_at",
+    ]
+)
+EVALUATION_COLUMNS: tuple[str, ...] = tuple(
+    [
+        "id",
+        "uid",
+        "hash",
+        "stage",
+        "seed",
+        "split",
+        "fitness",
+        "val_accuracy",
+        "val_loss",
+        "status",
+        "message",
+        "steps",
+        "wall_time_s",
+        "worker",
+        "train_loss_curve",
+        "created_at",
+    ]
+)
+GENERATION_COLUMNS: tuple[str, ...] = tuple(
+    [
+        "generation",
+        "best",
+        "median",
+        "mean",
+        "std",
+        "best_uid",
+        "n_individuals",
+        "n_evaluated",
+        "n_cached",
+        "n_saved_by_hurdles",
+        "wall_time_s",
+        "finished_at",
+    ]
+)
+INDIVIDUAL_STATUSES = ("pending", "evaluated", "cached", "stopped_at_hurdle", "failed")
+
+_JSON_COLUMNS = {"parents", "genome", "train_loss_curve"}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE IF NOT EXISTS individuals (
+    uid TEXT PRIMARY KEY,
+    generation INTEGER,
+    operator TEXT,
+    parents TEXT,
+    genome TEXT,
+    hash TEXT,
+    behaviour_hash TEXT,
+    formula TEXT,
+    fitness REAL,
+    stage_reached TEXT,
+    status TEXT,
+    cached_from TEXT,
+    cache_kind TEXT,
+    change TEXT,
+    created_at REAL
+);
+CREATE INDEX IF NOT EXISTS idx_individuals_generation ON individuals(generation);
+CREATE INDEX IF NOT EXISTS idx_individuals_hash ON individuals(hash);
+CREATE INDEX IF NOT EXISTS idx_individuals_behaviour_hash ON individuals(behaviour_hash);
+CREATE INDEX IF NOT EXISTS idx_individuals_status ON individuals(status);
+CREATE TABLE IF NOT EXISTS evaluations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    uid TEXT,
+    hash TEXT,
+    stage TEXT,
+    seed INTEGER,
+    split TEXT,
+    fitness REAL,
+    val_accuracy REAL,
+    val_loss REAL,
+    status TEXT,
+    message TEXT,
+    steps INTEGER,
+    wall_time_s REAL,
+    worker TEXT,
+    train_loss_curve TEXT,
+    created_at REAL,
+    UNIQUE(hash, stage, seed, split)
+);
+CREATE INDEX IF NOT EXISTS idx_evaluations_uid ON evaluations(uid);
+CREATE INDEX IF NOT EXISTS idx_evaluations_stage ON evaluations(stage);
+CREATE TABLE IF NOT EXISTS generations (
+    generation INTEGER PRIMARY KEY,
+    best REAL,
+    median REAL,
+    mean REAL,
+    std REAL,
+    best_uid TEXT,
+    n_individuals INTEGER,
+    n_evaluated INTEGER,
+    n_cached INTEGER,
+    n_saved_by_hurdles INTEGER,
+    wall_time_s REAL,
+    finished_at REAL
+);
+"""
+
+
+class StoreError(RuntimeError):
+    """Raised for a missing store, a write on a read-only store, or unknown columns."""
+
+
+def db_path(path_or_dir: str | Path) -> Path:
+    """The SQLite file for a campaign directory (or the file itself when given one)."""
+    p = Path(path_or_dir)
+    if p.is_dir() or (not p.suffix and not p.exists()):
+        return p / DB_NAME
+    return p
+
+
+def _check_columns(table: str, cols: Iterable[str], allowed: tuple[str, ...]) -> None:
+    unknown = sorted(set(cols) - set(allowed))
+    if unknown:
+        raise StoreError(f"unknown {table} column(s): {', '.join(unknown)}")
+
+
+def _encode(col: str, value: Any) -> Any:
+    if col in _JSON_COLUMNS and value is not None and not isinstance(value, str):
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def _decode_row(row: sqlite3.Row) -> dict[str, Any]:
+    out = dict(row)
+    for col in _JSON_COLUMNS.intersection(out):
+        if isinstance(out[col], str):
+            out[col] = json.loads(out[col])
+    if "parents" in out and out["parents"] is None:
+        out["parents"] = []
+    return out
+
+
+class CampaignStore:
+    """A campaign's SQLite store. ``CampaignStore(dir_or_file, readonly=False)``; context manager.
+
+    A writer creates the file (and directory) and schema; ``readonly=True`` requires the file to
+    exist and never writes. One instance may be shared by threads (calls are serialised).
+    """
+
+    def __init__(self, path_or_dir: str | Path, readonly: bool = False) -> None:
+        self.path = db_path(path_or_dir)
+        self.readonly = readonly
+        self._lock = threading.RLock()
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"no campaign store at {self.path}")
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            self._conn = sqlite3.connect(
+                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(_SCHEMA)
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA busy_timeout=30000")
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> CampaignStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        mode = "ro" if self.readonly else "rw"
+        return f"CampaignStore({str(self.path)!r}, {mode})"
+
+    @property
+    def directory(self) -> Path:
+        """The campaign directory holding the store (and ``best_optimizer.py``)."""
+        return self.path.parent
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        if self.readonly:
+            raise StoreError(f"store {self.path} is open read-only")
+        with self._lock:
+            return self._conn.execute(sql, tuple(params))
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._conn.execute(sql, tuple(params)).fetchall()
+        return [_decode_row(r) for r in rows]
+
+    # -- meta ----------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        """Store a JSON-able value under ``key`` (replacing any previous value)."""
+        self._write(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, json.dumps(value))
+        )
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return default if row is None else json.loads(row[0])
+
+    def all_meta(self) -> dict[str, Any]:
+        with self._lock:
+            rows = self._conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    # -- individuals ---------------------------------------------------------------------------
+    def add_individual(self, **cols: Any) -> bool:
+        """Insert an individual (INSERT OR IGNORE on ``uid``); returns whether it was new."""
+        if "uid" not in cols:
+            raise StoreError("add_individual needs a uid")
+        _check_columns("individuals", cols, INDIVIDUAL_COLUMNS)
+        cols.setdefault("parents", [])
+        cols.setdefault("status", "pending")
+        cols.setdefault("created_at", time.time())
+        names = list(cols)
+        cur = self._write(
+            f"INSERT OR IGNORE INTO individuals({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            (_encode(c, cols[c]) for c in names),
+        )
+        return cur.rowcount == 1
+
+    def update_individual(self, uid: str, **cols: Any) -> None:
+        """Set the given columns of an existing individual; unknown uid raises StoreError."""
+        _check_columns("individuals", cols, INDIVIDUAL_COLUMNS)
+        if "uid" in cols:
+            raise StoreError("uid cannot be updated")
+        if not cols:
+            return
+        names = list(cols)
+        cur = self._write(
+            f"UPDATE individuals SET {', '.join(f'{c} = ?' for c in names)} WHERE uid = ?",
+            [*(_encode(c, cols[c]) for c in names), uid],
+        )
+        if cur.rowcount == 0:
+            raise StoreError(f"no individual {uid!r}")
+
+    def get_individual(self, uid: str) -> dict[str, Any] | None:
+        rows = self._query("SELECT * FROM individuals WHERE uid = ?", (uid,))
+        return rows[0] if rows else None
+
+    def individuals(self, generation: int | None = None) -> list[dict[str, Any]]:
+        """All individuals (or one generation's), by generation then creation order."""
+        where, params = ("", ())
+        if generation is not None:
+            where, params = ("WHERE generation = ?", (generation,))
+        return self._query(
+            f"SELECT * FROM individuals {where} ORDER BY generation, created_at, rowid", params
+        )
+
+    # -- evaluations ---------------------------------------------------------------------------
+    def add_evaluation(self, **cols: Any) -> bool:
+        """Record a paid-for evaluation; INSERT OR IGNORE on (hash, stage, seed, split).
+
+        Returns whether the row was inserted (False: that evaluation was already recorded).
+        """
+        _check_columns("evaluations", cols, EVALUATION_COLUMNS)
+        for key in ("hash", "stage", "seed"):
+            if cols.get(key) is None:
+                raise StoreError(f"add_evaluation needs {key}")
+        cols.setdefault("split", "val")
+        cols.setdefault("created_at", time.time())
+        names = list(cols)
+        cur = self._write(
+            f"INSERT OR IGNORE INTO evaluations({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            (_encode(c, cols[c]) for c in names),
+        )
+        return cur.rowcount == 1
+
+    def evaluations(
+        self, uid: str | None = None, hash: str | None = None, stage: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Evaluations filtered by any of uid/hash/stage, in insertion order."""
+        conds, params = [], []
+        for col, val in (("uid", uid), ("hash", hash), ("stage", stage)):
+            if val is not None:
+                conds.append(f"{col} = ?")
+                params.append(val)
+        where = f"WHERE {' AND '.join(conds)}" if conds else ""
+        return self._query(f"SELECT * FROM evaluations {where} ORDER BY id", params)
+
+    def find_evaluations(self, hash: str, stage: str, split: str = "val") -> list[dict[str, Any]]:
+        """Evaluations already paid for this genome hash at this stage and split (by seed)."""
+        return self._query(
+            "SELECT * FROM evaluations WHERE hash = ? AND stage = ? AND split = ? ORDER BY seed",
+            (hash, stage, split),
+        )
+
+    # -- generations ---------------------------------------------------------------------------
+    def add_generation(self, **cols: Any) -> None:
+        """Record a generation's statistics (INSERT OR REPLACE on ``generation``)."""
+        if cols.get("generation") is None:
+            raise StoreError("add_generation needs generation")
+        _check_columns("generations", cols, GENERATION_COLUMNS)
+        cols.setdefault("finished_at", time.time())
+        names = list(cols)
+        self._write(
+            f"INSERT OR REPLACE INTO generations({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            (cols[c] for c in names),
+        )
+
+    def generations(self) -> list[dict[str, Any]]:
+        return self._query("SELECT * FROM generations ORDER BY generation")
+
+    # -- lineage -------------------------------------------------------------------------------
+    def ancestry(self, uid: str, depth: int | None = None) -> dict[str, Any]:
+        """The ancestry tree of ``uid``, walked through ``parents`` back to the seeds.
+
+        Each node is the individual's dict plus ``"ancestors"``: one node per parent, in
+        ``parents`` order. ``depth`` limits the levels below the root (``0`` = root only); a
+        node cut off by ``depth`` has ``"truncated": True``. An ancestor reached a second time
+        (shared by two crossover parents) is expanded only once; later occurrences carry
+        ``"repeated": True`` and no ancestors, so the tree stays linear in the population size.
+        A parent uid missing from the store becomes ``{"uid": ..., "missing": True,
+        "ancestors": []}``. Raises KeyError for an unknown root uid.
+        """
+        by_uid = {ind["uid"]: ind for ind in self.individuals()}
+        if uid not in by_uid:
+            raise KeyError(uid)
+
+        expanded: set[str] = set()
+
+        def build(u: str, level: int) -> dict[str, Any]:
+            ind = by_uid.get(u)
+            if ind is None:
+                return {"uid": u, "missing": True, "ancestors": [], "parents": []}
+            node = dict(ind, ancestors=[])
+            if u in expanded:  # shared ancestor (or a cycle): expanded once, referenced after
+                node["repeated"] = True
+                return node
+            expanded.add(u)
+            if depth is not None and level >= depth:
+                node["truncated"] = bool(ind["parents"])
+                return node
+            node["ancestors"] = [build(p, level + 1) for p in ind["parents"]]
+            return node
+
+        return build(uid, 0)
+
+    def line(self, uid: str) -> list[dict[str, Any]]:
+        """The winner's main line: ``uid``'s first-parent chain, returned seed first."""
+        by_uid = {ind["uid"]: ind for ind in self.individuals()}
+        if uid not in by_uid:
+            raise KeyError(uid)
+        chain: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cur: str | None = uid
+        while cur is not None and cur in by_uid and cur not in seen:
+            seen.add(cur)
+            ind = by_uid[cur]
+            chain.append(ind)
+            cur = ind["parents"][0] if ind["parents"] else None
+        return chain[::-1]
+
+    def best_uid(self) -> str | None:
+        """The winner: meta ``winner_uid``, else the summary winner, else the highest fitness."""
+        uid = self.get_meta("winner_uid")
+        if uid:
+            return uid
+        summary = self.get_meta("summary") or {}
+        uid = (summary.get("winner") or {}).get("uid")
+        if uid:
+            return uid
+        rows = self._query(
+            "SELECT uid FROM individuals WHERE fitness IS NOT NULL "
+            "ORDER BY fitness DESC, rowid LIMIT 1"
+        )
+        return rows[0]["uid"] if rows else None

@@ -1,0 +1,382 @@
+"""Ray evaluator: a pool of long-lived actors, each a FitnessWorker with its data kept loaded.
+
+Actors, not tasks: Ray tasks that ask for GPUs get a fresh process each (re-import torch,
+re-init CUDA, reload data); actors keep all of that (docs/background.md, "Ray facts").
+Each actor holds at most ``max_inflight_per_worker`` requests; results are taken in completion
+order with ``ray.wait(num_returns=1)``. A request whose actor died is re-queued on a fresh actor,
+up to ``max_attempts`` dispatches, then recorded as an error result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoopt.evaluator.base import (
+    EvalOutcome,
+    EvalRequest,
+    Evaluator,
+    EvaluatorStats,
+    error_result,
+)
+from evoopt.evaluator.worker import FitnessWorker, RunnerFactory
+
+log = logging.getLogger(__name__)
+
+_PROJECT_ROOT = os.path.realpath(Path(__file__).resolve().parents[2])
+
+
+class FitnessActor:
+    """The body of a Ray actor: a FitnessWorker labelled ``ray:<actor id>:pid<pid>``."""
+
+    def __init__(
+        self,
+        data_dir: str | Path | None,
+        num_threads: int,
+        runner_factory: RunnerFactory | None,
+    ) -> None:
+        import ray
+
+        actor_id = ray.get_runtime_context().get_actor_id() or "noactor"
+        # Actor ids end in the job id; the leading hex digits are the distinguishing part.
+        self.label = f"ray:{actor_id[:8]}:pid{os.getpid()}"
+        self.worker = FitnessWorker(
+            data_dir, num_threads=num_threads, runner_factory=runner_factory, label=self.label
+        )
+
+    def info(self) -> dict[str, Any]:
+        import torch
+
+        return {"label": self.label, "pid": os.getpid(), "torch_threads": torch.get_num_threads()}
+
+    def evaluate(self, request: EvalRequest) -> tuple[dict[str, Any], str]:
+        return self.worker.evaluate(request), self.label
+
+
+@dataclass
+class _Slot:
+    """One place in the pool: the current actor handle and what it is running."""
+
+    index: int
+    handle: Any
+    label: str = "ray:starting"
+    pid: int | None = None
+    inflight: int = 0
+    generation: int = 0  # bumped each time the actor is replaced
+    info_ref: Any = None  # pending info() call of a replacement actor
+
+
+@dataclass
+class _Job:
+    request: EvalRequest
+    attempts: int = 0
+    first_submitted: float = field(default_factory=time.perf_counter)
+
+
+def _ensure_ray(address: str | None) -> bool:
+    """Connect to Ray (``address``) or start a quiet local instance. True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
+    if address:
+        ray.init(address=address, **quiet)
+        return True
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Workers put the driver's cwd on sys.path and inherit its environment: when this checkout
+    # is neither installed nor the cwd, put it on PYTHONPATH (cheaper than a runtime_env).
+    if os.path.realpath(os.getcwd()) != _PROJECT_ROOT:
+        parts = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+        if _PROJECT_ROOT not in parts:
+            os.environ["PYTHONPATH"] = os.pathsep.join([_PROJECT_ROOT, *filter(None, parts)])
+    ray.init(
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        **quiet,
+    )
+    return True
+
+
+class RayEvaluator(Evaluator):
+    """Evaluates on a pool of Ray actors; yields outcomes in completion order.
+
+    Args:
+        num_workers: pool size; default ``CPUs // cpus_per_worker`` of the Ray cluster (and at
+            most ``GPUs / gpus_per_worker`` when ``gpus_per_worker > 0``), at least 1.
+        address: join an existing cluster (``ray.init(address=...)``, e.g. ``"auto"``);
+            ``None`` starts a local instance sized to this machine (unless Ray is already up).
+        data_dir: passed to every worker's FitnessRunner.
+        cpus_per_worker: Ray ``num_cpus`` per actor; also the actor's torch thread count.
+        gpus_per_worker: Ray ``num_gpus`` per actor; fractional values share one GPU
+            (e.g. 0.25: four evaluations per GPU; Ray packs but does not isolate them).
+        max_restarts: how many dead actors may be replaced over the evaluator's life
+            (``None``: unlimited; each request still dies at most ``max_attempts`` times).
+        max_attempts: dispatches per request before a dead-worker error result is recorded.
+        max_inflight_per_worker: requests queued on one actor at once (1: strict; 2 hides the
+            dispatch round trip at the cost of re-running both requests if that actor dies).
+        runner_factory: alternative to ``FitnessRunner`` (picklable), for other backends/tests.
+
+    The constructor blocks until every actor is up (so an import error surfaces here).
+    Ray is shut down in ``close()`` only if this evaluator started it.
+    """
+
+    def __init__(
+        self,
+        num_workers: int | None = None,
+        address: str | None = None,
+        data_dir: str | Path | None = None,
+        cpus_per_worker: float = 1,
+        gpus_per_worker: float = 0.0,
+        max_restarts: int | None = None,
+        *,
+        max_attempts: int = 3,
+        max_inflight_per_worker: int = 1,
+        runner_factory: RunnerFactory | None = None,
+        startup_timeout_s: float = 300.0,
+    ) -> None:
+        import ray
+
+        if cpus_per_worker <= 0:
+            raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
+        if gpus_per_worker < 0:
+            raise ValueError(f"gpus_per_worker must be >= 0, got {gpus_per_worker}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        if max_inflight_per_worker < 1:
+            raise ValueError("max_inflight_per_worker must be >= 1")
+
+        t0 = time.perf_counter()
+        self._owns_ray = _ensure_ray(address)
+        self.ray_init_s = time.perf_counter() - t0
+
+        resources = ray.cluster_resources()
+        if num_workers is None:
+            num_workers = max(1, int(resources.get("CPU", 1) // cpus_per_worker))
+            if gpus_per_worker > 0:
+                gpus = resources.get("GPU", 0.0)
+                if gpus <= 0:
+                    raise ValueError("gpus_per_worker > 0 but the Ray cluster has no GPU")
+                num_workers = min(num_workers, max(1, int(math.floor(gpus / gpus_per_worker))))
+        if num_workers < 1:
+            raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+
+        self.num_workers = int(num_workers)
+        self.data_dir = str(data_dir) if data_dir is not None else None
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.max_restarts = max_restarts
+        self.max_attempts = max_attempts
+        self.max_inflight_per_worker = max_inflight_per_worker
+        self._runner_factory = runner_factory
+        self._actor_cls = ray.remote(FitnessActor).options(
+            num_cpus=cpus_per_worker,
+            num_gpus=gpus_per_worker,
+            max_restarts=0,  # replacement is explicit (see _replace) so retries are counted here
+            max_task_retries=0,
+        )
+        self._queue: deque[_Job] = deque()
+        self._inflight: dict[Any, tuple[_Slot, _Job, int]] = {}
+        self._keys: set[str] = set()
+        self._stats = EvaluatorStats()
+        self._closed = False
+
+        t1 = time.perf_counter()
+        self._slots = [_Slot(i, self._new_actor()) for i in range(self.num_workers)]
+        try:
+            refs = [s.handle.info.remote() for s in self._slots]
+            infos = ray.get(refs, timeout=startup_timeout_s)
+        except Exception:
+            self.close()
+            raise
+        for slot, info in zip(self._slots, infos, strict=True):
+            slot.label, slot.pid = info["label"], info["pid"]
+        self.actor_start_s = time.perf_counter() - t1
+
+    # -- pool management -------------------------------------------------------------------
+
+    def _new_actor(self) -> Any:
+        threads = max(1, int(self.cpus_per_worker))
+        return self._actor_cls.remote(self.data_dir, threads, self._runner_factory)
+
+    def _replace(self, slot: _Slot) -> bool:
+        """Kill ``slot``'s actor and start a fresh one; False when the restart budget is spent."""
+        import ray
+
+        with contextlib.suppress(Exception):  # already gone
+            ray.kill(slot.handle, no_restart=True)
+        slot.generation += 1
+        slot.inflight = 0
+        if self.max_restarts is not None and self._stats.worker_replacements >= self.max_restarts:
+            slot.handle = None
+            slot.label = f"{slot.label} (dead)"
+            return False
+        slot.handle = self._new_actor()
+        slot.label, slot.pid = "ray:starting", None
+        slot.info_ref = slot.handle.info.remote()
+        self._stats.worker_replacements += 1
+        return True
+
+    def _live_slots(self) -> list[_Slot]:
+        return [s for s in self._slots if s.handle is not None]
+
+    def _dispatch(self) -> None:
+        """Hand queued jobs to actors with spare capacity (least loaded first)."""
+        if self._queue:
+            self._refresh_info()
+        while self._queue:
+            free = [s for s in self._live_slots() if s.inflight < self.max_inflight_per_worker]
+            if not free:
+                return
+            slot = min(free, key=lambda s: (s.inflight, s.pid is None, s.index))
+            job = self._queue.popleft()
+            job.attempts += 1
+            ref = slot.handle.evaluate.remote(job.request)
+            slot.inflight += 1
+            self._inflight[ref] = (slot, job, slot.generation)
+
+    def _refresh_info(self) -> None:
+        """Take the label and pid of replacement actors that have come up (non-blocking)."""
+        import ray
+
+        for slot in self._slots:
+            if slot.info_ref is not None and ray.wait([slot.info_ref], timeout=0)[0]:
+                with contextlib.suppress(Exception):  # died while starting: results() sees it
+                    info = ray.get(slot.info_ref)
+                    slot.label, slot.pid = info["label"], info["pid"]
+                slot.info_ref = None
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Current actors: ``{"index", "label", "pid", "inflight", "generation"}`` each.
+
+        A replacement actor's label and pid are ``"ray:starting"``/``None`` until it is up.
+        """
+        self._refresh_info()
+        return [
+            {
+                "index": s.index,
+                "label": s.label,
+                "pid": s.pid,
+                "inflight": s.inflight,
+                "generation": s.generation,
+            }
+            for s in self._slots
+        ]
+
+    # -- Evaluator interface ---------------------------------------------------------------
+
+    def submit(self, request: EvalRequest) -> None:
+        if self._closed:
+            raise RuntimeError("evaluator is closed")
+        if request.key in self._keys:
+            raise ValueError(f"request key {request.key!r} is already pending")
+        self._keys.add(request.key)
+        self._queue.append(_Job(request))
+        self._stats.submitted += 1
+        self._dispatch()
+
+    def results(self) -> Iterator[EvalOutcome]:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+
+        while self._queue or self._inflight:
+            self._dispatch()
+            if not self._inflight:
+                # No live actor left (restart budget spent): fail what is queued.
+                job = self._queue.popleft()
+                message = "worker died: no live Ray worker left (max_restarts reached)"
+                yield self._finish(job, error_result(job.request, message), "ray:none")
+                continue
+            ready, _ = ray.wait(list(self._inflight), num_returns=1)
+            ref = ready[0]
+            slot, job, generation = self._inflight.pop(ref)
+            current = generation == slot.generation
+            if current:
+                slot.inflight -= 1
+            try:
+                result, label = ray.get(ref)
+                if current:
+                    slot.label = label
+            except RayActorError as exc:
+                outcome = self._on_worker_died(slot, job, exc, current)
+                if outcome is not None:
+                    self._dispatch()
+                    yield outcome
+                continue
+            except RayTaskError as exc:  # the worker catches everything; this is a safety net
+                result, label = error_result(job.request, f"worker raised: {exc}"), slot.label
+            self._dispatch()  # keep actors busy while the caller handles this outcome
+            yield self._finish(job, result, label)
+
+    def _on_worker_died(
+        self, slot: _Slot, job: _Job, exc: Exception, current: bool
+    ) -> EvalOutcome | None:
+        """Replace the dead actor (once) and re-queue ``job``, or give up on it."""
+        dead_label = slot.label
+        if current:
+            self._stats.worker_deaths += 1
+            self._replace(slot)
+        if job.attempts < self.max_attempts:
+            log.warning(
+                "worker %s died on %s (attempt %d); retrying",
+                dead_label,
+                job.request.key,
+                job.attempts,
+            )
+            self._stats.retries += 1
+            self._queue.appendleft(job)
+            return None
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        message = (
+            f"worker died: the worker process died on each of {job.attempts} attempts "
+            f"(last {dead_label}: {type(exc).__name__}: {first_line})"
+        )
+        return self._finish(job, error_result(job.request, message), dead_label)
+
+    def _finish(self, job: _Job, result: dict[str, Any], label: str) -> EvalOutcome:
+        self._keys.discard(job.request.key)
+        self._stats.completed += 1
+        self._stats.errors += result.get("status") == "error"
+        return EvalOutcome(job.request.key, job.request, result, label, max(1, job.attempts))
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue) + len(self._inflight)
+
+    @property
+    def stats(self) -> EvaluatorStats:
+        return self._stats
+
+    def close(self) -> None:
+        """Kill the actors; shut Ray down if this evaluator started it. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        import ray
+
+        self._queue.clear()
+        self._inflight.clear()
+        self._keys.clear()
+        if ray.is_initialized():
+            for slot in getattr(self, "_slots", []):
+                if slot.handle is not None:
+                    with contextlib.suppress(Exception):
+                        ray.kill(slot.handle, no_restart=True)
+                    slot.handle = None
+            if self._owns_ray:
+                ray.shutdown()
+
+    def __del__(self) -> None:  # best effort; close() is the real API
+        try:
+            if not self._closed and self._owns_ray:
+                self.close()
+        except Exception:
+            pass

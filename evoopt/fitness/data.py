@@ -1,0 +1,272 @@
+"""CIFAR-10 in the official python layout: locate, download (checksummed), load, split.
+
+The data directory is ``--data-dir`` if given, else ``EVOOPT_DATA_DIR``, else a per-user cache
+directory (:func:`evoopt.paths.default_data_dir`). It may point either at the folder that holds
+``cifar-10-batches-py/`` or at ``cifar-10-batches-py`` itself.
+
+Splits: the *validation* split is carved from the five training batches (stratified by class,
+fixed seed); fitness only ever sees ``train``/``val``. The official ``test_batch`` is read only
+when ``split="test"`` is asked for explicitly (a final evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import socket
+import tarfile
+import tempfile
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from evoopt.paths import default_data_dir
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILE = "test_batch"
+NUM_CLASSES = 10
+CLASSES = (
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+)
+
+
+class DataError(FileNotFoundError):
+    """The dataset is missing, incomplete or corrupt (the message says where it was looked for)."""
+
+
+@dataclass(frozen=True)
+class Cifar10Arrays:
+    """Raw CIFAR-10 arrays: ``train_x``/``test_x`` uint8 (N, 32, 32, 3) HWC, labels int64 (N,)."""
+
+    root: Path
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+
+
+# Loaded arrays, shared by every FitnessRunner of the process; keyed by the resolved batches dir.
+_CACHE: dict[Path, Cifar10Arrays] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The data dir to use: the argument, else ``EVOOPT_DATA_DIR``, else the user cache dir."""
+    return Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+
+
+def find_batches_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The ``cifar-10-batches-py`` folder under (or equal to) ``data_dir``, if complete; else None."""
+    base = resolve_data_dir(data_dir)
+    for cand in (base / CIFAR10_FOLDER, base):
+        if all((cand / f).is_file() for f in (*TRAIN_FILES, TEST_FILE)):
+            return cand.resolve()
+    return None
+
+
+def _missing_message(base: Path, reason: str) -> str:
+    target = base if base.name == CIFAR10_FOLDER else base / CIFAR10_FOLDER
+    files = ", ".join((*TRAIN_FILES, TEST_FILE))
+    return (
+        f"CIFAR-10 not found under {base} ({reason}).\n"
+        f"Put the official python-version files ({files}) in:\n    {target}\n"
+        f"e.g. download {CIFAR10_URL} (md5 {CIFAR10_MD5}) elsewhere and run\n"
+        f"    tar -xzf cifar-10-python.tar.gz -C {target.parent}\n"
+        "or pass --data-dir / set EVOOPT_DATA_DIR to a folder that holds cifar-10-batches-py/."
+    )
+
+
+def network_reachable(url: str = CIFAR10_URL, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the download host can be opened."""
+    host = urllib.request.urlparse(url).hostname
+    if host is None:  # file:// URLs (tests) need no network
+        return True
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def download_cifar10(
+    data_dir: str | os.PathLike[str],
+    url: str = CIFAR10_URL,
+    md5: str = CIFAR10_MD5,
+    progress: bool = True,
+) -> Path:
+    """Download the tarball into ``data_dir``, verify its md5, extract; return the batches dir."""
+    from rich.progress import (
+        BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn,
+    )
+
+    base = Path(data_dir).expanduser()
+    if base.name == CIFAR10_FOLDER:
+        base = base.parent
+    base.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(suffix=".tar.gz", dir=base)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with Progress(
+                "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress,
+            ) as bar:
+                job = bar.add_task("CIFAR-10", total=total)
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    out.write(chunk)
+                    bar.advance(job, len(chunk))
+        got = _md5(tmp)
+        if got != md5:
+            raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
+        with tarfile.open(tmp, "r:gz") as tar:
+            tar.extractall(base, filter="data")
+    finally:
+        tmp.unlink(missing_ok=True)
+    found = find_batches_dir(base)
+    if found is None:
+        raise DataError(_missing_message(base, f"the archive from {url} lacked the batch files"))
+    return found
+
+
+def ensure_cifar10(
+    data_dir: str | os.PathLike[str] | None = None, download: bool = True, progress: bool = True,
+) -> Path:
+    """Return the batches dir, downloading the dataset if missing and the network is reachable.
+
+    Raises :class:`DataError` naming the exact folder to put the files in otherwise.
+    """
+    base = resolve_data_dir(data_dir)
+    found = find_batches_dir(base)
+    if found is not None:
+        return found
+    if not download:
+        raise DataError(_missing_message(base, "download disabled"))
+    if os.environ.get("EVOOPT_OFFLINE") or not network_reachable():
+        raise DataError(_missing_message(base, "offline: cannot reach www.cs.toronto.edu"))
+    return download_cifar10(base, progress=progress)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with open(path, "rb") as f:
+        d = pickle.load(f, encoding="bytes")
+    try:
+        data = np.asarray(d[b"data"], dtype=np.uint8)
+        labels = np.asarray(d[b"labels"], dtype=np.int64)
+    except (KeyError, TypeError) as e:
+        raise DataError(f"{path}: not a CIFAR-10 batch (need b'data' and b'labels')") from e
+    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
+        raise DataError(f"{path}: b'data' has shape {data.shape}, labels {labels.shape}")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(f"{path}: labels outside 0..9")
+    # (N, 3072) = (N, C=3, 32, 32) row-major planes -> HWC
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
+
+
+def load_cifar10(
+    data_dir: str | os.PathLike[str] | None = None, download: bool = True, progress: bool = True,
+) -> Cifar10Arrays:
+    """Load (and cache process-wide) the raw arrays; downloads when missing and online."""
+    root = ensure_cifar10(data_dir, download=download, progress=progress)
+    with _CACHE_LOCK:
+        hit = _CACHE.get(root)
+        if hit is None:
+            parts = [_read_batch(root / f) for f in TRAIN_FILES]
+            test_x, test_y = _read_batch(root / TEST_FILE)
+            hit = Cifar10Arrays(
+                root=root,
+                train_x=np.concatenate([p[0] for p in parts]),
+                train_y=np.concatenate([p[1] for p in parts]),
+                test_x=test_x,
+                test_y=test_y,
+            )
+            for a in (hit.train_x, hit.train_y, hit.test_x, hit.test_y):
+                a.setflags(write=False)
+            _CACHE[root] = hit
+    return hit
+
+
+def clear_cache() -> None:
+    """Forget every cached dataset (tests)."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+def _stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Indices of ``n`` items of ``labels`` with per-class counts proportional to class sizes.
+
+    Largest-remainder allocation, ties broken by class id; within a class a seeded random choice.
+    """
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * n / len(labels)
+    take = np.floor(quota).astype(np.int64)
+    short = n - int(take.sum())
+    if short:
+        order = np.lexsort((classes, -(quota - take)))  # largest remainder first
+        take[order[:short]] += 1
+    picked = []
+    for c, k in zip(classes, take, strict=True):
+        idx = np.flatnonzero(labels == c)
+        picked.append(rng.permutation(idx)[:k])
+    return np.sort(np.concatenate(picked)) if picked else np.empty(0, np.int64)
+
+
+def make_splits(
+    labels: np.ndarray, val_size: int, train_size: int | None = None, seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint, class-stratified ``(train_idx, val_idx)`` into the official training batches.
+
+    ``val_size`` images are held out first (from ``seed``); the training subset is then
+    ``train_size`` images (stratified) of the remainder, or all of it when ``train_size`` is None
+    or larger than what is left. Both are sorted and depend on (labels, sizes, seed) only.
+    """
+    labels = np.asarray(labels)
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise DataError(f"val_size={val_size} must be between 1 and {n - 1} for {n} images")
+    rng = np.random.default_rng([seed, 0x5EED])
+    val_idx = _stratified_take(labels, val_size, rng)
+    rest = np.setdiff1d(np.arange(n), val_idx, assume_unique=True)
+    if train_size is not None and train_size < len(rest):
+        sub = _stratified_take(labels[rest], train_size, np.random.default_rng([seed, 0x7EA1]))
+        rest = rest[sub]
+    return rest, val_idx
+
+
+def write_fake_cifar10(root: str | os.PathLike[str], n_train: int = 60, n_test: int = 30,
+                       seed: int = 0) -> Path:
+    """Write a tiny random dataset in the official layout under ``root`` (for tests/examples)."""
+    out = Path(root) / CIFAR10_FOLDER
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name, n in (*((f, n_train) for f in TRAIN_FILES), (TEST_FILE, n_test)):
+        labels = (np.arange(n) % NUM_CLASSES).tolist()
+        d = {b"batch_label": name.encode(), b"labels": labels,
+             b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)}
+        with open(out / name, "wb") as f:
+            pickle.dump(d, f, protocol=4)
+    with open(out / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [c.encode() for c in CLASSES]}, f, protocol=4)
+    return out
+
+
+__all__ = [
+    "CIFAR10_MD5", "CIFAR10_URL", "CLASSES", "Cifar10Arrays", "DataError", "clear_cache",
+    "download_cifar10", "ensure_cifar10", "find_batches_dir", "load_cifar10", "make_splits",
+    "network_reachable", "resolve_data_dir", "write_fake_cifar10",
+]

@@ -1,0 +1,162 @@
+"""Fitness task specs: a frozen, validated ``TaskSpec`` loaded from ``fitness/<name>.toml``.
+
+A TOML task file is a flat table of :class:`TaskSpec` fields; missing fields take the defaults
+below, unknown or ill-typed ones raise :class:`TaskError` naming the field. Fidelity stages of a
+campaign are ``task.with_overrides(steps=..., train_size=...)`` of one spec.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from evoopt.paths import FITNESS_DIR
+
+DEFAULT_TASK = "cifar10-cpu"
+DEVICES = ("auto", "cpu", "cuda")
+IMAGE_SIZES = (16, 32)
+
+
+class TaskError(ValueError):
+    """An invalid task spec; ``field`` names the offending field (or None for the file itself)."""
+
+    def __init__(self, field: str | None, message: str) -> None:
+        self.field = field
+        super().__init__(f"task field '{field}': {message}" if field else message)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One fitness task: data, model, training budget and guards. All fields are plain values."""
+
+    name: str
+    description: str = ""
+    dataset: str = "cifar10"
+    image_size: int = 16            # 16 (2x2 average-pooled) or 32 px
+    train_size: int | None = 5000   # training subset (class-stratified); None = all non-val images
+    val_size: int = 1000            # validation images held out of the training batches
+    split_seed: int = 0             # seed of the val split and of the training subset
+    steps: int = 100                # optimizer steps; the genome's schedule sees this as total
+    batch_size: int = 250
+    width: int = 16                 # channels of the first block; blocks are width x (1, 2, 4)
+    label_smoothing: float = 0.0
+    flip: bool = True               # random horizontal flip
+    translate: int = 1              # random translation, in pixels (reflect-padded); 0 = none
+    seeds: int = 1                  # default number of seeds (0..seeds-1) per evaluation
+    time_limit_s: float = 60.0      # wall-clock limit of one (genome, seed) run
+    divergence_factor: float = 5.0  # loss > factor x first-step loss (or non-finite) = diverged
+    check_every: int = 1            # divergence/time check interval in steps (GPU: avoid syncs)
+    eval_batch_size: int = 1000
+    device: str = "auto"            # auto | cpu | cuda
+    bf16: bool = True               # bf16 autocast (CUDA only; ignored on CPU)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_type(f.name, getattr(self, f.name), f.type)
+        if not self.name:
+            raise TaskError("name", "must be a non-empty string")
+        if self.dataset != "cifar10":
+            raise TaskError("dataset", f"unknown dataset {self.dataset!r} (only 'cifar10')")
+        if self.image_size not in IMAGE_SIZES:
+            raise TaskError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size}")
+        if self.device not in DEVICES:
+            raise TaskError("device", f"must be one of {DEVICES}, got {self.device!r}")
+        positive = ("val_size", "steps", "batch_size", "width", "seeds", "check_every",
+                    "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise TaskError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.train_size is not None and self.train_size < 1:
+            raise TaskError("train_size", f"must be >= 1 or omitted, got {self.train_size}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise TaskError("label_smoothing", f"must be in [0, 1), got {self.label_smoothing}")
+        if not 0 <= self.translate <= self.image_size // 4:
+            raise TaskError("translate", f"must be in [0, {self.image_size // 4}]")
+        if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
+            raise TaskError("time_limit_s", f"must be a positive number, got {self.time_limit_s}")
+        if not (math.isfinite(self.divergence_factor) and self.divergence_factor > 1.0):
+            raise TaskError("divergence_factor", f"must be > 1, got {self.divergence_factor}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain JSON-able dict (``train_size`` may be None)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TaskSpec:
+        """Build and validate from a dict such as :meth:`to_dict` or a parsed TOML file."""
+        if not isinstance(d, dict):
+            raise TaskError(None, f"a task spec must be a table/dict, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        for key in d:
+            if key not in known:
+                raise TaskError(key, f"unknown field (known: {', '.join(sorted(known))})")
+        if "name" not in d:
+            raise TaskError("name", "missing")
+        return cls(**d)
+
+    def with_overrides(self, **kw: Any) -> TaskSpec:
+        """A copy with some fields replaced (validated)."""
+        known = {f.name for f in fields(self)}
+        for key in kw:
+            if key not in known:
+                raise TaskError(key, "unknown field")
+        return dataclasses.replace(self, **kw)
+
+
+def _check_type(name: str, value: Any, annotation: Any) -> None:
+    ann = str(annotation)
+    optional = "None" in ann
+    if value is None:
+        if optional:
+            return
+        raise TaskError(name, "must not be empty")
+    if ann.startswith("int"):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        kind = "an integer"
+    elif ann.startswith("float"):
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        kind = "a number"
+    elif ann.startswith("bool"):
+        ok = isinstance(value, bool)
+        kind = "true or false"
+    else:
+        ok = isinstance(value, str)
+        kind = "a string"
+    if not ok:
+        raise TaskError(name, f"must be {kind}, got {value!r}")
+
+
+def available_tasks() -> list[str]:
+    """Names of the task specs shipped in ``fitness/``."""
+    return sorted(p.stem for p in FITNESS_DIR.glob("*.toml"))
+
+
+def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) -> TaskSpec:
+    """A task by name (``fitness/<name>.toml``) or by path to a TOML file."""
+    if isinstance(name_or_path, TaskSpec):
+        return name_or_path
+    raw = str(name_or_path)
+    path = Path(raw).expanduser()
+    if not path.is_file():
+        if raw.endswith(".toml") or os.sep in raw:
+            raise TaskError(None, f"task file not found: {path}")
+        path = FITNESS_DIR / f"{raw}.toml"
+        if not path.is_file():
+            raise TaskError(
+                None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}"
+            )
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise TaskError(None, f"{path}: invalid TOML: {e}") from e
+    data.setdefault("name", path.stem)
+    return TaskSpec.from_dict(data)
+
+
+__all__ = ["DEFAULT_TASK", "TaskError", "TaskSpec", "available_tasks", "load_task"]

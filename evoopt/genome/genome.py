@@ -1,0 +1,352 @@
+"""The genome: an immutable, validated description of an optimizer built from registry primitives.
+
+On disk a genome is TOML (or JSON) of this shape::
+
+    name = "adam"                        # label, not part of the identity
+    lr = 1e-3
+    [schedule]        kind = "constant"  # optional; constant by default
+    [momentum]        kind = "ema", beta = 0.9, bias_correction = true
+    [second_moment]   kind = "adam", beta = 0.999, eps = 1e-8
+    [[terms]]         kind = "momentum", weight = 1.0, normalize = true
+
+Optional tables: ``clip``, ``weight_decay``, ``momentum``, ``grad_diff``, ``second_moment``.
+Every table's ``kind`` and hyperparameters come from :mod:`evoopt.genome.primitives`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from evoopt.genome.primitives import (
+    BLOCK_SLOTS,
+    LR,
+    MAX_TERMS,
+    PHASES,
+    Builder,
+    GenomeError,
+    Primitive,
+    primitive,
+)
+
+TOP_LEVEL_KEYS = ("name", "description", "lr", *BLOCK_SLOTS, "terms")
+STATE_SLOTS = ("momentum", "grad_diff", "second_moment")
+
+
+@dataclass(frozen=True)
+class Block:
+    """One primitive with its hyperparameter values (a table of the genome, or one term)."""
+
+    slot: str
+    kind: str
+    values: tuple[tuple[str, float | bool], ...] = ()
+
+    @property
+    def primitive(self) -> Primitive:
+        return primitive(self.slot, self.kind)
+
+    def __getitem__(self, name: str) -> float | bool:
+        for k, v in self.values:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+    def replace(self, **values: float | bool) -> Block:
+        merged = dict(self.values) | values
+        return Block(self.slot, self.kind, tuple(sorted(merged.items())))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, **dict(self.values)}
+
+    @classmethod
+    def parse(cls, slot: str, table: object, where: str) -> Block:
+        """Validate a table from a genome file; missing hyperparameters take their defaults."""
+        if not isinstance(table, Mapping):
+            raise GenomeError(f"{where}: expected a table, got {table!r}")
+        kind = table.get("kind")
+        if not isinstance(kind, str):
+            raise GenomeError(f"{where}.kind: missing or not a string (got {kind!r})")
+        try:
+            prim = primitive(slot, kind)
+        except GenomeError as e:
+            raise GenomeError(f"{where}{str(e)[len(slot):]}") from None
+        known = {h.name for h in prim.hparams}
+        for key in table:
+            if key != "kind" and key not in known:
+                allowed = ", ".join(sorted(known)) or "none"
+                raise GenomeError(f"{where}.{key}: unknown field for kind {kind!r} "
+                                  f"(allowed: {allowed})")
+        values = {h.name: h.check(table.get(h.name, h.default), f"{where}.{h.name}")
+                  for h in prim.hparams}
+        return cls(slot, kind, tuple(sorted(values.items())))
+
+
+@dataclass(frozen=True)
+class Genome:
+    """An optimizer as a value: hashable, comparable, serializable, buildable into a program."""
+
+    lr: float
+    terms: tuple[Block, ...]
+    schedule: Block = Block("schedule", "constant")
+    clip: Block | None = None
+    weight_decay: Block | None = None
+    momentum: Block | None = None
+    grad_diff: Block | None = None
+    second_moment: Block | None = None
+    name: str = field(default="", compare=False)
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        self._check_consistency()
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: object, source: str = "genome") -> Genome:
+        """Validate a plain dict (parsed TOML/JSON); errors name ``source`` and the field."""
+        try:
+            return cls._from_dict(data)
+        except GenomeError as e:
+            raise GenomeError(f"{source}: {e}") from None
+
+    @classmethod
+    def _from_dict(cls, data: object) -> Genome:
+        if not isinstance(data, Mapping):
+            raise GenomeError(f"expected a table of genome fields, got {type(data).__name__}")
+        for key in data:
+            if key not in TOP_LEVEL_KEYS:
+                raise GenomeError(f"{key}: unknown field (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+        if "lr" not in data:
+            raise GenomeError("lr: missing (the base learning rate)")
+        lr = LR.check(data["lr"], "lr")
+        raw_terms = data.get("terms")
+        if not isinstance(raw_terms, list) or not raw_terms:
+            raise GenomeError(f"terms: expected a non-empty list of tables, got {raw_terms!r}")
+        if len(raw_terms) > 2 * MAX_TERMS:
+            raise GenomeError(f"terms: at most {2 * MAX_TERMS} terms, got {len(raw_terms)}")
+        terms = tuple(Block.parse("terms", t, f"terms[{i}]") for i, t in enumerate(raw_terms))
+        blocks = {slot: Block.parse(slot, data[slot], slot) for slot in BLOCK_SLOTS if slot in data}
+        for key in ("name", "description"):
+            if not isinstance(data.get(key, ""), str):
+                raise GenomeError(f"{key}: expected a string, got {data[key]!r}")
+        return cls(lr=lr, terms=terms, name=data.get("name", ""),
+                   description=data.get("description", ""), **blocks)
+
+    def _check_consistency(self) -> None:
+        for i, term in enumerate(self.terms):
+            for slot in sorted(term.primitive.uses):
+                if getattr(self, slot) is None:
+                    raise GenomeError(f"terms[{i}].kind: {term.kind!r} needs a [{slot}] table")
+            if term.get("normalize") and self.second_moment is None:
+                raise GenomeError(f"terms[{i}].normalize: true needs a [second_moment] table")
+        if self.schedule.slot != "schedule":
+            raise GenomeError("schedule: not a schedule block")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in file layout (TOML/JSON-able); ``from_dict`` inverts it exactly."""
+        out: dict[str, Any] = {}
+        if self.name:
+            out["name"] = self.name
+        if self.description:
+            out["description"] = self.description
+        out["lr"] = self.lr
+        for slot in BLOCK_SLOTS:
+            block = getattr(self, slot)
+            if block is not None:
+                out[slot] = block.to_dict()
+        out["terms"] = [t.to_dict() for t in self.terms]
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() if path.suffix == ".json" else self.to_toml())
+        return path
+
+    # -- identity --------------------------------------------------------------------------
+    def canonical(self) -> Genome:
+        """The same optimizer with zero-weight and unused parts dropped and terms merged/sorted.
+
+        Terms of the same kind, normalization and hyperparameters are merged by summing weights
+        (``0.41·sign(g) + 0.32·sign(g)`` becomes ``0.73·sign(g)``); state and decay that no
+        remaining term needs are removed; name and description are cleared.
+        """
+        merged: dict[tuple, float] = {}
+        for t in self.terms:
+            rest = tuple((k, v) for k, v in t.values if k != "weight")
+            merged[(t.kind, rest)] = merged.get((t.kind, rest), 0.0) + float(t["weight"])
+        terms = tuple(
+            Block("terms", kind, tuple(sorted((*rest, ("weight", w)))))
+            for (kind, rest), w in sorted(merged.items(), key=_term_key) if w != 0.0
+        )
+        if not terms:
+            raise GenomeError("terms: every term has weight 0; the genome makes no update")
+        used = set().union(*(t.primitive.uses for t in terms))
+        normalized = any(t.get("normalize") for t in terms)
+        wd = self.weight_decay
+        return Genome(
+            lr=self.lr,
+            terms=terms,
+            schedule=self.schedule,
+            clip=self.clip,
+            weight_decay=wd if wd is not None and wd["value"] != 0.0 else None,
+            momentum=self.momentum if "momentum" in used else None,
+            grad_diff=self.grad_diff if "grad_diff" in used else None,
+            second_moment=self.second_moment if normalized else None,
+        )
+
+    @property
+    def hash(self) -> str:
+        """Stable content hash (16 hex digits) of the canonical form."""
+        text = json.dumps(self.canonical().to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def has_schedule(self) -> bool:
+        return self.schedule.kind != "constant"
+
+    def with_lr(self, lr: float) -> Genome:
+        return replace(self, lr=LR.check(lr, "lr"))
+
+    def blocks(self) -> Iterator[Block]:
+        """Every block: the tables in slot order, then the terms."""
+        for slot in BLOCK_SLOTS:
+            block = getattr(self, slot)
+            if block is not None:
+                yield block
+        yield from self.terms
+
+    # -- program and docs ------------------------------------------------------------------
+    def build(self) -> Builder:
+        """Emit this genome's tensor program, phase by phase (see :mod:`primitives`)."""
+        b = Builder()
+        b.arg(LR, self.lr)
+        blocks = list(self.blocks())
+        first_term = len(blocks) - len(self.terms)
+        names = [self._register_args(b, block, i - first_term) for i, block in enumerate(blocks)]
+        for block, args in zip(blocks, names, strict=True):
+            if block.slot in STATE_SLOTS:
+                b.declared[block.slot] = (block.primitive.buffers[0], args)
+        directions: dict[int, tuple[str, str | None]] = {}
+        for phase in PHASES:
+            for i, block in enumerate(blocks):
+                prim = block.primitive
+                if prim.phase == phase and prim.emit is not None:
+                    result = prim.emit(b, block, names[i])
+                    if block.slot == "terms":
+                        directions[i - first_term] = result
+            if phase == "state":
+                b.finish_state()
+            elif phase == "update":
+                for i, term in enumerate(self.terms):
+                    self._emit_update(b, term, directions[i], names[first_term + i]["weight"])
+        return b
+
+    @staticmethod
+    def _register_args(b: Builder, block: Block, term_index: int) -> dict[str, str]:
+        names: dict[str, str] = {}
+        for h in block.primitive.hparams:
+            if h.is_bool:
+                continue
+            name = h.arg
+            if block.slot == "terms":
+                name = f"{block.kind}_{h.name}"
+                if name in b.args:
+                    name = f"{block.kind}{term_index}_{h.name}"
+            names[h.name] = b.arg(h, block[h.name], name)
+        return names
+
+    @staticmethod
+    def _emit_update(b: Builder, term: Block, direction: tuple[str, str | None],
+                     weight: str) -> None:
+        slot, bc = direction
+        coef = f"-{b.lr} * {weight}" + (f" / {bc}" if bc else "")
+        if term.get("normalize"):
+            b.program.op("addcdiv_", "param", slot, b.denom, scalar=coef)
+        else:
+            b.program.op("add_", "param", slot, scalar=coef)
+
+    def formula(self) -> str:
+        """One line: the update rule, its state, schedule and decay."""
+        parts = []
+        m_hat = self.momentum is not None and self.momentum.get("bias_correction", False)
+        d_hat = self.grad_diff is not None and self.grad_diff["bias_correction"]
+        v_hat = self.second_moment is not None and self.second_moment.kind != "rmsprop"
+        for t in self.terms:
+            sym = t.primitive.describe(dict(t.values))
+            if t.kind == "momentum" and m_hat or t.kind == "grad_diff" and d_hat:
+                sym += "̂"
+            if t.get("normalize"):
+                sym = f"{sym}/(√{'v̂' if v_hat else 'v'}+ε)"
+            w = float(t["weight"])
+            parts.append(sym if w == 1.0 else f"{w:.4g}·{sym}")
+        rule = "p ← p − lr·(" + " + ".join(parts) + ")" if len(parts) > 1 else \
+            f"p ← p − lr·{parts[0]}"
+        notes = [f"lr={self.lr:.4g}"]
+        for slot in ("momentum", "grad_diff", "second_moment", "weight_decay", "clip"):
+            block = getattr(self, slot)
+            if block is not None:
+                notes.append(block.primitive.describe(dict(block.values)))
+        if self.has_schedule:
+            notes.append(self.schedule.primitive.describe(dict(self.schedule.values)))
+        return f"{rule}; " + ", ".join(notes)
+
+
+def _term_key(item: tuple[tuple[str, tuple], float]) -> tuple:
+    (kind, rest), _ = item
+    from evoopt.genome.primitives import TERM_KINDS
+
+    return (TERM_KINDS.index(kind), rest)
+
+
+def load_genome(path: str | Path) -> Genome:
+    """Read a genome from a ``.toml`` or ``.json`` file; errors name the file and the field."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise GenomeError(f"{path}: cannot read genome file ({e.strerror})") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise GenomeError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
+                          f"{e}") from None
+    genome = Genome.from_dict(data, source=str(path))
+    if not genome.name:
+        genome = replace(genome, name=path.stem)
+    return genome
+
+
+def seed_genome(name: str) -> Genome:
+    """A seeded individual shipped in ``genomes/`` (adam, adamw, adan, lion, sgd-momentum, ...)."""
+    from evoopt.paths import GENOMES_DIR
+
+    path = GENOMES_DIR / f"{name}.toml"
+    if not path.exists():
+        names = ", ".join(sorted(p.stem for p in GENOMES_DIR.glob("*.toml")))
+        raise GenomeError(f"unknown seed genome {name!r} (shipped: {names})")
+    return load_genome(path)
+
+
+def seed_names() -> list[str]:
+    from evoopt.paths import GENOMES_DIR
+
+    return sorted(p.stem for p in GENOMES_DIR.glob("*.toml"))

@@ -1,0 +1,426 @@
+"""The primitive registry: every update primitive is defined once, here.
+
+A primitive fills one *slot* of a genome (``schedule``, ``clip``, ``weight_decay``, ``momentum``,
+``grad_diff``, ``second_moment``, or one entry of ``terms``). Its definition carries everything
+the rest of evoopt needs: the hyperparameters (type, validity bounds, mutation range and scale,
+exported argument name), the state buffers, the tensor program it emits (run by the interpreter
+and printed by the exporter) and its formula for docs and one-line summaries.
+
+A step of any genome runs these phases, in order::
+
+    scalars      scheduled learning rate, bias corrections           (schedule, moments)
+    grad         global-norm clipping, coupled (L2) weight decay     (clip, weight_decay)
+    pre_state    directions that read last step's state (Lion)       (terms)
+    state        moment buffers: m, d = EMA(g - g_prev), v           (momentum, grad_diff, 2nd)
+    decay        decoupled weight decay  p *= 1 - lr*wd              (weight_decay)
+    update       p -= lr * sum_i w_i * direction_i [/ (sqrt(v)+eps)] (terms)
+    proximal     proximal weight decay   p /= 1 + lr*wd              (weight_decay)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from evoopt.genome.program import Program
+
+if TYPE_CHECKING:
+    from evoopt.genome.genome import Block
+
+PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "proximal")
+BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
+MAX_TERMS = 4
+
+
+class GenomeError(ValueError):
+    """A genome (or genome file) is malformed; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class HParam:
+    """A hyperparameter of a primitive.
+
+    ``low``/``high`` bound valid values (``open_low``/``open_high`` exclude the bound);
+    ``search`` is the range mutation samples from, on ``scale``: ``linear``, ``log``, or
+    ``log1m`` (log of 1 - x, for decay rates close to 1). ``arg`` names the exported
+    constructor argument; ``bool`` hyperparameters are structural and baked into code.
+    """
+
+    name: str
+    default: float | bool
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+    open_high: bool = False
+    search: tuple[float, float] | None = None
+    scale: str = "linear"
+    arg: str = ""
+    doc: str = ""
+
+    @property
+    def is_bool(self) -> bool:
+        return isinstance(self.default, bool)
+
+    def check(self, value: object, where: str) -> float | bool:
+        """Return ``value`` as this hyperparameter's type or raise a :class:`GenomeError`."""
+        if self.is_bool:
+            if not isinstance(value, bool):
+                raise GenomeError(f"{where}: expected true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise GenomeError(f"{where}: expected a number, got {value!r}")
+        x = float(value)
+        below = x <= self.low if self.open_low else x < self.low
+        above = x >= self.high if self.open_high else x > self.high
+        if not math.isfinite(x) or below or above:
+            lo, hi = ("(" if self.open_low else "["), (")" if self.open_high else "]")
+            raise GenomeError(f"{where}: {x!r} is outside {lo}{self.low}, {self.high}{hi}")
+        return x
+
+    def condition(self, arg: str) -> str:
+        """Python source of the validity check on ``arg`` (for exported constructors)."""
+        parts = []
+        if math.isfinite(self.low):
+            parts.append(f"{self.low!r} {'<' if self.open_low else '<='} {arg}")
+        if math.isfinite(self.high):
+            parts.append(f"{arg} {'<' if self.open_high else '<='} {self.high!r}")
+        if not parts:
+            return f"math.isfinite({arg})"
+        if len(parts) == 2:
+            return f"{parts[0]} {'<' if self.open_high else '<='} {self.high!r}"
+        return parts[0]
+
+
+def _beta(name: str, default: float, arg: str, doc: str) -> HParam:
+    return HParam(name, default, 0.0, 1.0, open_high=True, search=(0.5, 0.9999), scale="log1m",
+                  arg=arg, doc=doc)
+
+
+LR = HParam("lr", 1e-3, 0.0, 10.0, open_low=True, search=(1e-5, 1.0), scale="log", arg="lr",
+            doc="base learning rate")
+EPS = HParam("eps", 1e-8, 0.0, 1.0, open_low=True, search=(1e-10, 1e-4), scale="log", arg="eps",
+             doc="added to the denominator, outside the square root")
+WEIGHT = HParam("weight", 1.0, -100.0, 100.0, search=(0.05, 4.0), scale="log", arg="weight",
+                doc="coefficient of this term in the update")
+NORMALIZE = HParam("normalize", False, doc="divide by the second-moment denominator sqrt(v)+eps")
+BIAS_CORRECTION = HParam("bias_correction", True, doc="divide the moment by 1 - beta**step")
+
+
+# ----------------------------------------------------------------------------------------------
+# The builder: a program under construction plus what primitives need to know of each other.
+@dataclass
+class Builder:
+    """Collects the :class:`Program` and exported arguments while primitives emit."""
+
+    program: Program = field(default_factory=Program)
+    args: dict[str, tuple[HParam, float]] = field(default_factory=dict)  # arg -> (spec, value)
+    lr: str = "lr"  # name of the (scheduled) learning-rate scalar
+    moments: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # slot -> (buf, bc)
+    # slot -> (first state buffer, hparam name -> exported arg name), known before any emission
+    declared: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    denom: str | None = None
+    _diff: str | None = None
+
+    def arg(self, spec: HParam, value: float, name: str | None = None) -> str:
+        """Register a float hyperparameter as an exported argument and return its name."""
+        name = name or spec.arg
+        self.args[name] = (spec, float(value))
+        return name
+
+    def diff(self) -> str:
+        """The gradient difference g_t - g_{t-1} (zero at the first step), created once."""
+        if self._diff is None:
+            p = self.program
+            prev = p.buffer("prev_grad")
+            p.op("copy_", prev, "grad", when="step == 1")
+            self._diff = p.op("sub", "grad", prev, out="grad_diff")
+        return self._diff
+
+    def finish_state(self) -> None:
+        if self._diff is not None:
+            self.program.op("copy_", "prev_grad", "grad")
+
+    def fresh(self, stem: str) -> str:
+        """A temporary slot name not used yet."""
+        used = {o.out for o in self.program.ops}
+        return stem if stem not in used else next(
+            f"{stem}{i}" for i in range(1, 100) if f"{stem}{i}" not in used)
+
+    def moment(self, slot: str) -> tuple[str, str | None]:
+        return self.moments[slot]
+
+    def bias_correction(self, name: str, beta_arg: str, offset: str = "") -> str:
+        step = f"(step + {offset})" if offset else "step"
+        if name not in dict(self.program.lets):
+            self.program.let(name, f"1 - {beta_arg} ** {step}")
+        return name
+
+
+@dataclass(frozen=True)
+class Primitive:
+    """One update primitive, defined once: it drives the interpreter, mutation, export and docs."""
+
+    slot: str
+    kind: str
+    phase: str
+    summary: str
+    formula: str  # with {hparam} placeholders, for docs and genome formulas
+    hparams: tuple[HParam, ...] = ()
+    buffers: tuple[str, ...] = ()
+    uses: frozenset[str] = frozenset()  # state slots a term reads
+    emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
+
+    def hparam(self, name: str) -> HParam:
+        for h in self.hparams:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def describe(self, values: dict[str, float | bool]) -> str:
+        return self.formula.format(**{k: _fmt(v) for k, v in values.items()})
+
+
+def _fmt(v: float | bool) -> str:
+    return str(v).lower() if isinstance(v, bool) else f"{v:.4g}"
+
+
+REGISTRY: dict[str, dict[str, Primitive]] = {}
+
+
+def register(p: Primitive) -> Primitive:
+    if p.phase not in PHASES:
+        raise ValueError(f"unknown phase {p.phase}")
+    REGISTRY.setdefault(p.slot, {})[p.kind] = p
+    return p
+
+
+def primitive(slot: str, kind: str) -> Primitive:
+    try:
+        return REGISTRY[slot][kind]
+    except KeyError:
+        options = ", ".join(sorted(REGISTRY.get(slot, {})))
+        raise GenomeError(f"{slot}.kind: unknown kind {kind!r} (choose one of: {options})") from None
+
+
+# ----------------------------------------------------------------------------------------------
+# Learning-rate schedules: scale the base lr by a function of step / total_steps.
+WARMUP = HParam("warmup_fraction", 0.05, 0.0, 1.0, open_high=True, search=(0.01, 0.3), scale="log",
+                arg="warmup_fraction", doc="fraction of total_steps spent warming up linearly")
+FINAL = HParam("final_lr_fraction", 0.0, 0.0, 1.0, search=(0.0, 0.3), arg="final_lr_fraction",
+               doc="lr at the end of the decay, as a fraction of the base lr")
+
+
+def _schedule(factors: Callable[[dict[str, str]], list[tuple[str, str]]]) -> Callable:
+    def emit(b: Builder, block: Block, a: dict[str, str]) -> None:
+        lets = factors(a)
+        for name, expr in lets:
+            b.program.let(name, expr)
+        b.lr = b.program.let("lr_t", f"lr * {lets[-1][0]}")
+
+    return emit
+
+
+def _cosine(a: dict[str, str], progress: str) -> tuple[str, str]:
+    f = a["final_lr_fraction"]
+    return "lr_factor", f"{f} + (1 - {f}) * 0.5 * (1 + math.cos(math.pi * {progress}))"
+
+
+register(Primitive("schedule", "constant", "scalars", "constant learning rate", "constant lr",
+                   emit=lambda b, block, a: None))
+register(Primitive(
+    "schedule", "linear_warmup", "scalars", "linear warmup to the base lr, then constant",
+    "warmup({warmup_fraction})", (WARMUP,),
+    emit=_schedule(lambda a: [
+        ("warmup_steps", f"max(1.0, {a['warmup_fraction']} * total_steps)"),
+        ("lr_factor", "min(1.0, step / warmup_steps)"),
+    ])))
+register(Primitive(
+    "schedule", "cosine", "scalars", "cosine decay from the base lr to final_lr_fraction * lr",
+    "cosine(→{final_lr_fraction})", (FINAL,),
+    emit=_schedule(lambda a: [
+        ("progress", "min(1.0, (step - 1) / total_steps)"),
+        _cosine(a, "progress"),
+    ])))
+register(Primitive(
+    "schedule", "warmup_cosine", "scalars", "linear warmup, then cosine decay",
+    "warmup({warmup_fraction})+cosine(→{final_lr_fraction})", (WARMUP, FINAL),
+    emit=_schedule(lambda a: [
+        ("warmup_steps", f"max(1.0, {a['warmup_fraction']} * total_steps)"),
+        ("progress", "min(1.0, max(0.0, step - warmup_steps) / max(1.0, total_steps - warmup_steps))"),
+        ("cosine", _cosine(a, "progress")[1]),
+        ("lr_factor", "min(1.0, step / warmup_steps) * cosine"),
+    ])))
+register(Primitive(
+    "schedule", "linear_decay", "scalars", "linear decay from the base lr to final_lr_fraction * lr",
+    "linear(→{final_lr_fraction})", (FINAL,),
+    emit=_schedule(lambda a: [
+        ("lr_factor", f"1 - (1 - {a['final_lr_fraction']}) * min(1.0, (step - 1) / total_steps)"),
+    ])))
+
+# ----------------------------------------------------------------------------------------------
+# Gradient clipping and weight decay.
+MAX_NORM = HParam("max_norm", 1.0, 0.0, math.inf, open_low=True, search=(0.1, 10.0), scale="log",
+                  arg="max_grad_norm", doc="largest joint L2 norm of the group's gradients")
+DECAY = HParam("value", 0.0, 0.0, 10.0, search=(1e-5, 0.3), scale="log", arg="weight_decay",
+               doc="weight-decay coefficient")
+
+
+def _clip(b: Builder, block: Block, a: dict[str, str]) -> None:
+    b.program.clip = a["max_norm"]
+
+
+register(Primitive("clip", "global_norm", "grad", "rescale gradients to a joint L2 norm ≤ max_norm",
+                   "clip(‖g‖≤{max_norm})", (MAX_NORM,), emit=_clip))
+register(Primitive(
+    "weight_decay", "coupled", "grad", "L2 penalty added to the gradient: g += wd·p",
+    "L2 {value}", (DECAY,),
+    emit=lambda b, block, a: b.program.op("add", "grad", "param", out="grad", scalar=a["value"])))
+register(Primitive(
+    "weight_decay", "decoupled", "decay", "decoupled (AdamW) decay before the step: p *= 1 − lr·wd",
+    "decoupled wd {value}", (DECAY,),
+    emit=lambda b, block, a: b.program.op("mul_", "param", scalar=f"1 - {b.lr} * {a['value']}")))
+register(Primitive(
+    "weight_decay", "proximal", "proximal", "proximal (Adan) decay after the step: p /= 1 + lr·wd",
+    "proximal wd {value}", (DECAY,),
+    emit=lambda b, block, a: b.program.op("div_", "param", scalar=f"1 + {b.lr} * {a['value']}")))
+
+# ----------------------------------------------------------------------------------------------
+# State: first moment, gradient-difference moment, second moment.
+
+
+def _ema_momentum(b: Builder, block: Block, a: dict[str, str]) -> None:
+    m = b.program.buffer("exp_avg")
+    b.program.op("lerp_", m, "grad", scalar=f"1 - {a['beta']}")
+    bc = b.bias_correction("bias_correction1", a["beta"]) if block["bias_correction"] else None
+    b.moments["momentum"] = (m, bc)
+
+
+def _heavy_ball(b: Builder, block: Block, a: dict[str, str]) -> None:
+    m = b.program.buffer("momentum_buffer")
+    b.program.op("mul_", m, scalar=a["beta"])
+    b.program.op("add_", m, "grad", scalar="1")
+    b.moments["momentum"] = (m, None)
+
+
+register(Primitive(
+    "momentum", "ema", "state", "exponential moving average of the gradient (Adam's m)",
+    "m=EMA[{beta}](g)",
+    (_beta("beta", 0.9, "beta1", "decay of the first moment"), BIAS_CORRECTION),
+    buffers=("exp_avg",), emit=_ema_momentum))
+register(Primitive(
+    "momentum", "heavy_ball", "state", "heavy-ball momentum as in torch.optim.SGD: m = β·m + g",
+    "m={beta}·m+g", (HParam("beta", 0.9, 0.0, 1.0, open_high=True, search=(0.5, 0.999),
+                            scale="log1m", arg="momentum", doc="momentum factor"),),
+    buffers=("momentum_buffer",), emit=_heavy_ball))
+
+
+def _grad_diff_ema(b: Builder, block: Block, a: dict[str, str]) -> None:
+    d = b.program.buffer("exp_avg_diff")
+    b.program.op("lerp_", d, b.diff(), scalar=f"1 - {a['beta']}")
+    bc = b.bias_correction("bias_correction_diff", a["beta"]) if block["bias_correction"] else None
+    b.moments["grad_diff"] = (d, bc)
+
+
+register(Primitive(
+    "grad_diff", "ema", "state", "EMA of the gradient difference g_t − g_{t−1} (Adan's d)",
+    "d=EMA[{beta}](g−g_prev)",
+    (_beta("beta", 0.92, "beta_diff", "decay of the gradient-difference moment"), BIAS_CORRECTION),
+    buffers=("exp_avg_diff", "prev_grad"), emit=_grad_diff_ema))
+
+
+def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None]:
+    def emit(b: Builder, block: Block, a: dict[str, str]) -> None:
+        p = b.program
+        v = p.buffer("exp_avg_sq")
+        x = "grad"
+        if form == "adan":
+            x = p.op("add", "grad", b.diff(), out="grad_mix", scalar=a["diff_coef"])
+        p.op("mul_", v, scalar=a["beta"])
+        p.op("addcmul_", v, x, x, scalar=f"1 - {a['beta']}")
+        denom = p.op("sqrt", v, out="denom")
+        if form != "rmsprop":
+            bc = b.bias_correction("bias_correction2", a["beta"])
+            p.let("bias_correction2_sqrt", f"{bc} ** 0.5")
+            p.op("div_", denom, scalar="bias_correction2_sqrt")
+        p.op("adds_", denom, scalar=a["eps"])
+        b.denom = denom
+
+    return emit
+
+
+_BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
+register(Primitive(
+    "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
+    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",), emit=_second_moment("adam")))
+register(Primitive(
+    "second_moment", "rmsprop", "state", "RMSprop's v: EMA of g², no bias correction; √v + eps",
+    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",),
+    emit=_second_moment("rmsprop")))
+register(Primitive(
+    "second_moment", "adan", "state", "Adan's n: EMA of (g + c·Δg)², bias-corrected; √n̂ + eps",
+    "v=EMA[{beta}]((g+{diff_coef}·Δg)²)",
+    (_BETA2, EPS, HParam("diff_coef", 0.92, 0.0, 10.0, search=(0.1, 2.0), scale="log",
+                         arg="diff_coef", doc="weight of Δg inside the squared term")),
+    buffers=("exp_avg_sq", "prev_grad"), emit=_second_moment("adan")))
+
+# ----------------------------------------------------------------------------------------------
+# Terms: update directions; the update is p -= lr * sum_i weight_i * direction_i.
+# A term's emit returns (slot holding the direction, bias-correction scalar or None).
+
+
+def _moment_term(slot: str) -> Callable:
+    return lambda b, block, a: b.moment(slot)
+
+
+def _nesterov(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, str | None]:
+    m, bc = b.moment("momentum")
+    beta = b.declared["momentum"][1]["beta"]
+    if m == "momentum_buffer":  # torch.optim.SGD(nesterov=True): g + momentum * buf
+        return b.program.op("add", "grad", m, out="nesterov", scalar=beta), None
+    out = b.program.op("clone", m, out="nesterov")
+    b.program.op("lerp_", out, "grad", scalar=f"1 - {beta}")
+    if bc is not None:
+        bc = b.bias_correction("bias_correction1_next", beta, offset="1")
+    return out, bc
+
+
+def _sign_of(source: Callable[[Builder], str], out: str) -> Callable:
+    def emit(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
+        return b.program.op("sign", source(b), out=b.fresh(out)), None
+
+    return emit
+
+
+def _lion(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
+    # Runs in the pre_state phase: reads last step's m, before the momentum update.
+    m = b.declared["momentum"][0]
+    c = b.program.op("clone", m, out=b.fresh("interp"))
+    b.program.op("lerp_", c, "grad", scalar=f"1 - {a['beta']}")
+    return b.program.op("sign", c, out=c), None
+
+
+_M = frozenset({"momentum"})
+register(Primitive("terms", "grad", "update", "the (processed) gradient", "g", (WEIGHT, NORMALIZE),
+                   emit=lambda b, block, a: ("grad", None)))
+register(Primitive("terms", "momentum", "update", "the first moment m (m̂ when bias-corrected)",
+                   "m", (WEIGHT, NORMALIZE), uses=_M, emit=_moment_term("momentum")))
+register(Primitive("terms", "nesterov", "update",
+                   "Nesterov look-ahead: the momentum update applied once more to g",
+                   "nesterov(m,g)", (WEIGHT, NORMALIZE), uses=_M, emit=_nesterov))
+register(Primitive("terms", "grad_diff", "update", "Adan's gradient-difference moment d",
+                   "d", (WEIGHT, NORMALIZE), uses=frozenset({"grad_diff"}),
+                   emit=_moment_term("grad_diff")))
+register(Primitive("terms", "sign_grad", "update", "sign(g)", "sign(g)", (WEIGHT,),
+                   emit=_sign_of(lambda b: "grad", "sign_grad")))
+register(Primitive("terms", "sign_momentum", "update", "sign(m)", "sign(m)", (WEIGHT,), uses=_M,
+                   emit=_sign_of(lambda b: b.moment("momentum")[0], "sign_momentum")))
+register(Primitive(
+    "terms", "lion", "pre_state",
+    "Lion: sign of an interpolation of last step's m and g: sign(β·m + (1−β)·g)",
+    "sign(lerp(m,g,{beta}))",
+    (WEIGHT, _beta("beta", 0.9, "beta", "interpolation weight of the momentum")), uses=_M,
+    emit=_lion))
+
+TERM_KINDS = tuple(REGISTRY["terms"])
