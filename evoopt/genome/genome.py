@@ -278,7 +278,8 @@ class Genome:
     def _emit_update(b: Builder, term: Block, direction: tuple[str, str | None],
                      weight: str) -> None:
         slot, bc = direction
-        coef = f"-{b.lr} * {weight}" + (f" / {bc}" if bc else "")
+        coef = b.program.let(f"{weight.removesuffix('_weight')}_step",
+                             f"-{b.lr} * {weight}" + (f" / {bc}" if bc else ""))
         if term.get("normalize"):
             b.program.op("addcdiv_", "param", slot, b.denom, scalar=coef)
         else:

@@ -280,11 +280,13 @@ register(Primitive(
 register(Primitive(
     "weight_decay", "decoupled", "decay", "decoupled (AdamW) decay before the step: p *= 1 − lr·wd",
     "decoupled wd {value}", (DECAY,),
-    emit=lambda b, block, a: b.program.op("mul_", "param", scalar=f"1 - {b.lr} * {a['value']}")))
+    emit=lambda b, block, a: b.program.op(
+        "mul_", "param", scalar=b.program.let("decay_factor", f"1 - {b.lr} * {a['value']}"))))
 register(Primitive(
     "weight_decay", "proximal", "proximal", "proximal (Adan) decay after the step: p /= 1 + lr·wd",
     "proximal wd {value}", (DECAY,),
-    emit=lambda b, block, a: b.program.op("div_", "param", scalar=f"1 + {b.lr} * {a['value']}")))
+    emit=lambda b, block, a: b.program.op(
+        "div_", "param", scalar=b.program.let("decay_divisor", f"1 + {b.lr} * {a['value']}"))))
 
 # ----------------------------------------------------------------------------------------------
 # State: first moment, gradient-difference moment, second moment.

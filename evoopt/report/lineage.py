@@ -129,6 +129,8 @@ def _node_label(node: dict[str, Any], winner: str | None) -> Text:
     if node.get("missing"):
         return Text.assemble((node["uid"], "bold red"), (" (not in store)", "red"))
     text = Text()
+    if node["uid"] == winner:
+        text.append("★ ", style="bold yellow")
     text.append(str(node["uid"]), style="bold yellow" if node["uid"] == winner else "bold")
     text.append(f"  {node.get('operator') or '?'}", style="cyan")
     text.append(f"  gen {node.get('generation')}", style="dim")

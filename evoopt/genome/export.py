@@ -1,0 +1,329 @@
+"""Export a genome as a standalone, readable ``torch.optim.Optimizer`` module.
+
+The module imports only torch and the standard library and follows ``torch/optim/adam.py``:
+validated constructor arguments whose defaults are the genome's values, lazy state in
+``_init_group``, and a single-tensor and a ``torch._foreach_*`` implementation, both rendered
+from the same program the interpreter runs (:mod:`evoopt.genome.program`), so the exported
+class computes what was evaluated. Text from genome files (name, description) only enters the
+module as ``repr`` literals, never as code or docstring text.
+"""
+
+from __future__ import annotations
+
+import keyword
+import pprint
+import re
+import textwrap
+
+from evoopt import __version__
+from evoopt.genome.genome import Genome
+from evoopt.genome.program import Op, Program
+
+_SINGLE = {
+    "clone": "{out} = {0}.clone()",
+    "neg": "{out} = {0}.neg()",
+    "sqrt": "{out} = {0}.sqrt()",
+    "sign": "{out} = {0}.sign()",
+    "sub": "{out} = {0}.sub({1})",
+    "add": "{out} = {0}.add({1}, alpha={s})",
+    "mul_": "{0}.mul_({s})",
+    "div_": "{0}.div_({s})",
+    "adds_": "{0}.add_({s})",
+    "add_": "{0}.add_({1}, alpha={s})",
+    "lerp_": "{0}.lerp_({1}, {s})",
+    "addcmul_": "{0}.addcmul_({1}, {2}, value={s})",
+    "addcdiv_": "{0}.addcdiv_({1}, {2}, value={s})",
+    "copy_": "{0}.copy_({1})",
+}
+_FOREACH = {
+    "clone": "{out} = [t.clone() for t in {0}]",
+    "neg": "{out} = torch._foreach_neg({0})",
+    "sqrt": "{out} = torch._foreach_sqrt({0})",
+    "sign": "{out} = torch._foreach_sign({0})",
+    "sub": "{out} = torch._foreach_sub({0}, {1})",
+    "add": "{out} = torch._foreach_add({0}, {1}, alpha={s})",
+    "mul_": "torch._foreach_mul_({0}, {s})",
+    "div_": "torch._foreach_div_({0}, {s})",
+    "adds_": "torch._foreach_add_({0}, {s})",
+    "add_": "torch._foreach_add_({0}, {1}, alpha={s})",
+    "lerp_": "torch._foreach_lerp_({0}, {1}, {s})",
+    "addcmul_": "torch._foreach_addcmul_({0}, {1}, {2}, value={s})",
+    "addcdiv_": "torch._foreach_addcdiv_({0}, {1}, {2}, value={s})",
+    "copy_": "torch._foreach_copy_({0}, {1})",
+}
+
+
+def plural(slot: str) -> str:
+    return f"{slot}s"
+
+
+def render_op(op: Op, foreach: bool) -> str:
+    names = [plural(a) if foreach else a for a in op.args]
+    out = (plural(op.out) if foreach else op.out) if op.out else None
+    line = (_FOREACH if foreach else _SINGLE)[op.kind].format(*names, out=out, s=op.scalar)
+    return f"if {op.when}:\n    {line}" if op.when else line
+
+
+def class_name_for(genome: Genome) -> str:
+    words = re.findall(r"[A-Za-z0-9]+", genome.name or "")
+    name = "".join(w[:1].upper() + w[1:] for w in words)
+    if not name or not name[0].isalpha():
+        name = f"Evolved{name}"
+    return name
+
+
+def _indent(lines: list[str], n: int) -> list[str]:
+    pad = " " * n
+    return [pad + ln if ln else ln for ln in "\n".join(lines).split("\n")]
+
+
+def export_genome(genome: Genome, class_name: str | None = None, *,
+                  provenance: dict[str, str | float | int] | None = None) -> str:
+    """Python source of a module defining one ``Optimizer`` subclass for ``genome``."""
+    class_name = class_name or class_name_for(genome)
+    if not class_name.isidentifier() or keyword.iskeyword(class_name):
+        raise ValueError(f"--class-name: {class_name!r} is not a valid Python class name")
+    builder = genome.build()
+    program = builder.program
+    args = builder.args
+    hp_names = list(args)
+    extra = ["total_steps"] if genome.has_schedule else []
+    buffers = program.buffers
+    lists = ["params", "grads", *(plural(b) for b in buffers)]
+    uses_math = any("math." in e for _, e in program.lets)
+    single = _function_body(program, foreach=False)
+    multi = _function_body(program, foreach=True)
+
+    doc_args = [f"        {n}: {spec.doc} (default: {value!r})." for n, (spec, value) in
+                args.items()]
+    if extra:
+        doc_args.append("        total_steps: length of the run; the learning-rate schedule "
+                        f"({genome.schedule.kind}) is a function of step / total_steps.")
+    checks = []
+    for n, (spec, _) in args.items():
+        label = "learning rate" if n == "lr" else f"{n} value"
+        checks += [f"        if not {spec.condition(n)}:",
+                   f'            raise ValueError(f"Invalid {label}: {{{n}}}")']
+    if extra:
+        checks += ["        if total_steps is None or total_steps < 1:",
+                   '            raise ValueError(f"Invalid total_steps: {total_steps} '
+                   '(this optimizer has a learning-rate schedule)")']
+    sig = [f"        {n}: float = {value!r}," for n, (_, value) in args.items()]
+    kw_sig = (["        total_steps: int | None = None,"] if extra else []) + [
+        "        foreach: bool | None = None,",
+        "        maximize: bool = False,",
+    ]
+    call_kw = [f'                {n}=group["{n}"],' for n in [*hp_names, *extra]]
+    fn_params = ",\n".join(f"    {x}: list[Tensor]" for x in lists)
+    fn_kw = "\n".join([f"    {n}: float," for n in hp_names]
+                      + [f"    {n}: int," for n in extra])
+    state_init = [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
+                  'preserve_format)' for b in buffers]
+    state_lists = [f'            {plural(b)}.append(state["{b}"])' for b in buffers]
+    algorithm = _indent(["once per group and step:",
+                         *([f"    {n} = {e}" for n, e in program.lets] or ["    (nothing)"]),
+                         "for each parameter:", *_indent(single.ops_only, 4)], 8)
+    formula = _wrap_formula(genome.formula(), indent=4)
+    meta = {"evoopt_version": __version__, "genome_hash": genome.hash, **(provenance or {})}
+    genome_literal = _literal(genome.to_dict() | {"name": genome.name}, len("GENOME = "))
+
+    return "\n".join([
+        f'"""{class_name}: an optimizer exported by evoopt from genome {genome.hash}.',
+        "",
+        "Update rule:",
+        "",
+        *formula,
+        "",
+        "See the class docstring for the algorithm; GENOME holds the genome it was built from.",
+        '"""',
+        "",
+        "from __future__ import annotations",
+        "",
+        *(["import math"] if uses_math else []),
+        "from collections.abc import Callable, Iterable",
+        "from typing import Any",
+        "",
+        "import torch",
+        "from torch import Tensor",
+        "from torch.optim import Optimizer",
+        "",
+        f'__all__ = ["{class_name}"]',
+        "",
+        f"PROVENANCE = {_literal(meta, len('PROVENANCE = '))}",
+        f"GENOME = {genome_literal}",
+        "",
+        "",
+        f"class {class_name}(Optimizer):",
+        f'    """Optimizer exported by evoopt from genome {genome.hash}.',
+        "",
+        *_indent(formula, 4),
+        "",
+        "    Algorithm (one step, per parameter group; ``step`` counts from 1)::",
+        "",
+        *algorithm,
+        "",
+        "    Args:",
+        "        params: iterable of parameters or dicts defining parameter groups.",
+        *doc_args,
+        "        foreach: use the torch._foreach_* implementation; None picks it on CUDA and",
+        "            the per-tensor loop elsewhere (the faster one on CPU).",
+        "        maximize: maximize the objective instead of minimizing it.",
+        '    """',
+        "",
+        "    def __init__(",
+        "        self,",
+        "        params: Iterable[Any],",
+        *sig,
+        "        *,",
+        *kw_sig,
+        "    ) -> None:",
+        *checks,
+        "        defaults = dict(",
+        *[f"            {n}={n}," for n in [*hp_names, *extra]],
+        "            foreach=foreach,",
+        "            maximize=maximize,",
+        "        )",
+        "        super().__init__(params, defaults)",
+        "",
+        "    def add_param_group(self, param_group: dict[str, Any]) -> None:",
+        "        super().add_param_group(param_group)",
+        '        self.param_groups[-1].setdefault("step", 0)',
+        "",
+        "    def _init_group(",
+        "        self,",
+        "        group: dict[str, Any],",
+        *[f"        {x}: list[Tensor]," for x in lists],
+        "    ) -> None:",
+        '        for p in group["params"]:',
+        "            if p.grad is None:",
+        "                continue",
+        "            if p.grad.is_sparse:",
+        f'                raise RuntimeError("{class_name} does not support sparse gradients")',
+        "            params.append(p)",
+        "            grads.append(p.grad)",
+        *(["            state = self.state[p]",
+           "            if len(state) == 0:", *state_init, *state_lists] if buffers else []),
+        "",
+        "    @torch.no_grad()",
+        "    def step(self, closure: Callable[[], float] | None = None) -> float | None:",
+        '        """Perform a single optimization step.',
+        "",
+        "        Args:",
+        "            closure: a closure that reevaluates the model and returns the loss.",
+        '        """',
+        "        loss = None",
+        "        if closure is not None:",
+        "            with torch.enable_grad():",
+        "                loss = closure()",
+        "        for group in self.param_groups:",
+        *[f"            {x}: list[Tensor] = []" for x in lists],
+        *_call("self._init_group", ["group", *lists], 12),
+        "            if not params:",
+        "                continue",
+        '            group["step"] += 1',
+        '            foreach = group["foreach"]',
+        "            if foreach is None:",
+        "                foreach = all(p.is_cuda for p in params)",
+        "            func = _multi_tensor_step if foreach else _single_tensor_step",
+        "            func(",
+        *[f"                {x}," for x in lists],
+        '                step=group["step"],',
+        *call_kw,
+        '                maximize=group["maximize"],',
+        "            )",
+        "        return loss",
+        "",
+        *(_CLIP_HELPER if program.clip else []),
+        "",
+        "def _single_tensor_step(",
+        fn_params + ",",
+        "    *,",
+        "    step: int,",
+        fn_kw,
+        "    maximize: bool,",
+        ") -> None:",
+        "    if maximize:",
+        "        grads = [-g for g in grads]",
+        *([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, foreach=False)"]
+          if program.clip else []),
+        *_indent(single.lets, 4),
+        "    for i, param in enumerate(params):",
+        "        grad = grads[i]",
+        *[f"        {b} = {plural(b)}[i]" for b in buffers],
+        *_indent(single.ops_only, 8),
+        "",
+        "",
+        "def _multi_tensor_step(",
+        fn_params + ",",
+        "    *,",
+        "    step: int,",
+        fn_kw,
+        "    maximize: bool,",
+        ") -> None:",
+        "    if maximize:",
+        "        grads = torch._foreach_neg(grads)",
+        *([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, foreach=True)"]
+          if program.clip else []),
+        *_indent(multi.lets, 4),
+        *_indent(multi.ops_only, 4),
+        "",
+    ])
+
+
+def _call(func: str, args: list[str], indent: int) -> list[str]:
+    pad = " " * indent
+    line = f"{pad}{func}({', '.join(args)})"
+    if len(line) <= 100:
+        return [line]
+    return [f"{pad}{func}(", *[f"{pad}    {a}," for a in args], f"{pad})"]
+
+
+def _literal(value: object, column: int) -> str:
+    """A ``repr``-safe literal whose continuation lines line up after ``column``."""
+    text = pprint.pformat(value, width=96 - column, sort_dicts=False)
+    return text.replace("\n", "\n" + " " * column)
+
+
+def _wrap_formula(formula: str, indent: int) -> list[str]:
+    rule, _, notes = formula.partition("; ")
+    pad = " " * indent
+    lines = textwrap.wrap(rule, 92 - indent, break_on_hyphens=False) or [rule]
+    lines += textwrap.wrap(notes, 92 - indent, break_on_hyphens=False)
+    return [pad + ln for ln in lines]
+
+
+class _Body:
+    def __init__(self, lets: list[str], ops_only: list[str]) -> None:
+        self.lets = lets
+        self.ops_only = ops_only
+
+
+def _function_body(program: Program, foreach: bool) -> _Body:
+    lets = [f"{name} = {expr}" for name, expr in program.lets]
+    return _Body(lets, [render_op(op, foreach) for op in program.ops])
+
+
+_CLIP_HELPER = [
+    "",
+    "def _clip_grads_by_global_norm(",
+    "    grads: list[Tensor], max_norm: float, foreach: bool",
+    ") -> list[Tensor]:",
+    '    """Scaled copies of grads whose joint L2 norm is at most max_norm (no host sync)."""',
+    "    if foreach:",
+    "        norms = torch._foreach_norm(grads)",
+    "    else:",
+    "        norms = [torch.linalg.vector_norm(g) for g in grads]",
+    "    total = torch.linalg.vector_norm(torch.stack(norms))",
+    "    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)",
+    "    if foreach:",
+    "        return list(torch._foreach_mul(grads, coef))",
+    "    return [g.mul(coef) for g in grads]",
+    "",
+]
+
+
+def load_exported_class(source: str, class_name: str) -> type:
+    """Execute exported source in a fresh namespace and return the optimizer class."""
+    namespace: dict[str, object] = {"__name__": f"evoopt_exported_{class_name}"}
+    exec(compile(source, f"<exported {class_name}>", "exec"), namespace)  # noqa: S102
+    return namespace[class_name]  # type: ignore[return-value]
