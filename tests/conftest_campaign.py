@@ -116,6 +116,24 @@ def _mutate(d: dict[str, Any], which: int, factor: float) -> tuple[dict[str, Any
     return d, f"{_label(path)} {old:g}→{new:g}"
 
 
+# a line appended to the exported source: the report must show it escaped, verbatim
+EXPORT_MARKER = "# <b>not bold</b> & 1 < 2"
+
+
+def _export(genome: dict[str, Any]) -> str:
+    """The winner's source via the real exporter, or a stand-in before it exists."""
+    try:
+        from evoopt.genome import Genome
+        from evoopt.genome.export import export_genome
+
+        return export_genome(Genome.from_dict(genome))
+    except Exception:
+        return (
+            '"""Evolved optimizer (stand-in export)."""\n\nimport torch\n\n\n'
+            "class Evolved(torch.optim.Optimizer):\n    pass\n"
+        )
+
+
 def _valid(d: dict[str, Any]) -> bool:
     try:
         from evoopt.genome import Genome
@@ -187,7 +205,9 @@ def build_campaign(campaign_dir: str | Path) -> dict[str, Any]:
                 genomes[uid], changes[uid] = _mutate(genomes[parents[0]], which, factor)
         elif op == "crossover":
             genomes[uid], changes[uid] = _crossover(genomes[parents[0]], genomes[parents[1]])
-    changes["g2-1"] = HOSTILE  # a hostile change description (must be escaped)
+    # hostile change descriptions (must be escaped), one on the winner's line
+    changes["g2-1"] = HOSTILE
+    changes["g1-0"] = f"{changes['g1-0']} {HOSTILE}"
 
     n_evals = 0
     with CampaignStore(campaign_dir) as store:
@@ -376,11 +396,6 @@ def build_campaign(campaign_dir: str | Path) -> dict[str, Any]:
     paid = [r["hash"] for r in individuals.values() if r["status"] != "cached"]
     assert len(set(paid)) == len(paid), "fixture genomes must differ"
     (campaign_dir / "best_optimizer.py").write_text(
-        '"""Evolved optimizer g2-0 (exported by evoopt)."""\n\nimport torch\n\n\n'
-        "class EvolvedOptimizer(torch.optim.Optimizer):\n"
-        "    def step(self, closure=None):\n"
-        "        if 1 < 2 and 3 > 2:  # <b>not bold</b> & friends\n"
-        "            pass\n",
-        "utf-8",
+        _export(individuals[WINNER]["genome"]) + f"\n{EXPORT_MARKER}\n", "utf-8"
     )
     return {"dir": campaign_dir, "individuals": individuals, "evaluations": n_evals}

@@ -45,6 +45,15 @@ def test_creates_file_in_directory_with_wal(tmp_path: Path) -> None:
     con.close()
 
 
+def test_path_is_directory_or_file(tmp_path: Path) -> None:
+    with CampaignStore(tmp_path / "run.v2") as store:  # a dotted directory name
+        assert store.path == tmp_path / "run.v2" / DB_NAME
+    with CampaignStore(tmp_path / "run.v2" / DB_NAME, readonly=True) as store:
+        assert store.directory == tmp_path / "run.v2"
+    with CampaignStore(tmp_path / "other.sqlite") as store:
+        assert store.path == tmp_path / "other.sqlite"
+
+
 def test_meta_round_trip(tmp_path: Path) -> None:
     values = {
         "config": {"name": "c", "stages": [{"name": "screen", "seeds": 1}], "x": None},

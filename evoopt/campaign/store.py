@@ -190,9 +190,9 @@ class StoreError(RuntimeError):
 def db_path(path_or_dir: str | Path) -> Path:
     """The SQLite file for a campaign directory (or the file itself when given one)."""
     p = Path(path_or_dir)
-    if p.is_dir() or (not p.suffix and not p.exists()):
-        return p / DB_NAME
-    return p
+    if p.is_file() or p.suffix in (".sqlite", ".db", ".sqlite3"):
+        return p
+    return p / DB_NAME
 
 
 def _check_columns(table: str, cols: Iterable[str], allowed: tuple[str, ...]) -> None:

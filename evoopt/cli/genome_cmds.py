@@ -1,5 +1,77 @@
-"""CLI commands for the genome stage."""
+"""CLI commands for the genome stage: export, show, primitives."""
 
 from __future__ import annotations
 
-from evoopt.cli import app  # noqa: F401
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from evoopt.cli import app
+from evoopt.genome import REGISTRY, GenomeError, load_genome
+from evoopt.genome.export import export_genome
+
+console = Console()
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error (no traceback) and return the exit to raise."""
+    Console(stderr=True).print(f"error: {message}", style="bold red", markup=False,
+                               highlight=False)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def export(
+    source: Path = typer.Argument(..., help="A genome file (.toml/.json) or a campaign directory."),
+    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .py module."),
+    class_name: str | None = typer.Option(None, "--class-name", help="Optimizer class name."),
+    best: bool = typer.Option(False, "--best", help="With a campaign directory: its winner."),
+) -> None:
+    """Write a genome (or a campaign's winner) as a standalone torch.optim.Optimizer module."""
+    provenance: dict[str, str | float | int] = {}
+    try:
+        if source.is_dir():
+            from evoopt.campaign.winner import campaign_winner
+
+            genome, provenance = campaign_winner(source)
+        else:
+            if best:
+                raise fail("--best needs a campaign directory")
+            genome = load_genome(source)
+        code = export_genome(genome, class_name, provenance=provenance)
+    except (GenomeError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(code)
+    console.print(f"wrote {output} ({genome.name or genome.hash}: {genome.formula()})",
+                  markup=False, highlight=False)
+
+
+@app.command()
+def show(genome_file: Path = typer.Argument(..., help="A genome file (.toml/.json).")) -> None:
+    """Validate a genome file and print its formula, hash and canonical form."""
+    try:
+        genome = load_genome(genome_file)
+    except GenomeError as e:
+        raise fail(str(e)) from None
+    console.print(f"{genome.name}  hash {genome.hash}", markup=False, highlight=False)
+    console.print(genome.formula(), markup=False, highlight=False)
+    console.print(genome.canonical().to_toml(), markup=False, highlight=False)
+
+
+@app.command()
+def primitives() -> None:
+    """List the primitive registry: slots, kinds, hyperparameters and mutation ranges."""
+    table = Table(title="evoopt primitives")
+    for col in ("slot", "kind", "summary", "hyperparameters (valid; search range, scale)"):
+        table.add_column(col)
+    for slot, kinds in REGISTRY.items():
+        for kind, prim in kinds.items():
+            hps = "; ".join(
+                f"{h.name}: bool" if h.is_bool else
+                f"{h.name} [{h.low:g},{h.high:g}] search {h.search} {h.scale}"
+                for h in prim.hparams)
+            table.add_row(slot, kind, prim.summary, hps)
+    console.print(table)

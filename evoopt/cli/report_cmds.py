@@ -29,7 +29,7 @@ def report(
     campaign_dir: _DIR,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="HTML file to write [default: DIR/report.html]."),
+        typer.Option("-o", "--output", help="HTML file to write (default: DIR/report.html)."),
     ] = None,
 ) -> None:
     """Write the campaign's self-contained HTML report (opens offline)."""
@@ -44,7 +44,7 @@ def report(
 def lineage(
     campaign_dir: _DIR,
     uid: Annotated[
-        str | None, typer.Argument(help="Individual to trace [default: the winner].")
+        str | None, typer.Argument(help="Individual to trace (default: the winner).")
     ] = None,
     best: Annotated[bool, typer.Option("--best", help="Trace the campaign's winner.")] = False,
     depth: Annotated[
@@ -78,7 +78,7 @@ def history(
         typer.Option(
             "-o",
             "--output",
-            help="Output file [default: DIR/history.FORMAT]. json: this file; csv/parquet: two "
+            help="Output file (default: DIR/history.FORMAT). json: this file; csv/parquet: two "
             "files, FILE's stem + '-individuals' / '-evaluations' next to it.",
         ),
     ] = None,

@@ -103,13 +103,15 @@ def worst_fitness() -> float:
     return float(WORST_FITNESS)
 
 
-def error_result(request: EvalRequest, message: str, wall_time_s: float = 0.0) -> dict[str, Any]:
-    """``SeedResult.to_dict()`` of a ``status="error"`` run (fitness ``WORST_FITNESS``)."""
+def error_result(
+    request: EvalRequest, message: str, wall_time_s: float = 0.0, status: str = ERROR_STATUS
+) -> dict[str, Any]:
+    """``SeedResult.to_dict()`` of a failed run (``status`` "error" or "timeout", worst fitness)."""
     from evoopt.fitness import SeedResult
 
     rec = SeedResult(
         seed=request.seed,
-        status=ERROR_STATUS,
+        status=status,
         message=message,
         split=request.split,
         wall_time_s=float(wall_time_s),

@@ -77,8 +77,18 @@ class _Slot:
 @dataclass
 class _Job:
     request: EvalRequest
-    attempts: int = 0
-    first_submitted: float = field(default_factory=time.perf_counter)
+    attempts: int = 0  # dispatches so far
+
+
+@dataclass
+class _Running:
+    """An in-flight call: where it went, to which incarnation of the slot, and when."""
+
+    slot: _Slot
+    job: _Job
+    generation: int
+    label: str
+    started: float = field(default_factory=time.monotonic)
 
 
 def _ensure_ray(address: str | None) -> bool:
@@ -124,6 +134,10 @@ class RayEvaluator(Evaluator):
         max_inflight_per_worker: requests queued on one actor at once (1: strict; 2 hides the
             dispatch round trip at the cost of re-running both requests if that actor dies).
         runner_factory: alternative to ``FitnessRunner`` (picklable), for other backends/tests.
+        hard_timeout_s: wall seconds after dispatch before a call is abandoned: its actor is
+            killed and replaced and the result is ``status="timeout"`` (not retried). A backstop
+            for hangs; the task's own ``time_limit_s`` is the normal limit. ``None``: off.
+        startup_timeout_s: how long the constructor waits for the actors to come up.
 
     The constructor blocks until every actor is up (so an import error surfaces here).
     Ray is shut down in ``close()`` only if this evaluator started it.
@@ -141,6 +155,7 @@ class RayEvaluator(Evaluator):
         max_attempts: int = 3,
         max_inflight_per_worker: int = 1,
         runner_factory: RunnerFactory | None = None,
+        hard_timeout_s: float | None = None,
         startup_timeout_s: float = 300.0,
     ) -> None:
         import ray
@@ -164,10 +179,17 @@ class RayEvaluator(Evaluator):
             if gpus_per_worker > 0:
                 gpus = resources.get("GPU", 0.0)
                 if gpus <= 0:
+                    self._shutdown_ray_if_owned()
                     raise ValueError("gpus_per_worker > 0 but the Ray cluster has no GPU")
                 num_workers = min(num_workers, max(1, int(math.floor(gpus / gpus_per_worker))))
         if num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+        if address is None and num_workers * cpus_per_worker > resources.get("CPU", 0) + 1e-9:
+            self._shutdown_ray_if_owned()
+            raise ValueError(
+                f"{num_workers} workers x {cpus_per_worker} CPUs exceed the {resources.get('CPU')}"
+                " CPUs of the local Ray instance (lower num_workers or cpus_per_worker)"
+            )
 
         self.num_workers = int(num_workers)
         self.data_dir = str(data_dir) if data_dir is not None else None
@@ -176,6 +198,7 @@ class RayEvaluator(Evaluator):
         self.max_restarts = max_restarts
         self.max_attempts = max_attempts
         self.max_inflight_per_worker = max_inflight_per_worker
+        self.hard_timeout_s = hard_timeout_s
         self._runner_factory = runner_factory
         self._actor_cls = ray.remote(FitnessActor).options(
             num_cpus=cpus_per_worker,
@@ -184,7 +207,7 @@ class RayEvaluator(Evaluator):
             max_task_retries=0,
         )
         self._queue: deque[_Job] = deque()
-        self._inflight: dict[Any, tuple[_Slot, _Job, int]] = {}
+        self._inflight: dict[Any, _Running] = {}
         self._keys: set[str] = set()
         self._stats = EvaluatorStats()
         self._closed = False
@@ -241,7 +264,7 @@ class RayEvaluator(Evaluator):
             job.attempts += 1
             ref = slot.handle.evaluate.remote(job.request)
             slot.inflight += 1
-            self._inflight[ref] = (slot, job, slot.generation)
+            self._inflight[ref] = _Running(slot, job, slot.generation, slot.label)
 
     def _refresh_info(self) -> None:
         """Take the label and pid of replacement actors that have come up (non-blocking)."""
@@ -285,7 +308,7 @@ class RayEvaluator(Evaluator):
 
     def results(self) -> Iterator[EvalOutcome]:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayError, RayTaskError
 
         while self._queue or self._inflight:
             self._dispatch()
@@ -295,39 +318,73 @@ class RayEvaluator(Evaluator):
                 message = "worker died: no live Ray worker left (max_restarts reached)"
                 yield self._finish(job, error_result(job.request, message), "ray:none")
                 continue
-            ready, _ = ray.wait(list(self._inflight), num_returns=1)
-            ref = ready[0]
-            slot, job, generation = self._inflight.pop(ref)
-            current = generation == slot.generation
-            if current:
-                slot.inflight -= 1
-            try:
-                result, label = ray.get(ref)
-                if current:
-                    slot.label = label
-            except RayActorError as exc:
-                outcome = self._on_worker_died(slot, job, exc, current)
+            ready, _ = ray.wait(list(self._inflight), num_returns=1, timeout=self._wait_timeout())
+            if not ready:
+                outcome = self._expire_overdue()
                 if outcome is not None:
                     self._dispatch()
                     yield outcome
                 continue
+            ref = ready[0]
+            run = self._inflight.pop(ref)
+            current = run.generation == run.slot.generation
+            if current:
+                run.slot.inflight -= 1
+            try:
+                result, label = ray.get(ref)
+                if current:
+                    run.slot.label = label
             except RayTaskError as exc:  # the worker catches everything; this is a safety net
-                result, label = error_result(job.request, f"worker raised: {exc}"), slot.label
+                result, label = error_result(run.job.request, f"worker raised: {exc}"), run.label
+            except RayError as exc:  # actor died (RayActorError), object lost, ...
+                outcome = self._on_worker_died(run, exc, current)
+                if outcome is not None:
+                    self._dispatch()
+                    yield outcome
+                continue
             self._dispatch()  # keep actors busy while the caller handles this outcome
-            yield self._finish(job, result, label)
+            yield self._finish(run.job, result, label)
 
-    def _on_worker_died(
-        self, slot: _Slot, job: _Job, exc: Exception, current: bool
-    ) -> EvalOutcome | None:
-        """Replace the dead actor (once) and re-queue ``job``, or give up on it."""
-        dead_label = slot.label
+    def _wait_timeout(self) -> float | None:
+        if self.hard_timeout_s is None:
+            return None
+        oldest = min(run.started for run in self._inflight.values())
+        return max(0.0, oldest + self.hard_timeout_s - time.monotonic()) + 0.01
+
+    def _expire_overdue(self) -> EvalOutcome | None:
+        """Kill the actor of the oldest call past ``hard_timeout_s``; its result is a timeout."""
+        assert self.hard_timeout_s is not None
+        ref, run = min(self._inflight.items(), key=lambda item: item[1].started)
+        if time.monotonic() - run.started < self.hard_timeout_s:
+            return None
+        del self._inflight[ref]
+        # Other calls queued on the same actor go back to the queue without using an attempt.
+        for other_ref, other in list(self._inflight.items()):
+            if other.slot is run.slot and other.generation == run.generation:
+                del self._inflight[other_ref]
+                other.job.attempts -= 1
+                self._queue.appendleft(other.job)
+        if run.generation == run.slot.generation:
+            self._stats.worker_deaths += 1
+            self._replace(run.slot)
+        message = (
+            f"hard timeout: no result after {self.hard_timeout_s:g}s; worker {run.label} killed"
+        )
+        log.warning("%s on %s", message, run.job.request.key)
+        return self._finish(
+            run.job, error_result(run.job.request, message, status="timeout"), run.label
+        )
+
+    def _on_worker_died(self, run: _Running, exc: Exception, current: bool) -> EvalOutcome | None:
+        """Replace the dead actor (once per death) and re-queue the job, or give up on it."""
+        job = run.job
         if current:
             self._stats.worker_deaths += 1
-            self._replace(slot)
+            self._replace(run.slot)
         if job.attempts < self.max_attempts:
             log.warning(
                 "worker %s died on %s (attempt %d); retrying",
-                dead_label,
+                run.label,
                 job.request.key,
                 job.attempts,
             )
@@ -337,9 +394,9 @@ class RayEvaluator(Evaluator):
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         message = (
             f"worker died: the worker process died on each of {job.attempts} attempts "
-            f"(last {dead_label}: {type(exc).__name__}: {first_line})"
+            f"(last {run.label}: {type(exc).__name__}: {first_line})"
         )
-        return self._finish(job, error_result(job.request, message), dead_label)
+        return self._finish(job, error_result(job.request, message), run.label)
 
     def _finish(self, job: _Job, result: dict[str, Any], label: str) -> EvalOutcome:
         self._keys.discard(job.request.key)
@@ -354,6 +411,13 @@ class RayEvaluator(Evaluator):
     @property
     def stats(self) -> EvaluatorStats:
         return self._stats
+
+    def _shutdown_ray_if_owned(self) -> None:
+        import ray
+
+        self._closed = True
+        if self._owns_ray and ray.is_initialized():
+            ray.shutdown()
 
     def close(self) -> None:
         """Kill the actors; shut Ray down if this evaluator started it. Idempotent."""
@@ -371,12 +435,11 @@ class RayEvaluator(Evaluator):
                     with contextlib.suppress(Exception):
                         ray.kill(slot.handle, no_restart=True)
                     slot.handle = None
-            if self._owns_ray:
-                ray.shutdown()
+        self._shutdown_ray_if_owned()
 
     def __del__(self) -> None:  # best effort; close() is the real API
         try:
-            if not self._closed and self._owns_ray:
+            if not getattr(self, "_closed", True) and self._owns_ray:
                 self.close()
         except Exception:
             pass

@@ -1,8 +1,9 @@
 """A small fast CNN in the spirit of airbench (Keller Jordan's CIFAR-10 speedruns).
 
 conv-BN-GELU stem, then three blocks of ``conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU``
-with widths ``width x (1, 2, 4)``, a global max-pool and a linear head scaled by 1/9 (airbench's
-output scale). At ``width=16`` it has ~75k parameters.
+with widths ``width x (1, 2, 4)``, a global max-pool and a linear head (airbench also scales the logits
+by 1/9; at Adam-like learning rates that hurt here, so the head is unscaled). At ``width=16`` it
+has ~75k parameters.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ class ConvBlock(nn.Sequential):
 class SmallCNN(nn.Module):
     """CIFAR-10 classifier; input (N, 3, H, W) with H = W in {16, 32}."""
 
-    def __init__(self, width: int = 16, num_classes: int = 10, head_scale: float = 1 / 9) -> None:
+    def __init__(self, width: int = 16, num_classes: int = 10) -> None:
         super().__init__()
         w = (width, width, 2 * width, 4 * width)
         self.stem = nn.Sequential(
@@ -39,12 +40,11 @@ class SmallCNN(nn.Module):
         )
         self.blocks = nn.Sequential(*(ConvBlock(w[i], w[i + 1]) for i in range(3)))
         self.head = nn.Linear(w[3], num_classes, bias=False)
-        self.head_scale = head_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.stem(x))
         x = torch.amax(x, dim=(2, 3))
-        return self.head(x) * self.head_scale
+        return self.head(x)
 
     @torch.no_grad()
     def reset_parameters(self, generator: torch.Generator) -> None:

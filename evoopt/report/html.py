@@ -27,7 +27,7 @@ REPORT_NAME = "report.html"
 EXPORT_NAME = "best_optimizer.py"
 # Fitness is validation accuracy, maximised; evoopt.fitness.WORST_FITNESS (-1.0) marks a failed
 # run (kept local: importing evoopt.fitness would pull in torch just to render a report).
-FITNESS_LABEL = "fitness = val accuracy (higher is better)"
+FITNESS_LABEL = "fitness = val accuracy (↑ better)"
 WORST_FITNESS = -1.0
 
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}

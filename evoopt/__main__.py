@@ -1,0 +1,3 @@
+from evoopt.cli import main
+
+main()

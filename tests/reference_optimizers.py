@@ -1,0 +1,70 @@
+"""Reference implementations written from the published algorithms (not from evoopt's code)."""
+
+from __future__ import annotations
+
+import torch
+
+
+class ReferenceLion(torch.optim.Optimizer):
+    """Lion as in google/automl lion_pytorch.py.
+
+    c = b1*m + (1-b1)*g;  p <- p*(1 - lr*wd);  p <- p - lr*sign(c);  m <- b2*m + (1-b2)*g
+    """
+
+    def __init__(self, params, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, betas=betas, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                m = state["exp_avg"]
+                p.mul_(1 - group["lr"] * group["weight_decay"])
+                update = m * beta1 + p.grad * (1 - beta1)
+                p.add_(torch.sign(update), alpha=-group["lr"])
+                m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+
+
+class ReferenceAdan(torch.optim.Optimizer):
+    """Adan in the official sail-sg/Adan convention (proximal decay, no clipping).
+
+    m = EMA(g, b1); d = EMA(g - g_prev, b2); n = EMA((g + b2 (g - g_prev))^2, b3), bias-corrected;
+    p <- (p - lr (m_hat + b2 d_hat) / (sqrt(n_hat) + eps)) / (1 + lr wd); g_prev = g at step 1.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.02):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2, b3 = group["betas"]
+            group["step"] = group.get("step", 0) + 1
+            t = group["step"]
+            lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad
+                state = self.state[p]
+                if not state:
+                    state["m"] = torch.zeros_like(p)
+                    state["d"] = torch.zeros_like(p)
+                    state["n"] = torch.zeros_like(p)
+                    state["pre_grad"] = g.clone()
+                diff = g - state["pre_grad"]
+                state["m"].mul_(b1).add_(g, alpha=1 - b1)
+                state["d"].mul_(b2).add_(diff, alpha=1 - b2)
+                u = g + b2 * diff
+                state["n"].mul_(b3).addcmul_(u, u, value=1 - b3)
+                denom = (state["n"] / (1 - b3**t)).sqrt() + eps
+                update = (state["m"] / (1 - b1**t) + b2 * state["d"] / (1 - b2**t)) / denom
+                p.sub_(lr * update)
+                p.div_(1 + lr * wd)
+                state["pre_grad"].copy_(g)

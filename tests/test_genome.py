@@ -1,0 +1,271 @@
+"""Genome value: validation, canonical form, hashing, random genomes, export, state_dict."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evoopt.genome import Genome, GenomeError, GenomeOptimizer, load_genome, seed_genome, seed_names
+from evoopt.genome.behaviour import behaviour_hash
+from evoopt.genome.export import export_genome, load_exported_class
+from evoopt.genome.sampling import random_genome
+from tests.optim_problem import make_params, relative_error, trajectory
+
+genomes = st.integers(0, 2**32 - 1).map(lambda s: random_genome(np.random.default_rng(s)))
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+TOTAL = 40
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def _finite_or_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
+    both_nan = torch.isnan(a) & torch.isnan(b)
+    same = (a == b) | both_nan
+    close = (a - b).abs() <= 1e-10 * b.abs().clamp_min(1.0)
+    return bool((same | close).all())
+
+
+@SETTINGS
+@given(genomes)
+def test_random_genome_foreach_matches_single_tensor(genome: Genome) -> None:
+    single = trajectory(lambda ps: GenomeOptimizer(ps, genome, total_steps=TOTAL, foreach=False),
+                        TOTAL)
+    multi = trajectory(lambda ps: GenomeOptimizer(ps, genome, total_steps=TOTAL, foreach=True),
+                       TOTAL)
+    assert _finite_or_equal(multi, single)
+
+
+@SETTINGS
+@given(genomes)
+def test_random_genome_export_matches_interpreter(genome: Genome) -> None:
+    cls = load_exported_class(export_genome(genome, "Evolved"), "Evolved")
+    ref = trajectory(lambda ps: GenomeOptimizer(ps, genome, total_steps=TOTAL), TOTAL)
+    for foreach in (False, True):
+        kwargs = {"total_steps": TOTAL} if genome.has_schedule else {}
+        out = trajectory(lambda ps, f=foreach: cls(ps, foreach=f, **kwargs), TOTAL)
+        assert _finite_or_equal(out, ref)
+
+
+@SETTINGS
+@given(genomes)
+def test_random_genome_state_dict_round_trip(genome: Genome) -> None:
+    """Stopping after k steps, saving, loading into a fresh optimizer and going on = no stop."""
+    k, n = 7, 15
+    gen = torch.Generator().manual_seed(3)
+    targets = [torch.randn(p.shape, generator=gen) for p in make_params()]
+
+    def run(params, opt, steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            sum(((p - t) ** 2).sum() for p, t in zip(params, targets, strict=True)).backward()
+            opt.step()
+
+    straight = make_params()
+    run(straight, GenomeOptimizer(straight, genome, total_steps=n), n)
+    resumed = make_params()
+    first = GenomeOptimizer(resumed, genome, total_steps=n)
+    run(resumed, first, k)
+    saved = first.state_dict()
+    second = GenomeOptimizer(resumed, genome, total_steps=n)
+    second.load_state_dict(saved)
+    run(resumed, second, n - k)
+    for a, b in zip(resumed, straight, strict=True):
+        assert _finite_or_equal(a.detach(), b.detach())
+
+
+@SETTINGS
+@given(genomes)
+def test_random_genome_dict_toml_json_round_trip(genome: Genome) -> None:
+    assert Genome.from_dict(genome.to_dict()) == genome
+    assert Genome.from_dict(json.loads(genome.to_json())) == genome
+    import tomllib
+
+    assert Genome.from_dict(tomllib.loads(genome.to_toml())) == genome
+    assert genome.canonical().canonical() == genome.canonical()
+    assert genome.canonical().hash == genome.hash
+
+
+def test_canonical_merges_duplicates_and_drops_dead_parts() -> None:
+    adam = seed_genome("adam")
+    term = adam.terms[0]
+    split = dataclasses.replace(
+        adam, terms=(term.replace(weight=0.25), term.replace(weight=0.75),
+                     Genome.from_dict({"lr": 1, "terms": [{"kind": "grad", "weight": 0.0}]}
+                                      ).terms[0]),
+        grad_diff=seed_genome("adan").grad_diff, name="split")
+    assert split != adam
+    assert split.canonical() == adam.canonical()
+    assert split.hash == adam.hash
+    assert behaviour_hash(split) == behaviour_hash(adam)
+
+
+def test_term_order_does_not_change_hash() -> None:
+    adan = seed_genome("adan")
+    flipped = dataclasses.replace(adan, terms=adan.terms[::-1])
+    assert flipped.hash == adan.hash
+
+
+def test_hash_is_stable_and_distinguishes_seeds() -> None:
+    hashes = {name: seed_genome(name).hash for name in seed_names()}
+    assert len(set(hashes.values())) == len(hashes)
+    # Regression guard: the canonical encoding must not drift between releases.
+    assert hashes["adam"] == "1bacbb4b98d67869"
+    assert seed_genome("adam").with_lr(2e-3).hash != hashes["adam"]
+
+
+def test_behaviour_hash_separates_different_updates() -> None:
+    hashes = {behaviour_hash(seed_genome(n)) for n in seed_names()}
+    assert len(hashes) == len(seed_names())
+
+
+def test_formula_is_one_line_and_mentions_state() -> None:
+    f = seed_genome("adan").formula()
+    assert "\n" not in f and "d=EMA[0.92]" in f and "proximal wd 0.02" in f
+
+
+BAD = [
+    ({"terms": [{"kind": "grad"}]}, "lr: missing"),
+    ({"lr": -1.0, "terms": [{"kind": "grad"}]}, "lr: -1.0 is outside"),
+    ({"lr": "fast", "terms": [{"kind": "grad"}]}, "lr: expected a number"),
+    ({"lr": 1e-3, "terms": []}, "terms: expected a non-empty list"),
+    ({"lr": 1e-3, "terms": [{"kind": "warp"}]}, "terms[0].kind: unknown kind 'warp'"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad", "wieght": 1}]}, "terms[0].wieght: unknown field"),
+    ({"lr": 1e-3, "terms": [{"kind": "momentum"}]}, "terms[0].kind: 'momentum' needs a [momentum]"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad", "normalize": True}]},
+     "terms[0].normalize: true needs a [second_moment]"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "momentum": {"kind": "ema", "beta": 1.0}},
+     "momentum.beta: 1.0 is outside [0.0, 1.0)"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "momentum": {"kind": "ema",
+                                                            "bias_correction": "yes"}},
+     "momentum.bias_correction: expected true or false"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "schedule": {"kind": "exponential"}},
+     "schedule.kind: unknown kind 'exponential'"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "optimizer": "adam"}, "optimizer: unknown field"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad", "weight": float("nan")}]}, "terms[0].weight: nan"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "second_moment": "adam"},
+     "second_moment: expected a table"),
+]
+
+
+@pytest.mark.parametrize(("data", "message"), BAD, ids=[m for _, m in BAD])
+def test_malformed_genomes_name_the_field(data: dict, message: str) -> None:
+    with pytest.raises(GenomeError) as info:
+        Genome.from_dict(data, source="g.toml")
+    assert str(info.value).startswith("g.toml: ")
+    assert message in str(info.value)
+
+
+def test_malformed_files_give_one_line_errors(tmp_path) -> None:
+    bad_toml = tmp_path / "broken.toml"
+    bad_toml.write_text("lr = 1e-3\n[[terms]\nkind = 'grad'\n")
+    with pytest.raises(GenomeError, match="broken.toml: not valid TOML"):
+        load_genome(bad_toml)
+    with pytest.raises(GenomeError, match="cannot read genome file"):
+        load_genome(tmp_path / "missing.toml")
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "show", str(bad_toml)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "not valid TOML" in proc.stderr
+
+
+def test_schedule_requires_total_steps() -> None:
+    g = Genome.from_dict({"lr": 1e-3, "terms": [{"kind": "grad"}],
+                          "schedule": {"kind": "warmup_cosine"}})
+    with pytest.raises(ValueError, match="total_steps"):
+        GenomeOptimizer([torch.zeros(1, requires_grad=True)], g)
+
+
+def test_warmup_cosine_schedule_shape() -> None:
+    g = Genome.from_dict({"lr": 1.0, "terms": [{"kind": "grad"}],
+                          "schedule": {"kind": "warmup_cosine", "warmup_fraction": 0.1,
+                                       "final_lr_fraction": 0.0}})
+    p = torch.zeros(1, requires_grad=True)
+    opt = GenomeOptimizer([p], g, total_steps=100)
+    lrs, last = [], 0.0
+    for _ in range(100):
+        p.grad = torch.ones(1)
+        opt.step()
+        lrs.append(last - float(p.detach()))
+        last = float(p.detach())
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert lrs[54] == pytest.approx(0.5, abs=0.02) and lrs[-1] < 0.01
+    assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10], strict=False))
+
+
+def test_exported_module_is_standalone_safe_and_ruff_clean(tmp_path) -> None:
+    hostile = dataclasses.replace(seed_genome("adan"), name='x"""\nimport os  # ',
+                                  description="'); os.system('echo pwned') #")
+    source = export_genome(hostile, "Evolved")
+    tree = ast.parse(source)
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import)
+                for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree)
+                 if isinstance(n, ast.ImportFrom) and n.module}
+    assert imported <= {"torch", "math", "collections", "typing", "__future__"}
+    namespace_cls = load_exported_class(source, "Evolved")
+    assert namespace_cls.__name__ == "Evolved"
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and
+             getattr(n.func, "attr", "") == "system"]
+    assert not calls
+    if shutil.which("ruff"):
+        path = tmp_path / "evolved.py"
+        path.write_text(source)
+        proc = subprocess.run(["ruff", "check", "--isolated", "--select", "E,F,W,I,B,UP",
+                               "--line-length", "100", str(path)], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout
+
+
+def test_cli_export_trains_a_model(tmp_path) -> None:
+    out = tmp_path / "adan_opt.py"
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "export", "genomes/adan.toml", "-o",
+                           str(out), "--class-name", "MyAdan"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cls = load_exported_class(out.read_text(), "MyAdan")
+    torch.manual_seed(0)
+    x = torch.randn(256, 10)
+    y = (x[:, :3].sum(1) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+    opt = cls(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    with pytest.raises(ValueError, match="Invalid beta1 value"):
+        cls(model.parameters(), beta1=1.5)
+
+
+def test_interpreter_closure_and_maximize() -> None:
+    p = torch.tensor([1.0], requires_grad=True)
+    opt = GenomeOptimizer([p], seed_genome("sgd-momentum").with_lr(0.1), maximize=True)
+
+    def closure():
+        opt.zero_grad()
+        loss = -(p**2).sum()
+        loss.backward()
+        return loss
+
+    loss = opt.step(closure)
+    assert float(loss) == -1.0 and float(p) == pytest.approx(0.8)
+    assert relative_error(trajectory(lambda ps: GenomeOptimizer(ps, seed_genome("adam"))),
+                          trajectory(lambda ps: torch.optim.Adam(ps))) <= 1e-10

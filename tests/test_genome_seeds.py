@@ -1,0 +1,84 @@
+"""Every seeded genome reproduces its reference optimizer exactly, interpreted and exported."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from evoopt.genome import GenomeOptimizer, seed_genome
+from evoopt.genome.export import export_genome, load_exported_class
+from tests.optim_problem import relative_error, trajectory
+from tests.reference_optimizers import ReferenceAdan, ReferenceLion
+
+STEPS = 60
+TOLERANCE = 1e-10
+
+REFERENCES = {
+    "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
+    "adamw": lambda ps: torch.optim.AdamW(
+        ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2
+    ),
+    "adan": lambda ps: ReferenceAdan(
+        ps, lr=1e-3, betas=(0.98, 0.92, 0.99), eps=1e-8, weight_decay=0.02
+    ),
+    "lion": lambda ps: ReferenceLion(ps, lr=1e-4, betas=(0.9, 0.99), weight_decay=0.0),
+    "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
+    "nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
+    "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, alpha=0.99, eps=1e-8),
+}
+
+
+@pytest.fixture(autouse=True)
+def float64():
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)
+
+
+def exported_class(name: str) -> type:
+    source = export_genome(seed_genome(name), class_name="Exported")
+    return load_exported_class(source, "Exported")
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCES))
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("groups", [False, True])
+def test_seed_matches_reference(name: str, foreach: bool, groups: bool) -> None:
+    reference = trajectory(REFERENCES[name], STEPS, param_groups=groups)
+    genome = seed_genome(name)
+    interpreted = trajectory(
+        lambda ps: GenomeOptimizer(ps, genome, foreach=foreach), STEPS, param_groups=groups
+    )
+    cls = exported_class(name)
+    exported = trajectory(lambda ps: cls(ps, foreach=foreach), STEPS, param_groups=groups)
+    start = torch.cat(
+        [
+            p.detach().flatten()
+            for p in __import__("tests.optim_problem", fromlist=["make_params"]).make_params()
+        ]
+    )
+    assert relative_error(reference, start) > 1e-3, "the problem must move the parameters"
+    assert relative_error(interpreted, reference) <= TOLERANCE
+    assert relative_error(exported, reference) <= TOLERANCE
+
+
+def test_adan_reference_differs_from_adam() -> None:
+    """The comparison above is sensitive: different optimizers give different trajectories."""
+    adan = trajectory(REFERENCES["adan"], STEPS)
+    adam = trajectory(lambda ps: GenomeOptimizer(ps, seed_genome("adam")), STEPS)
+    assert relative_error(adam, adan) > 1e-4
+
+
+def test_exported_defaults_are_genome_values() -> None:
+    cls = exported_class("adan")
+    opt = cls([torch.zeros(2, requires_grad=True)])
+    group = opt.param_groups[0]
+    assert (group["lr"], group["beta1"], group["beta_diff"], group["beta2"]) == (
+        1e-3,
+        0.98,
+        0.92,
+        0.99,
+    )
+    assert group["weight_decay"] == 0.02 and group["eps"] == 1e-8
+    assert opt.state_dict()["param_groups"][0]["step"] == 0
