@@ -1,6 +1,6 @@
 """Ray dispatch overhead of the evaluator: Ray start-up, per-evaluation round trip, vs serial.
 
-    python benchmarks/ray_dispatch.py [--task cifar10-tiny] [--evals 8] [--noop 300] [--json out]
+    python benchmarks/ray_dispatch.py [--task cifar10-tiny] [--evals 10] [--noop 300] [--json out]
 
 Measures, on this machine:
 * ``ray_init_s``: ``ray.init`` of a local instance; ``actor_start_s``: the pool coming up
@@ -8,8 +8,9 @@ Measures, on this machine:
 * ``noop_roundtrip_ms``: submit one request, wait for its outcome, with a runner that does no
   work (pure dispatch: pickling the genome/task dicts, actor call, ``ray.wait``/``ray.get``);
   ``noop_batched_ms``: the same per request when ``--noop`` requests are submitted at once;
-* ``serial_eval_s`` vs ``ray1_eval_s``: mean seconds per real evaluation of the task, in-process
-  with one thread vs one one-CPU actor, runners warm; ``overhead_ms`` is their difference;
+* ``serial_eval_s`` vs ``ray1_eval_s``: median seconds per real evaluation of the task,
+  in-process with one thread vs one one-CPU actor, runners warm, alternated; ``overhead_ms`` is
+  the median paired difference (noisy on a loaded machine: trust ``noop_roundtrip_ms`` first);
 * ``ray_pool_eval_s``: wall seconds per evaluation with the default (machine-sized) pool.
 """
 
@@ -65,7 +66,7 @@ def main() -> None:
     ap.add_argument("--task", default="cifar10-tiny")
     ap.add_argument("--genome", default="adam")
     ap.add_argument("--data-dir", default=os.environ.get("EVOOPT_DATA_DIR"))
-    ap.add_argument("--evals", type=int, default=8, help="real evaluations per measurement")
+    ap.add_argument("--evals", type=int, default=10, help="real evaluations per measurement")
     ap.add_argument("--noop", type=int, default=300, help="no-op round trips")
     ap.add_argument("--json", type=Path, help="also write the numbers here")
     args = ap.parse_args()
@@ -77,23 +78,28 @@ def main() -> None:
     genome = seed_genome(args.genome).to_dict()
     out: dict[str, Any] = {"task": args.task, "cpus": os.cpu_count(), "evals": args.evals}
 
-    # Serial baseline: one thread (like a one-CPU actor), runner warmed by one evaluation.
-    with SerialEvaluator(data_dir=args.data_dir, num_threads=1) as ev:
-        _one_by_one(ev, _requests("warm", genome, task, 1))
-        serial = _one_by_one(ev, _requests("serial", genome, task, args.evals))
-    out["serial_eval_s"] = statistics.mean(serial)
-
+    # Serial (one thread, like a one-CPU actor) and one Ray actor, runners warm, alternated
+    # evaluation by evaluation so both see the same machine load; overhead = median difference.
     t = time.perf_counter()
-    ev = RayEvaluator(num_workers=1, data_dir=args.data_dir)
-    out["ray_init_s"], out["actor_start_s"] = ev.ray_init_s, ev.actor_start_s
+    ray1 = RayEvaluator(num_workers=1, data_dir=args.data_dir)
+    out["ray_init_s"], out["actor_start_s"] = ray1.ray_init_s, ray1.actor_start_s
     out["ray_evaluator_ready_s"] = time.perf_counter() - t
     try:
-        _one_by_one(ev, _requests("warm", genome, task, 1))
-        ray1 = _one_by_one(ev, _requests("ray1", genome, task, args.evals))
-        out["ray1_eval_s"] = statistics.mean(ray1)
-        out["overhead_ms"] = 1000 * (out["ray1_eval_s"] - out["serial_eval_s"])
+        with SerialEvaluator(data_dir=args.data_dir, num_threads=1) as serial:
+            for ev in (serial, ray1):
+                _one_by_one(ev, _requests("warm", genome, task, 1))
+            pairs = [
+                (
+                    _one_by_one(serial, _requests(f"s{i}", genome, task, 1))[0],
+                    _one_by_one(ray1, _requests(f"r{i}", genome, task, 1))[0],
+                )
+                for i in range(args.evals)
+            ]
     finally:
-        ev.close()  # also shuts Ray down: the next evaluator starts its own
+        ray1.close()  # also shuts Ray down: the next evaluator starts its own
+    out["serial_eval_s"] = statistics.median(p[0] for p in pairs)
+    out["ray1_eval_s"] = statistics.median(p[1] for p in pairs)
+    out["overhead_ms"] = 1000 * statistics.median(p[1] - p[0] for p in pairs)
 
     with RayEvaluator(num_workers=1, runner_factory=_noop_factory) as ev:
         _one_by_one(ev, _requests("nwarm", genome, task, 5))

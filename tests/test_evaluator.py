@@ -35,8 +35,8 @@ pytestmark = pytest.mark.skipif(not DATA.exists(), reason=f"test data not found 
 
 TINY = load_task("cifar10-tiny")
 TASK = TINY.to_dict()
-# Several times longer than the tiny task: a run that is surely still going after ~1 s.
-LONG_TASK = TINY.with_overrides(name=f"{TINY.name}-long", steps=TINY.steps * 4).to_dict()
+# 15x the tiny task's steps (a few seconds): long enough to be killed mid-run.
+LONG_TASK = TINY.with_overrides(name=f"{TINY.name}-long", steps=TINY.steps * 15).to_dict()
 ADAM = seed_genome("adam").to_dict()
 SGD = seed_genome("sgd-momentum").to_dict()
 
@@ -204,13 +204,21 @@ def test_ray_malformed_genome_is_an_error_result(ray_ev: RayEvaluator) -> None:
     assert ray_ev.stats.worker_deaths == 0
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _kill_busy_worker(ev: RayEvaluator, key: str) -> int:
-    """Submit a long run, SIGKILL its actor while it is evaluating; return the killed pid."""
+    """Submit a long run, SIGKILL its actor once it is training; return the killed pid."""
     ev.submit(req(key, task=LONG_TASK))
     (busy,) = [w for w in ev.workers() if w["inflight"]]
-    time.sleep(1.0)  # data staged, training under way
-    os.kill(busy["pid"], signal.SIGKILL)
-    return busy["pid"]
+    pid, cpu0, deadline = busy["pid"], _cpu_seconds(busy["pid"]), time.time() + 60
+    while _cpu_seconds(pid) - cpu0 < 0.4 and time.time() < deadline:  # evaluation under way
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    return pid
 
 
 def test_ray_killed_worker_is_replaced_and_request_retried(ray_ev: RayEvaluator) -> None:

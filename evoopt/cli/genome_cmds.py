@@ -33,7 +33,7 @@ def export(
     provenance: dict[str, str | float | int] = {}
     try:
         if source.is_dir():
-            from evoopt.campaign.winner import campaign_winner
+            from evoopt.campaign.finish import campaign_winner
 
             genome, provenance = campaign_winner(source)
         else:

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 
 from evoopt.cli import app
 
+if TYPE_CHECKING:
+    from evoopt.campaign.store import CampaignStore
+
 _DIR = Annotated[
     Path, typer.Argument(help="Campaign directory (holding campaign.sqlite).", show_default=False)
 ]
 
 
-def _open(campaign_dir: Path):  # noqa: ANN202 -- CampaignStore, imported lazily
+def _open(campaign_dir: Path) -> CampaignStore:
+    """The campaign's store, read-only; a usage error (exit 2) when there is none."""
     from evoopt.campaign.store import CampaignStore, StoreError
 
     try:

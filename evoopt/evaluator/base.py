@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 # Statuses a result dict may carry (mirrors evoopt.fitness; "error" is what this stage adds).
@@ -130,7 +129,6 @@ class EvaluatorStats:
     retries: int = 0
     worker_deaths: int = 0
     worker_replacements: int = 0
-    started_at: float = field(default_factory=time.time)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -19,8 +19,8 @@ PROBE_STEPS = 24
 SIGNIFICANT_DIGITS = 7
 
 
-def behaviour_hash(genome: Genome, steps: int = PROBE_STEPS) -> str:
-    """16-hex hash of the rounded trajectory of ``genome`` on the fixed probe problem."""
+def probe_trajectory(genome: Genome, steps: int = PROBE_STEPS) -> torch.Tensor:
+    """Parameters after each step of ``genome`` on the fixed probe problem, (steps, n)."""
     gen = torch.Generator().manual_seed(20240611)
     shapes = [(6, 5), (5,), (3, 2, 2)]
     targets = [torch.randn(s, generator=gen, dtype=torch.float64) for s in shapes]
@@ -39,9 +39,23 @@ def behaviour_hash(genome: Genome, steps: int = PROBE_STEPS) -> str:
             p.grad.add_(n)
         opt.step()
         trajectory.append(torch.cat([p.detach().flatten() for p in params]))
-    values = torch.stack(trajectory)
+    return torch.stack(trajectory)
+
+
+def behaviour_hash(genome: Genome, steps: int = PROBE_STEPS) -> str:
+    """16-hex hash of the rounded trajectory of ``genome`` on the fixed probe problem."""
+    values = probe_trajectory(genome, steps)
     if not torch.isfinite(values).all():
         text = "non-finite:" + ",".join(str(int(torch.isfinite(v).all())) for v in values)
     else:
         text = ",".join(f"{v:.{SIGNIFICANT_DIGITS - 1}e}" for v in values.flatten().tolist())
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def numerically_equivalent(a: Genome, b: Genome, rtol: float = 1e-9) -> bool:
+    """Whether two genomes follow the same probe trajectory to a relative error of ``rtol``."""
+    ta, tb = probe_trajectory(a), probe_trajectory(b)
+    if not (torch.isfinite(ta).all() and torch.isfinite(tb).all()):
+        return bool(torch.equal(torch.isfinite(ta), torch.isfinite(tb)))
+    scale = tb.abs().max().clamp_min(1e-300)
+    return bool(((ta - tb).abs().max() / scale) <= rtol)

@@ -1,0 +1,302 @@
+"""Optimizer step time: exported genomes vs torch.optim.Adam, the interpreter, a third-party Adan.
+
+    python benchmarks/optimizer_step.py [--params-millions 7] [--repeats 7] [--steps 10]
+                                        [--device auto|cpu|cuda] [--threads N]
+
+Builds a convnet + MLP stack of about ``--params-millions`` million parameters (several dozen
+tensors of mixed sizes), sets every gradient once to a fixed random tensor, and times only
+``opt.step()`` for each optimizer, side by side in one process: every repeat runs each optimizer
+for ``--steps`` steps, in a fresh random order, so that load from other processes hits all of
+them alike. Reported: the median ms/step over repeats, and each ratio as the median of the
+per-repeat ratios (paired within a repeat). On CUDA the steps are timed with CUDA events.
+
+Optimizers (each on its own copy of the model, so state and memory traffic are not shared):
+* ``torch Adam`` vs the exported Adam genome, each at its default code path (``foreach=None``:
+  the per-tensor loop on CPU, ``torch._foreach_*`` on CUDA) and with ``foreach=True``;
+* the exported Adan genome vs ``GenomeOptimizer`` (the interpreter) on the same genome;
+* the exported Adan genome vs ``pytorch_optimizer.Adan`` (``pip install pytorch-optimizer``;
+  skipped when not installed) with betas=(0.98, 0.92, 0.99), weight_decay=0.02 and
+  ``weight_decouple=False``, i.e. the proximal decay of the official Adan that the genome uses.
+  Its default (``foreach=None``) is the foreach path on every device, CPU included.
+
+Before timing, a short check on a small model asserts that each pair computes the same update.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from evoopt.genome import GenomeOptimizer, seed_genome  # noqa: E402
+from evoopt.genome.export import export_genome, load_exported_class  # noqa: E402
+
+try:
+    from pytorch_optimizer import Adan as ThirdPartyAdan
+except ImportError:  # optional comparison
+    ThirdPartyAdan = None
+
+INSTALL_HINT = ("pytorch_optimizer is not installed: `pip install pytorch-optimizer` "
+                "(kozistr/pytorch_optimizer) to add the third-party Adan rows")
+ADAN_KW = {"betas": (0.98, 0.92, 0.99), "weight_decay": 0.02, "weight_decouple": False,
+           "eps": 1e-8, "lr": 1e-3}
+
+OptFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+# ----------------------------------------------------------------------------------------------
+# Model
+
+
+def _stack(width: int, blocks: int = 3) -> nn.Sequential:
+    """Three conv stages (widths w, 2w, 4w) of ``blocks`` conv+BN layers, then a 3-layer MLP."""
+    layers: list[nn.Module] = []
+    cin = 3
+    for stage in range(3):
+        cout = width << stage
+        for _ in range(blocks):
+            layers += [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                       nn.ReLU()]
+            cin = cout
+    hidden = 2 * cin
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.LayerNorm(cin),
+               nn.Linear(cin, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+               nn.Linear(hidden, 10)]
+    return nn.Sequential(*layers)
+
+
+def _count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_model(params_millions: float, device: torch.device) -> nn.Sequential:
+    """The stack whose width puts its parameter count closest to ``params_millions`` million."""
+    target = params_millions * 1e6
+    lo, hi = 2, 4096  # the count grows with the width: bisect for the first width >= target
+    with torch.device("meta"):
+        while lo < hi:
+            mid = (lo + hi) // 2
+            lo, hi = (mid + 1, hi) if _count(_stack(mid)) < target else (lo, mid)
+        width = min((max(lo - 1, 2), lo), key=lambda w: abs(_count(_stack(w)) - target))
+    torch.manual_seed(0)
+    return _stack(width).to(device)
+
+
+def set_fixed_grads(model: nn.Module, seed: int = 1) -> None:
+    gen = torch.Generator().manual_seed(seed)
+    for p in model.parameters():
+        p.grad = (torch.randn(p.shape, generator=gen) * 1e-2).to(p.device)
+
+
+# ----------------------------------------------------------------------------------------------
+# Optimizers
+
+
+def candidates() -> dict[str, OptFactory]:
+    adam_cls = load_exported_class(export_genome(seed_genome("adam"), "ExportedAdam"),
+                                   "ExportedAdam")
+    adan_cls = load_exported_class(export_genome(seed_genome("adan"), "ExportedAdan"),
+                                   "ExportedAdan")
+    adan = seed_genome("adan")
+    out: dict[str, OptFactory] = {
+        "torch Adam": lambda ps: torch.optim.Adam(ps, lr=1e-3),
+        "torch Adam foreach": lambda ps: torch.optim.Adam(ps, lr=1e-3, foreach=True),
+        "exported Adam": lambda ps: adam_cls(ps),
+        "exported Adam foreach": lambda ps: adam_cls(ps, foreach=True),
+        "interpreter Adan": lambda ps: GenomeOptimizer(ps, adan),
+        "interpreter Adan foreach": lambda ps: GenomeOptimizer(ps, adan, foreach=True),
+        "exported Adan": lambda ps: adan_cls(ps),
+        "exported Adan foreach": lambda ps: adan_cls(ps, foreach=True),
+    }
+    if ThirdPartyAdan is not None:
+        out["pytorch_optimizer Adan"] = lambda ps: ThirdPartyAdan(ps, **ADAN_KW)
+        out["pytorch_optimizer Adan per-tensor"] = lambda ps: ThirdPartyAdan(
+            ps, foreach=False, **ADAN_KW)
+    return out
+
+
+# (label, numerator, denominator, goal ratio or None); rows whose optimizers are absent are skipped
+RATIOS: list[tuple[str, str, str, float | None]] = [
+    ("exported Adam / torch Adam (defaults)", "exported Adam", "torch Adam", 1.05),
+    ("exported Adam / torch Adam (foreach)", "exported Adam foreach", "torch Adam foreach", 1.05),
+    ("exported Adan / interpreter Adan (defaults)", "exported Adan", "interpreter Adan", None),
+    ("interpreter Adan / exported Adan (defaults)", "interpreter Adan", "exported Adan", None),
+    ("exported Adan / interpreter Adan (foreach)", "exported Adan foreach",
+     "interpreter Adan foreach", None),
+    ("interpreter Adan / exported Adan (foreach)", "interpreter Adan foreach",
+     "exported Adan foreach", None),
+    ("exported Adan / pytorch_optimizer Adan (defaults)", "exported Adan",
+     "pytorch_optimizer Adan", 1.0),
+    ("exported Adan / pytorch_optimizer Adan (both foreach)", "exported Adan foreach",
+     "pytorch_optimizer Adan", 1.0),
+    ("exported Adan / pytorch_optimizer Adan (both per-tensor)", "exported Adan",
+     "pytorch_optimizer Adan per-tensor", 1.0),
+]
+
+
+def check_equivalence(factories: dict[str, OptFactory], device: torch.device) -> list[str]:
+    """Max |Δparam| after 5 steps for each compared pair, on a small model (fresh grads each step;
+    pytorch_optimizer's Adan negates ``p.grad`` in place)."""
+    pairs = [("exported Adam", "torch Adam"), ("exported Adam foreach", "torch Adam foreach"),
+             ("exported Adan", "interpreter Adan"), ("exported Adan", "exported Adan foreach"),
+             ("exported Adan", "pytorch_optimizer Adan"),
+             ("exported Adan", "pytorch_optimizer Adan per-tensor")]
+    lines = []
+    for a, b in pairs:
+        if a not in factories or b not in factories:
+            continue
+        finals = []
+        for name in (a, b):
+            torch.manual_seed(0)
+            model = _stack(4, blocks=1).to(device)
+            params = list(model.parameters())
+            opt = factories[name](params)
+            gen = torch.Generator().manual_seed(2)
+            for _ in range(5):
+                for p in params:
+                    p.grad = torch.randn(p.shape, generator=gen).to(device)
+                opt.step()
+            finals.append(torch.cat([p.detach().flatten() for p in params]))
+        diff = (finals[0] - finals[1]).abs().max().item()
+        if not diff < 1e-5:
+            raise AssertionError(f"{a} and {b} disagree: max |Δparam| = {diff:.3g}")
+        lines.append(f"  {a:<24} == {b:<34} max |Δparam| {diff:.1e}")
+    return lines
+
+
+# ----------------------------------------------------------------------------------------------
+# Timing
+
+
+def _timer(device: torch.device) -> Callable[[Callable[[], object]], float]:
+    if device.type == "cuda":
+        def cuda_ms(run: Callable[[], object]) -> float:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda.synchronize(device)
+            start.record()
+            run()
+            end.record()
+            torch.cuda.synchronize(device)
+            return start.elapsed_time(end)
+        return cuda_ms
+
+    def cpu_ms(run: Callable[[], object]) -> float:
+        t = time.perf_counter()
+        run()
+        return (time.perf_counter() - t) * 1e3
+    return cpu_ms
+
+
+def benchmark(factories: dict[str, OptFactory], args: argparse.Namespace,
+              device: torch.device) -> dict[str, list[float]]:
+    opts = {}
+    for name, make in factories.items():
+        model = build_model(args.params_millions, device)
+        set_fixed_grads(model)
+        opts[name] = make(list(model.parameters()))
+    timer = _timer(device)
+    names = list(opts)
+    for name in names:  # warm-up: lazy state, allocator, first-step branches
+        for _ in range(args.warmup):
+            opts[name].step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    rng = random.Random(0)
+    ms: dict[str, list[float]] = {n: [] for n in names}
+    for rep in range(args.repeats):
+        if device.type == "cuda":  # a block of steps per optimizer, timed with CUDA events
+            order = rng.sample(names, len(names))
+            for name in order:
+                step = opts[name].step
+
+                def run(step: Callable[[], object] = step) -> None:
+                    for _ in range(args.steps):
+                        step()
+                ms[name].append(timer(run) / args.steps)
+        else:  # CPU: round-robin one step at a time, so a repeat's pairs share the same load
+            total = dict.fromkeys(names, 0.0)
+            for _ in range(args.steps):
+                for name in rng.sample(names, len(names)):
+                    total[name] += timer(opts[name].step)
+            for name in names:
+                ms[name].append(total[name] / args.steps)
+        print(f"  repeat {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+    return ms
+
+
+def report(ms: dict[str, list[float]], args: argparse.Namespace, device: torch.device,
+           n_params: int, n_tensors: int) -> None:
+    print(f"\n## device {device} | {n_params / 1e6:.2f}M params in {n_tensors} tensors | "
+          f"{args.repeats} repeats x {args.steps} steps | torch {torch.__version__} | "
+          f"threads {torch.get_num_threads()}")
+    width = max(map(len, ms))
+    print(f"\n{'optimizer':<{width}}  {'median ms/step':>14}  {'min':>8}  {'max':>8}")
+    for name, xs in ms.items():
+        print(f"{name:<{width}}  {statistics.median(xs):>14.2f}  {min(xs):>8.2f}  {max(xs):>8.2f}")
+    rows = [(label, a, b, goal) for label, a, b, goal in RATIOS if a in ms and b in ms]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'ratio (median of per-repeat ratios)':<{width}}  {'ratio':>6}  {'range':>13}  goal")
+    for label, a, b, goal in rows:
+        per_rep = [x / y for x, y in zip(ms[a], ms[b], strict=True)]
+        r = statistics.median(per_rep)
+        verdict = "" if goal is None else f"<= {goal:.2f} {'ok' if r <= goal else 'MISSED'}"
+        print(f"{label:<{width}}  {r:>6.3f}  {min(per_rep):>5.3f}-{max(per_rep):<5.3f}  {verdict}")
+    if ThirdPartyAdan is None:
+        print(f"\n(skipped the third-party Adan rows) {INSTALL_HINT}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--params-millions", type=float, default=7.0,
+                    help="model size in millions of parameters (default 7)")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                    help="auto: CPU, and CUDA too when available (default)")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch.set_num_threads (default: leave torch's default)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: torch.cuda.is_available() is False")
+    devices = [torch.device(args.device)] if args.device != "auto" else (
+        [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []))
+
+    factories = candidates()
+    print(f"python {platform.python_version()}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    if ThirdPartyAdan is None:
+        print(INSTALL_HINT)
+    else:
+        import pytorch_optimizer
+        version = getattr(pytorch_optimizer, "__version__", None)
+        if version is None:
+            from importlib.metadata import version as _v
+            version = _v("pytorch-optimizer")
+        kw = ", ".join(f"{k}={v}" for k, v in ADAN_KW.items())
+        print(f"pytorch_optimizer {version}: Adan({kw})")
+    for device in devices:
+        print(f"\nequivalence on {device} (5 steps, small model):")
+        print("\n".join(check_equivalence(factories, device)))
+        model = build_model(args.params_millions, torch.device("meta"))
+        n_params, n_tensors = _count(model), len(list(model.parameters()))
+        print(f"timing on {device}: {n_params / 1e6:.2f}M params, {n_tensors} tensors, "
+              f"{len(factories)} optimizers", flush=True)
+        ms = benchmark(factories, args, device)
+        report(ms, args, device, n_params, n_tensors)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,245 @@
+"""Campaign configuration (``experiments/*.toml``), validated with errors that name the field.
+
+Layout::
+
+    [campaign]   name, seed, population, generations, max_evaluations, seeds (genome names/files)
+    [selection]  method = "tournament" | "regularized", tournament_size, elitism
+    [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms
+    [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
+    [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
+    [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool
+    [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REQUIRED_SEEDS = ("adam", "adan")
+
+
+class ConfigError(ValueError):
+    """A malformed campaign config; the message names the offending field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    seeds: tuple[int, ...]
+    overrides: dict[str, Any] = field(default_factory=dict)
+    hurdle: str | float = "none"
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    name: str
+    seed: int = 0
+    population: int = 8
+    generations: int = 4
+    max_evaluations: int = 0
+    seeds: tuple[str, ...] = REQUIRED_SEEDS
+    selection: str = "tournament"
+    tournament_size: int = 3
+    elitism: int = 2
+    crossover_rate: float = 0.3
+    mutation_rates: dict[str, float] = field(default_factory=dict)
+    max_terms: int = 4
+    task: str = "cifar10-cpu"
+    split: str = "val"
+    task_overrides: dict[str, Any] = field(default_factory=dict)
+    stages: tuple[Stage, ...] = (Stage("full", (0,)),)
+    final_top_k: int = 3
+    final_seeds: tuple[int, ...] = (100, 101, 102)
+    final_compare: tuple[str, ...] = REQUIRED_SEEDS
+    final_test_split: bool = True
+    ray_enabled: bool = True
+    ray_address: str | None = None
+    ray_num_workers: int = 0
+    ray_cpus_per_worker: float = 1.0
+    ray_gpus_per_worker: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
+        d = dict(d)
+        d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
+        for key in ("seeds", "final_seeds", "final_compare"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+
+_SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
+    # section -> toml key -> (config attribute, accepted type)
+    "campaign": {"name": ("name", str), "seed": ("seed", int), "population": ("population", int),
+                 "generations": ("generations", int),
+                 "max_evaluations": ("max_evaluations", int), "seeds": ("seeds", list)},
+    "selection": {"method": ("selection", str), "tournament_size": ("tournament_size", int),
+                  "elitism": ("elitism", int)},
+    "variation": {"crossover_rate": ("crossover_rate", (int, float)),
+                  "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int)},
+    "fitness": {"task": ("task", str), "split": ("split", str),
+                "overrides": ("task_overrides", dict)},
+    "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
+              "compare": ("final_compare", list), "test_split": ("final_test_split", bool)},
+    "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
+            "num_workers": ("ray_num_workers", int),
+            "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
+            "gpus_per_worker": ("ray_gpus_per_worker", (int, float))},
+}
+
+
+def _typed(where: str, value: Any, kind: type | tuple[type, ...]) -> Any:
+    if isinstance(value, bool) and kind is not bool and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)):
+        raise ConfigError(f"{where}: expected {_name(kind)}, got {value!r}")
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: expected {_name(kind)}, got {value!r}")
+    return value
+
+
+def _name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true/false",
+             "list": "a list", "dict": "a table"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _seed_list(where: str, value: Any) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
+        raise ConfigError(f"{where}: expected a non-empty list of seeds (integers ≥ 0), "
+                          f"got {value!r}")
+    if len(set(value)) != len(value):
+        raise ConfigError(f"{where}: seeds repeat: {value!r}")
+    return tuple(value)
+
+
+def parse_config(data: dict[str, Any], source: str = "config") -> CampaignConfig:
+    """Validate a parsed TOML campaign; :class:`ConfigError` names ``source`` and the field."""
+    try:
+        return _parse(data)
+    except ConfigError as e:
+        raise ConfigError(f"{source}: {e}") from None
+
+
+def _parse(data: dict[str, Any]) -> CampaignConfig:
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section == "stages":
+            continue
+        if section not in _SECTIONS:
+            raise ConfigError(f"[{section}]: unknown section (allowed: "
+                              f"{', '.join([*_SECTIONS, 'stages'])})")
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{section}]: expected a table, got {table!r}")
+        for key, value in table.items():
+            spec = _SECTIONS[section].get(key)
+            if spec is None:
+                raise ConfigError(f"{section}.{key}: unknown field (allowed: "
+                                  f"{', '.join(_SECTIONS[section])})")
+            attr, kind = spec
+            values[attr] = _typed(f"{section}.{key}", value, kind)
+    if "name" not in values:
+        raise ConfigError("campaign.name: missing")
+    _check_ranges(values)
+    values["stages"] = _parse_stages(data.get("stages"))
+    for key, where in (("final_seeds", "final.seeds"),):
+        if key in values:
+            values[key] = _seed_list(where, values[key])
+    for key in ("seeds", "final_compare"):
+        if key in values:
+            values[key] = tuple(values[key])
+    config = CampaignConfig(**values)
+    stage_seeds = {s for st in config.stages for s in st.seeds}
+    if set(config.final_seeds) & stage_seeds:
+        raise ConfigError(f"final.seeds: must be fresh seeds, not used by any stage "
+                          f"(overlap: {sorted(set(config.final_seeds) & stage_seeds)})")
+    return config
+
+
+def _check_ranges(v: dict[str, Any]) -> None:
+    def need(attr: str, where: str, ok: bool, what: str) -> None:
+        if attr in v and not ok:
+            raise ConfigError(f"{where}: {what}, got {v[attr]!r}")
+
+    need("population", "campaign.population", v.get("population", 2) >= 2, "must be ≥ 2")
+    need("generations", "campaign.generations", v.get("generations", 1) >= 1, "must be ≥ 1")
+    need("max_evaluations", "campaign.max_evaluations", v.get("max_evaluations", 0) >= 0,
+         "must be ≥ 0 (0 = no budget)")
+    need("selection", "selection.method", v.get("selection") in ("tournament", "regularized"),
+         'must be "tournament" or "regularized"')
+    need("tournament_size", "selection.tournament_size", v.get("tournament_size", 2) >= 1,
+         "must be ≥ 1")
+    pop = v.get("population", CampaignConfig.population)
+    need("elitism", "selection.elitism", 0 <= v.get("elitism", 0) < pop,
+         f"must be in [0, population={pop})")
+    need("crossover_rate", "variation.crossover_rate", 0.0 <= v.get("crossover_rate", 0) <= 1.0,
+         "must be in [0, 1]")
+    need("max_terms", "variation.max_terms", 1 <= v.get("max_terms", 1) <= 4, "must be in [1, 4]")
+    need("split", "fitness.split", v.get("split") == "val",
+         '"val" only: the test split is for final reports (final.test_split)')
+    need("final_top_k", "final.top_k", v.get("final_top_k", 1) >= 1, "must be ≥ 1")
+    need("ray_num_workers", "ray.num_workers", v.get("ray_num_workers", 0) >= 0,
+         "must be ≥ 0 (0 = one per CPU)")
+    need("ray_cpus_per_worker", "ray.cpus_per_worker", v.get("ray_cpus_per_worker", 1) > 0,
+         "must be > 0")
+    need("ray_gpus_per_worker", "ray.gpus_per_worker",
+         0 <= v.get("ray_gpus_per_worker", 0) <= 8, "must be in [0, 8]")
+    if "seeds" in v:
+        seeds = v["seeds"]
+        if not all(isinstance(s, str) for s in seeds):
+            raise ConfigError(f"campaign.seeds: expected genome names or files, got {seeds!r}")
+        missing = [s for s in REQUIRED_SEEDS if s not in seeds]
+        if missing:
+            raise ConfigError(f"campaign.seeds: must include {' and '.join(REQUIRED_SEEDS)} "
+                              f"(missing: {', '.join(missing)})")
+    if "mutation_rates" in v:
+        for k, w in v["mutation_rates"].items():
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+                raise ConfigError(f"variation.mutation_rates.{k}: expected a weight ≥ 0, got {w!r}")
+
+
+def _parse_stages(raw: Any) -> tuple[Stage, ...]:
+    if raw is None:
+        return CampaignConfig.stages
+    if not isinstance(raw, list) or not raw:
+        raise ConfigError(f"stages: expected a non-empty array of [[stages]] tables, got {raw!r}")
+    stages = []
+    for i, table in enumerate(raw):
+        where = f"stages[{i}]"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: expected a table, got {table!r}")
+        for key in table:
+            if key not in ("name", "seeds", "overrides", "hurdle"):
+                raise ConfigError(f"{where}.{key}: unknown field (allowed: name, seeds, "
+                                  "overrides, hurdle)")
+        name = _typed(f"{where}.name", table.get("name", f"stage{i}"), str)
+        if name == "final" or name in {s.name for s in stages}:
+            raise ConfigError(f"{where}.name: {name!r} is reserved or repeated")
+        seeds = _seed_list(f"{where}.seeds", table.get("seeds", [0]))
+        overrides = _typed(f"{where}.overrides", table.get("overrides", {}), dict)
+        hurdle = table.get("hurdle", "none")
+        if i == 0 and hurdle != "none":
+            raise ConfigError(f"{where}.hurdle: the first stage has no hurdle (got {hurdle!r})")
+        if isinstance(hurdle, bool) or not isinstance(hurdle, (str, int, float)):
+            raise ConfigError(f"{where}.hurdle: expected \"none\", \"median\", a seed genome "
+                              f"name or a number, got {hurdle!r}")
+        stages.append(Stage(name, seeds, overrides,
+                            float(hurdle) if not isinstance(hurdle, str) else hurdle))
+    return tuple(stages)
+
+
+def load_config(path: str | Path) -> CampaignConfig:
+    path = Path(path)
+    try:
+        data = tomllib.loads(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read campaign config ({e.strerror})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    return parse_config(data, str(path))

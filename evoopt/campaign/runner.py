@@ -1,0 +1,296 @@
+"""The campaign runner: ties strategy, evaluator and store together, generation by generation.
+
+Per generation: ``ask`` the strategy; dedupe every candidate (canonical hash, then behavioural
+hash) against everything already seen; run the fidelity stages — stage 0 for all, later stages
+only for candidates that clear the stage's hurdle; commit each finished evaluation to SQLite as
+it arrives; ``tell`` the strategy; commit the generation and the strategy state.
+
+Resume: the strategy state is committed only at generation boundaries, so a resumed campaign
+re-asks the interrupted generation, gets the same candidates (seeded RNG), finds the
+evaluations already committed and pays only for the missing ones. With the serial evaluator the
+resumed campaign ends with exactly the individuals and fitnesses of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from evoopt.campaign.config import CampaignConfig
+from evoopt.campaign.store import CampaignStore
+from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
+from evoopt.fitness import WORST_FITNESS, TaskSpec, load_task
+from evoopt.genome import Genome, load_genome, seed_genome
+from evoopt.genome.behaviour import behaviour_hash
+from evoopt.strategy.strategy import Candidate, Strategy, StrategyConfig
+
+ProgressHook = Callable[[dict[str, Any]], None]
+
+
+def resolve_seed(name: str) -> Genome:
+    """A seed genome by shipped name (``adam``) or by file path."""
+    return load_genome(name) if name.endswith((".toml", ".json")) else seed_genome(name)
+
+
+def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | None = None,
+                   serial: bool = False) -> Evaluator:
+    if serial or not config.ray_enabled:
+        return SerialEvaluator(data_dir=data_dir)
+    return RayEvaluator(num_workers=config.ray_num_workers or None,
+                        address=address or config.ray_address, data_dir=data_dir,
+                        cpus_per_worker=config.ray_cpus_per_worker,
+                        gpus_per_worker=config.ray_gpus_per_worker)
+
+
+@dataclass
+class _Tracked:
+    """A candidate and what the runner knows of it during its generation."""
+
+    candidate: Candidate
+    eval_hash: str  # hash under which its evaluations are stored (its representative's)
+    scores: dict[str, float] = field(default_factory=dict)  # stage -> mean fitness
+    stage_index: int = -1
+    stopped: bool = False
+    cached: bool = False  # a duplicate (by hash or behaviour) of an earlier individual
+
+
+class CampaignRunner:
+    """Runs (or resumes) one campaign in ``out_dir``."""
+
+    def __init__(self, config: CampaignConfig, out_dir: str | Path, *,
+                 data_dir: str | None = None, evaluator: Evaluator | None = None,
+                 progress: ProgressHook | None = None) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.store = CampaignStore(self.out_dir)
+        stored = self.store.get_meta("config")
+        if stored is not None and stored != config.to_dict():
+            raise ValueError(f"{self.out_dir} holds a different campaign; resume it with "
+                             "`evoopt resume` or choose another --out")
+        self.data_dir = data_dir
+        self.evaluator = evaluator
+        self.progress = progress or (lambda info: None)
+        self.seeds = [resolve_seed(name) for name in config.seeds]
+        base = load_task(config.task).with_overrides(**config.task_overrides)
+        self.stage_tasks: list[TaskSpec] = [base.with_overrides(**s.overrides)
+                                            for s in config.stages]
+        self.counters = {"done": 0, "cached": 0, "saved": 0, "running": 0}
+        self._by_hash: dict[str, tuple[str, str]] = {}  # canonical hash -> (uid, eval hash)
+        self._by_behaviour: dict[str, tuple[str, str]] = {}
+
+    # -- entry point ---------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run to the end (or resume); return the summary written to the store."""
+        cfg, store = self.config, self.store
+        store.set_meta("config", cfg.to_dict())
+        store.set_meta("data_dir", self.data_dir)
+        store.set_meta("state", "running")
+        store.set_meta("pid", os.getpid())
+        if store.get_meta("started_at") is None:
+            store.set_meta("started_at", time.time())
+        t_start = time.time()
+        strategy = self._strategy()
+        self._rebuild_dedupe(strategy.generation)
+        self.counters["done"] = len(store.evaluations())
+        owns_evaluator = self.evaluator is None
+        if self.evaluator is None:
+            self.evaluator = make_evaluator(cfg, self.data_dir)
+        try:
+            while strategy.generation < cfg.generations and not self._budget_spent():
+                self._generation(strategy)
+            summary = self._finish(strategy)
+        except BaseException:
+            store.set_meta("state", "interrupted")
+            raise
+        finally:
+            store.set_meta("wall_time_s", (store.get_meta("wall_time_s_before", 0.0) or 0.0)
+                           + time.time() - t_start)
+            if owns_evaluator:
+                self.evaluator.close()
+        store.set_meta("wall_time_s_before", store.get_meta("wall_time_s"))
+        store.set_meta("state", "finished")
+        store.set_meta("finished_at", time.time())
+        return summary
+
+    def _strategy(self) -> Strategy:
+        cfg = self.config
+        scfg = StrategyConfig(population=cfg.population, selection=cfg.selection,
+                              tournament_size=cfg.tournament_size, elitism=cfg.elitism,
+                              crossover_rate=cfg.crossover_rate,
+                              mutation_rates=dict(cfg.mutation_rates))
+        state = self.store.get_meta("strategy_state")
+        if state is not None:
+            return Strategy.from_state(scfg, self.seeds, state)
+        return Strategy(scfg, self.seeds, rng_seed=cfg.seed)
+
+    def _budget_spent(self) -> bool:
+        return 0 < self.config.max_evaluations <= len(self.store.evaluations())
+
+    # -- dedupe --------------------------------------------------------------------------------
+    def _rebuild_dedupe(self, before_generation: int) -> None:
+        rows = sorted(self.store.individuals(), key=lambda r: (r["generation"], r["uid"]))
+        for r in rows:
+            if r["generation"] < before_generation:
+                self._register(r["uid"], r["hash"], r["behaviour_hash"])
+
+    def _register(self, uid: str, canonical: str, behaviour: str) -> tuple[str, str, str | None]:
+        """(representative uid, eval hash, cache kind or None) for an individual, registering it."""
+        if canonical in self._by_hash:
+            rep, eval_hash = self._by_hash[canonical]
+            return rep, eval_hash, "hash" if rep != uid else None
+        if behaviour in self._by_behaviour:
+            rep, eval_hash = self._by_behaviour[behaviour]
+            self._by_hash[canonical] = (rep, eval_hash)
+            return rep, eval_hash, "behaviour" if rep != uid else None
+        self._by_hash[canonical] = (uid, canonical)
+        self._by_behaviour[behaviour] = (uid, canonical)
+        return uid, canonical, None
+
+    # -- one generation -----------------------------------------------------------------------
+    def _generation(self, strategy: Strategy) -> None:
+        t0 = time.time()
+        gen = strategy.generation
+        cached_before, saved_before = self.counters["cached"], self.counters["saved"]
+        done_before = self.counters["done"]
+        tracked = []
+        for c in strategy.ask():
+            canonical, behaviour = c.genome.hash, behaviour_hash(c.genome)
+            rep, eval_hash, kind = self._register(c.uid, canonical, behaviour)
+            self.store.add_individual(
+                uid=c.uid, generation=c.generation, operator=c.operator, parents=list(c.parents),
+                genome=c.genome.to_dict(), hash=canonical, behaviour_hash=behaviour,
+                formula=c.genome.formula(), status="pending", change=c.change,
+                cached_from=rep if kind else None, cache_kind=kind, created_at=time.time())
+            tracked.append(_Tracked(c, eval_hash, cached=kind is not None))
+        self._report(gen, "evaluating")
+        for index, stage in enumerate(self.config.stages):
+            alive = [t for t in tracked if not t.stopped]
+            if index > 0:
+                threshold = self._hurdle(stage.hurdle, index - 1, tracked)
+                prev = self.config.stages[index - 1].name
+                for t in alive:
+                    if t.candidate.operator != "seed" and t.scores[prev] < threshold:
+                        t.stopped = True
+                        self.counters["saved"] += sum(len(s.seeds) for s in
+                                                      self.config.stages[index:])
+                alive = [t for t in alive if not t.stopped]
+            self._run_stage(index, alive)
+        results = []
+        for t in tracked:
+            stage = self.config.stages[t.stage_index]
+            score = t.scores[stage.name]
+            status = ("failed" if score == WORST_FITNESS else "stopped_at_hurdle" if t.stopped
+                      else "cached" if t.cached else "evaluated")
+            self.store.update_individual(t.candidate.uid, fitness=score,
+                                         stage_reached=stage.name, status=status)
+            results.append((t.candidate.uid, (float(t.stage_index), float(score))))
+        strategy.tell(results)
+        self._commit_generation(gen, tracked, t0, done_before, cached_before, saved_before)
+        self.store.set_meta("strategy_state", strategy.get_state())
+        self._report(gen, "done")
+
+    def _commit_generation(self, gen: int, tracked: list[_Tracked], t0: float,
+                           done_before: int, cached_before: int, saved_before: int) -> None:
+        scores = [t.scores[self.config.stages[t.stage_index].name] for t in tracked]
+        best = max(tracked, key=lambda t: (t.stage_index, t.scores[
+            self.config.stages[t.stage_index].name]))
+        self.store.add_generation(
+            generation=gen, best=max(scores), median=statistics.median(scores),
+            mean=statistics.fmean(scores), std=statistics.pstdev(scores),
+            best_uid=best.candidate.uid, n_individuals=len(tracked),
+            n_evaluated=self.counters["done"] - done_before,
+            n_cached=self.counters["cached"] - cached_before,
+            n_saved_by_hurdles=self.counters["saved"] - saved_before,
+            wall_time_s=time.time() - t0, finished_at=time.time())
+
+    def _hurdle(self, rule: str | float, prev_index: int, tracked: list[_Tracked]) -> float:
+        prev = self.config.stages[prev_index]
+        if isinstance(rule, float):
+            return rule
+        if rule == "none":
+            return -float("inf")
+        if rule == "median":
+            return statistics.median(t.scores[prev.name] for t in tracked
+                                     if prev.name in t.scores)
+        seed = resolve_seed(rule)  # a seed genome's score at the previous stage
+        rows = self.store.find_evaluations(seed.hash, prev.name, self.config.split)
+        if not rows:
+            return -float("inf")
+        return statistics.fmean(r["fitness"] for r in rows)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def _run_stage(self, index: int, alive: list[_Tracked]) -> None:
+        stage = self.config.stages[index]
+        task = self.stage_tasks[index]
+        self._evaluate([(t.candidate.uid, t.candidate.genome, t.eval_hash) for t in alive],
+                       stage.name, task, stage.seeds, self.config.split)
+        for t in alive:
+            rows = {r["seed"]: r for r in self.store.find_evaluations(t.eval_hash, stage.name,
+                                                                       self.config.split)}
+            t.scores[stage.name] = _aggregate([rows[s] for s in stage.seeds])
+            t.stage_index = index
+
+    def _evaluate(self, who: list[tuple[str, Genome, str]], stage: str, task: TaskSpec,
+                  seeds: tuple[int, ...], split: str) -> None:
+        """Make sure every (eval hash, stage, seed, split) exists in the store, paying once."""
+        assert self.evaluator is not None
+        requests: dict[str, tuple[EvalRequest, str, str]] = {}
+        for uid, genome, eval_hash in who:
+            have = {r["seed"]: r for r in self.store.find_evaluations(eval_hash, stage, split)}
+            for seed in seeds:
+                key = f"{eval_hash}/{stage}/{seed}/{split}"
+                if seed in have:
+                    if have[seed]["uid"] != uid:
+                        self.counters["cached"] += 1
+                elif key in requests:
+                    self.counters["cached"] += 1
+                else:
+                    requests[key] = (EvalRequest(key=key, genome=genome.to_dict(),
+                                                 task=task.to_dict(), seed=seed, split=split),
+                                     uid, eval_hash)
+        for request, _, _ in requests.values():
+            self.evaluator.submit(request)
+        self.counters["running"] = len(requests)
+        for outcome in self.evaluator.results():
+            _, uid, eval_hash = requests[outcome.key]
+            self._commit_evaluation(outcome, uid, eval_hash, stage)
+            self.counters["running"] -= 1
+            self.counters["done"] += 1
+            self._report(None, "evaluating", outcome=outcome)
+
+    def _commit_evaluation(self, outcome: EvalOutcome, uid: str, eval_hash: str,
+                           stage: str) -> None:
+        r = outcome.result
+        self.store.add_evaluation(
+            uid=uid, hash=eval_hash, stage=stage, seed=outcome.request.seed,
+            split=outcome.request.split, fitness=float(r.get("fitness", WORST_FITNESS)),
+            val_accuracy=r.get("val_accuracy"), val_loss=r.get("val_loss"),
+            status=r.get("status", "error"), message=r.get("message", ""),
+            steps=r.get("steps", 0), wall_time_s=r.get("wall_time_s", 0.0),
+            worker=outcome.worker, train_loss_curve=r.get("train_loss_curve", []),
+            created_at=time.time())
+
+    def _report(self, generation: int | None, phase: str,
+                outcome: EvalOutcome | None = None) -> None:
+        self.progress({"generation": generation, "phase": phase, **self.counters,
+                       "generations": self.config.generations,
+                       "last": outcome.result if outcome else None})
+
+    # -- finish --------------------------------------------------------------------------------
+    def _finish(self, strategy: Strategy) -> dict[str, Any]:
+        from evoopt.campaign.finish import finish_campaign
+
+        return finish_campaign(self, strategy)
+
+
+def _aggregate(rows: list[dict[str, Any]]) -> float:
+    """Mean fitness over seeds; any failed seed makes the whole evaluation the worst."""
+    if not rows or any(r["status"] != "ok" for r in rows):
+        return WORST_FITNESS
+    return statistics.fmean(r["fitness"] for r in rows)

@@ -1,0 +1,60 @@
+"""Campaign status, read from the store (safe while the campaign runs in another process)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from evoopt.campaign.store import CampaignStore
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def campaign_status(directory: str | Path) -> dict[str, Any]:
+    """``state`` (running | interrupted | finished), progress counters and the best so far."""
+    path = Path(directory)
+    if not (path / "campaign.sqlite").exists():
+        raise FileNotFoundError(f"{path}: no campaign.sqlite here (not a campaign directory)")
+    with CampaignStore(path, readonly=True) as store:
+        meta = store.all_meta()
+        generations = store.generations()
+        evaluations = store.evaluations()
+        individuals = store.individuals()
+    state = meta.get("state", "interrupted")
+    if state == "running" and not _alive(meta.get("pid")):
+        state = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
+    config = meta.get("config") or {}
+    summary = meta.get("summary")
+    if summary:
+        best = {"uid": summary["winner"]["uid"], "fitness": summary["winner"]["fitness_mean"],
+                "formula": summary["winner"]["formula"]}
+    else:
+        scored = [r for r in individuals if r["fitness"] is not None]
+        top = max(scored, key=lambda r: r["fitness"], default=None)
+        best = {"uid": top["uid"], "fitness": top["fitness"], "formula": top["formula"]} \
+            if top else None
+    strategy = meta.get("strategy_state") or {}
+    return {
+        "name": config.get("name"),
+        "state": state,
+        "generation": strategy.get("generation", 0),
+        "generations": config.get("generations"),
+        "individuals": len(individuals),
+        "evaluations_done": len(evaluations),
+        "evaluations_cached": sum(g["n_cached"] or 0 for g in generations),
+        "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
+        "wall_time_s": meta.get("wall_time_s"),
+        "best": best,
+        "summary": summary,
+    }

@@ -1,0 +1,528 @@
+"""Variation operators: mutation and crossover of genomes, through the primitive registry.
+
+Every operator takes a :class:`~evoopt.genome.Genome` and an explicit ``numpy.random.Generator``
+and returns ``(child, change)``: a new, valid genome and a short human-readable description of
+what changed, e.g. ``"momentum.beta 0.9→0.931"`` or ``"+term sign_grad (w=0.42)"``. Nothing here
+touches a global RNG (neither :mod:`random` nor ``np.random.*`` module functions), so the same
+generator state always gives the same child and change.
+
+Children are valid by construction: kinds and hyperparameters come from the registry
+(:mod:`evoopt.genome.primitives`) through :mod:`evoopt.genome.sampling`; after a structural change
+:func:`~evoopt.genome.sampling.complete` adds the state tables the terms need and drops the ones
+they no longer use, and every child is round-tripped through :meth:`Genome.from_dict`, which
+checks each hyperparameter against its valid bounds. An operator that does not apply to a genome
+(removing the only term, ...) or keeps failing falls back to a plain hyperparameter perturbation.
+
+DEAP's variation helpers (``cxUniform``, ``mutPolynomialBounded``) draw from the global
+:mod:`random` module, so they are deliberately not used here; the equivalent per-slot coin flips
+and Gaussian steps on each hyperparameter's search scale use the explicit generator instead.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from evoopt.genome.genome import STATE_SLOTS, Block, Genome
+from evoopt.genome.primitives import LR, MAX_TERMS, REGISTRY, GenomeError, HParam
+from evoopt.genome.sampling import complete, perturb_hparam, random_block
+
+__all__ = [
+    "CROSSOVER_SLOTS",
+    "DEFAULT_MUTATION_RATES",
+    "OPERATORS",
+    "Mutation",
+    "add_term",
+    "applicable_operators",
+    "change_normalization",
+    "change_schedule",
+    "change_weight_decay",
+    "crossover",
+    "mutate",
+    "mutate_op",
+    "perturb_hparam_op",
+    "remove_term",
+    "swap_term_kind",
+    "toggle_bias_correction",
+    "toggle_clip",
+    "toggle_normalize",
+    "WEIGHT_DECAY_MODES",
+]
+
+Operator = Callable[[Genome, np.random.Generator], tuple[Genome, str]]
+
+#: Slots a crossover picks from one parent or the other, besides ``lr`` and the terms.
+CROSSOVER_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
+#: Weight-decay modes: ``none`` (no table) or a ``weight_decay`` kind of the registry.
+WEIGHT_DECAY_MODES = ("none", *sorted(REGISTRY["weight_decay"]))
+#: Second-moment kinds that differ only by bias correction (toggled by ``toggle_bias_correction``).
+_BIAS_CORRECTION_PAIR = {"adam": "rmsprop", "rmsprop": "adam"}
+
+_TRIES = 8  # attempts of a structural operator before falling back to a perturbation
+_MUTATE_TRIES = 10  # draws of mutate() looking for a child whose canonical hash differs
+
+_Parts = dict  # keyword arguments of Genome (without name and description)
+
+
+# ----------------------------------------------------------------------------------------------
+# Helpers.
+def _parts(g: Genome) -> _Parts:
+    """The genome's fields as keyword arguments; name and description are not inherited."""
+    return {"lr": g.lr, "terms": g.terms, "schedule": g.schedule, "clip": g.clip,
+            "weight_decay": g.weight_decay, "momentum": g.momentum, "grad_diff": g.grad_diff,
+            "second_moment": g.second_moment}
+
+
+def _fmt(v: float | bool | None) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, bool):
+        return str(v).lower()
+    return f"{v:.4g}"
+
+
+def _arrow(old: float | bool, new: float | bool) -> str:
+    a, b = _fmt(old), _fmt(new)
+    if a == b and old != new:  # tiny step: show enough digits to see it
+        a, b = f"{old:.8g}", f"{new:.8g}"
+    return f"{a}→{b}"
+
+
+def _state_changes(parent: Genome, child: Genome) -> str:
+    """`` (+momentum ema, −second_moment)`` for state tables complete() added or dropped."""
+    notes = []
+    for slot in STATE_SLOTS:
+        old, new = getattr(parent, slot), getattr(child, slot)
+        if old is None and new is not None:
+            notes.append(f"+{slot} {new.kind}")
+        elif old is not None and new is None:
+            notes.append(f"−{slot}")
+    return f" ({', '.join(notes)})" if notes else ""
+
+
+def _term_label(t: Block) -> str:
+    extra = [f"w={_fmt(t['weight'])}"]
+    extra += [f"{h.name}={_fmt(t[h.name])}" for h in t.primitive.hparams
+              if not h.is_bool and h.name != "weight"]
+    if t.get("normalize"):
+        extra.append("normalized")
+    return f"{t.kind} ({', '.join(extra)})"
+
+
+def _rekind(block: Block, kind: str, rng: np.random.Generator) -> Block:
+    """``block`` as another kind of its slot: shared hyperparameters keep their values when they
+    are valid for the new kind, the others are sampled from their search ranges."""
+    fresh = random_block(block.slot, rng, kind)
+    values = dict(fresh.values)
+    for h in fresh.primitive.hparams:
+        old = block.get(h.name)
+        if old is None:
+            continue
+        with contextlib.suppress(GenomeError):  # invalid for the new kind: keep the sample
+            values[h.name] = h.check(old, h.name)
+    return Block(block.slot, kind, tuple(sorted(values.items())))
+
+
+def _other_kind(slot: str, current: str | None, rng: np.random.Generator,
+                among: tuple[str, ...] | None = None) -> str:
+    kinds = [k for k in (among or sorted(REGISTRY[slot])) if k != current]
+    return kinds[int(rng.integers(len(kinds)))]
+
+
+def _float_hparams(g: Genome) -> list[tuple[str, str | None, int | None, HParam]]:
+    """Every float hyperparameter: (path for messages, slot, term index, spec); lr first."""
+    out: list[tuple[str, str | None, int | None, HParam]] = [("lr", None, None, LR)]
+    for slot in CROSSOVER_SLOTS:
+        block = getattr(g, slot)
+        if block is not None:
+            out += [(f"{slot}.{h.name}", slot, None, h) for h in block.primitive.hparams
+                    if not h.is_bool]
+    for i, t in enumerate(g.terms):
+        out += [(f"terms[{i}].{h.name}", "terms", i, h) for h in t.primitive.hparams
+                if not h.is_bool]
+    return out
+
+
+def _valid(child: Genome) -> Genome:
+    """Round trip through from_dict: checks every hyperparameter against its bounds."""
+    Genome.from_dict(child.to_dict())
+    return child
+
+
+def _safe_hash(g: Genome) -> str | None:
+    try:
+        return g.hash
+    except GenomeError:  # e.g. every term weight 0: no canonical form
+        return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Operators. Each ``_op`` returns None when it does not apply to the genome.
+def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    candidates = _float_hparams(g)
+    path, slot, index, h = candidates[int(rng.integers(len(candidates)))]
+    parts = _parts(g)
+    if slot is None:
+        old = g.lr
+        new = perturb_hparam(h, old, rng)
+        parts["lr"] = new
+    elif slot == "terms":
+        assert index is not None
+        term = g.terms[index]
+        old = term[h.name]
+        new = perturb_hparam(h, old, rng)
+        parts["terms"] = (*g.terms[:index], term.replace(**{h.name: new}), *g.terms[index + 1:])
+    else:
+        block = getattr(g, slot)
+        old = block[h.name]
+        new = perturb_hparam(h, old, rng)
+        parts[slot] = block.replace(**{h.name: new})
+    return Genome(**parts), f"{path} {_arrow(old, new)}"
+
+
+def _add_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    if len(g.terms) >= MAX_TERMS:
+        return None
+    term = random_block("terms", rng)
+    parts = _parts(g)
+    parts["terms"] = (*g.terms, term)
+    child = complete(parts, rng)
+    return child, f"+term {_term_label(term)}{_state_changes(g, child)}"
+
+
+def _remove_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    if len(g.terms) < 2:
+        return None
+    i = int(rng.integers(len(g.terms)))
+    parts = _parts(g)
+    parts["terms"] = g.terms[:i] + g.terms[i + 1:]
+    child = complete(parts, rng)
+    return child, f"−terms[{i}] {g.terms[i].kind}{_state_changes(g, child)}"
+
+
+def _swap_term_kind(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    i = int(rng.integers(len(g.terms)))
+    old = g.terms[i]
+    new = _rekind(old, _other_kind("terms", old.kind, rng), rng)
+    parts = _parts(g)
+    parts["terms"] = (*g.terms[:i], new, *g.terms[i + 1:])
+    child = complete(parts, rng)
+    note = ", normalized" if new.get("normalize") and not old.get("normalize") else ""
+    return child, f"terms[{i}] {old.kind}→{new.kind}{note}{_state_changes(g, child)}"
+
+
+def _bias_correction_targets(g: Genome) -> list[str]:
+    blocks = {slot: getattr(g, slot) for slot in ("momentum", "grad_diff")}
+    targets = [slot for slot, block in blocks.items()
+               if block is not None and "bias_correction" in dict(block.values)]
+    if g.second_moment is not None and g.second_moment.kind in _BIAS_CORRECTION_PAIR:
+        targets.append("second_moment")
+    return targets
+
+
+def _toggle_bias_correction(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    targets = _bias_correction_targets(g)
+    if not targets:
+        return None
+    slot = targets[int(rng.integers(len(targets)))]
+    block: Block = getattr(g, slot)
+    parts = _parts(g)
+    if slot == "second_moment":
+        kind = _BIAS_CORRECTION_PAIR[block.kind]
+        parts[slot] = _rekind(block, kind, rng)
+        return Genome(**parts), f"second_moment {block.kind}→{kind}"
+    old = bool(block["bias_correction"])
+    parts[slot] = block.replace(bias_correction=not old)
+    return Genome(**parts), f"{slot}.bias_correction {_arrow(old, not old)}"
+
+
+def _toggle_normalize(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    indices = [i for i, t in enumerate(g.terms) if "normalize" in dict(t.values)]
+    if not indices:
+        return None
+    i = indices[int(rng.integers(len(indices)))]
+    term = g.terms[i]
+    old = bool(term["normalize"])
+    parts = _parts(g)
+    parts["terms"] = (*g.terms[:i], term.replace(normalize=not old), *g.terms[i + 1:])
+    child = complete(parts, rng)
+    return child, f"terms[{i}].normalize {_arrow(old, not old)}{_state_changes(g, child)}"
+
+
+def _change_normalization(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    block = g.second_moment
+    if block is None:
+        return None
+    kind = _other_kind("second_moment", block.kind, rng)
+    parts = _parts(g)
+    parts["second_moment"] = _rekind(block, kind, rng)
+    return Genome(**parts), f"second_moment {block.kind}→{kind}"
+
+
+def _change_schedule(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    old = g.schedule
+    kind = _other_kind("schedule", old.kind, rng)
+    parts = _parts(g)
+    parts["schedule"] = new = _rekind(old, kind, rng)
+    shown = ", ".join(f"{k}={_fmt(v)}" for k, v in new.values)
+    return Genome(**parts), f"schedule {old.kind}→{kind}" + (f" ({shown})" if shown else "")
+
+
+def _change_weight_decay(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    old = g.weight_decay
+    current = "none" if old is None else old.kind
+    mode = _other_kind("weight_decay", current, rng, among=WEIGHT_DECAY_MODES)
+    parts = _parts(g)
+    if mode == "none":
+        parts["weight_decay"] = None
+        return Genome(**parts), f"weight_decay {current}→none"
+    if old is None or old["value"] == 0.0:  # a zero decay is no decay: sample a value
+        new = random_block("weight_decay", rng, mode)
+    else:
+        new = _rekind(old, mode, rng)
+    parts["weight_decay"] = new
+    return Genome(**parts), f"weight_decay {current}→{mode} ({_fmt(new['value'])})"
+
+
+def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+    parts = _parts(g)
+    if g.clip is not None:
+        parts["clip"] = None
+        return Genome(**parts), f"−clip ({g.clip.kind}, max_norm={_fmt(g.clip['max_norm'])})"
+    parts["clip"] = new = random_block("clip", rng)
+    return Genome(**parts), f"+clip ({new.kind}, max_norm={_fmt(new['max_norm'])})"
+
+
+_IMPLS: dict[str, Callable[[Genome, np.random.Generator], tuple[Genome, str] | None]] = {
+    "perturb_hparam": _perturb,
+    "add_term": _add_term,
+    "remove_term": _remove_term,
+    "swap_term_kind": _swap_term_kind,
+    "toggle_bias_correction": _toggle_bias_correction,
+    "toggle_normalize": _toggle_normalize,
+    "change_normalization": _change_normalization,
+    "change_schedule": _change_schedule,
+    "change_weight_decay": _change_weight_decay,
+    "toggle_clip": _toggle_clip,
+}
+
+_APPLIES: dict[str, Callable[[Genome], bool]] = {
+    "perturb_hparam": lambda g: True,
+    "add_term": lambda g: len(g.terms) < MAX_TERMS,
+    "remove_term": lambda g: len(g.terms) >= 2,
+    "swap_term_kind": lambda g: True,
+    "toggle_bias_correction": lambda g: bool(_bias_correction_targets(g)),
+    "toggle_normalize": lambda g: any("normalize" in dict(t.values) for t in g.terms),
+    "change_normalization": lambda g: g.second_moment is not None,
+    "change_schedule": lambda g: True,
+    "change_weight_decay": lambda g: True,
+    "toggle_clip": lambda g: True,
+}
+
+#: Relative rates of the mutation operators (normalized over those that apply to a genome).
+DEFAULT_MUTATION_RATES: dict[str, float] = {
+    "perturb_hparam": 0.40,
+    "add_term": 0.07,
+    "remove_term": 0.07,
+    "swap_term_kind": 0.08,
+    "toggle_bias_correction": 0.05,
+    "toggle_normalize": 0.06,
+    "change_normalization": 0.05,
+    "change_schedule": 0.07,
+    "change_weight_decay": 0.08,
+    "toggle_clip": 0.07,
+}
+
+
+def _run(name: str, g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Apply operator ``name`` (bounded retries), falling back to a hyperparameter perturbation."""
+    impl = _IMPLS[name]
+    for _ in range(_TRIES):
+        try:
+            out = impl(g, rng)
+            if out is None:  # does not apply to this genome
+                break
+            return _valid(out[0]), out[1]
+        except GenomeError:
+            continue
+    for _ in range(_TRIES):
+        try:
+            child, change = _perturb(g, rng)
+            return _valid(child), change
+        except GenomeError:
+            continue
+    raise GenomeError(f"{name}: no valid variation of genome {g.formula()}")
+
+
+def _public(name: str) -> Operator:
+    def op(genome: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+        return _run(name, genome, rng)
+
+    op.__name__ = op.__qualname__ = name
+    op.__doc__ = f"The ``{name}`` mutation operator: returns ``(child, change)``."
+    return op
+
+
+perturb_hparam_op = _public("perturb_hparam")
+perturb_hparam_op.__doc__ = (
+    "Perturb one float hyperparameter (lr included), chosen uniformly among all of the genome's, "
+    "by a Gaussian step on its declared scale, bounded by its search and valid ranges.")
+add_term = _public("add_term")
+add_term.__doc__ = "Append a random term (up to MAX_TERMS); complete() adds the state it needs."
+remove_term = _public("remove_term")
+remove_term.__doc__ = "Remove a random term (keeping at least one); unused state is dropped."
+swap_term_kind = _public("swap_term_kind")
+swap_term_kind.__doc__ = ("Change one term's kind, keeping its weight (and normalize when the new "
+                          "kind has it); state is completed.")
+toggle_bias_correction = _public("toggle_bias_correction")
+toggle_bias_correction.__doc__ = ("Flip bias_correction of the momentum or grad_diff EMA, or swap "
+                                  "the second moment adam↔rmsprop.")
+toggle_normalize = _public("toggle_normalize")
+toggle_normalize.__doc__ = ("Flip one term's normalize flag (adding or dropping the second moment "
+                            "as needed).")
+change_normalization = _public("change_normalization")
+change_normalization.__doc__ = ("Change the second moment's kind among adam/rmsprop/adan, keeping "
+                                "beta and eps.")
+change_schedule = _public("change_schedule")
+change_schedule.__doc__ = "Change the lr schedule's kind, keeping the hyperparameters both share."
+change_weight_decay = _public("change_weight_decay")
+change_weight_decay.__doc__ = ("Change the weight-decay mode among none/coupled/decoupled/"
+                               "proximal, keeping the value (sampling one when decay is added).")
+toggle_clip = _public("toggle_clip")
+toggle_clip.__doc__ = "Add global-norm gradient clipping (sampled max_norm) or remove it."
+
+#: Every mutation operator by name: ``op(genome, rng) -> (child, change)``.
+OPERATORS: dict[str, Operator] = {
+    "perturb_hparam": perturb_hparam_op,
+    "add_term": add_term,
+    "remove_term": remove_term,
+    "swap_term_kind": swap_term_kind,
+    "toggle_bias_correction": toggle_bias_correction,
+    "toggle_normalize": toggle_normalize,
+    "change_normalization": change_normalization,
+    "change_schedule": change_schedule,
+    "change_weight_decay": change_weight_decay,
+    "toggle_clip": toggle_clip,
+}
+
+
+def applicable_operators(genome: Genome) -> list[str]:
+    """Names of the operators that apply to ``genome`` (the others fall back to a perturbation)."""
+    return [name for name in OPERATORS if _APPLIES[name](genome)]
+
+
+# ----------------------------------------------------------------------------------------------
+# Mutation.
+@dataclass(frozen=True)
+class Mutation:
+    """A mutation's result: the child, the operator that made it, and what changed."""
+
+    child: Genome
+    operator: str
+    change: str
+
+
+def _check_rates(rates: Mapping[str, float]) -> None:
+    unknown = sorted(set(rates) - set(OPERATORS))
+    if unknown:
+        raise ValueError(f"unknown mutation operator(s) {', '.join(unknown)} "
+                         f"(choose among: {', '.join(OPERATORS)})")
+    for name, rate in rates.items():
+        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"mutation rate of {name} must be a finite number ≥ 0, got {rate!r}")
+
+
+def mutate_op(genome: Genome, rng: np.random.Generator,
+              rates: Mapping[str, float] | None = None) -> Mutation:
+    """Like :func:`mutate`, also naming the operator that made the child."""
+    rates = DEFAULT_MUTATION_RATES if rates is None else rates
+    _check_rates(rates)
+    parent_hash = _safe_hash(genome)
+    names = [n for n in applicable_operators(genome) if rates.get(n, 0.0) > 0]
+    weights = np.array([float(rates[n]) for n in names])
+    if not names:  # no operator with a positive rate applies: perturb a hyperparameter
+        names, weights = ["perturb_hparam"], np.ones(1)
+    weights = weights / weights.sum()
+    first: Mutation | None = None
+    for _ in range(_MUTATE_TRIES):
+        name = names[int(rng.choice(len(names), p=weights))]
+        child, change = OPERATORS[name](genome, rng)
+        result = Mutation(child, name, change)
+        child_hash = _safe_hash(child)
+        if child_hash is None:
+            continue
+        first = first or result
+        if child_hash != parent_hash:
+            return result
+    if first is None:  # no child had a canonical form (all weights zero)
+        child, change = _run("perturb_hparam", genome, rng)
+        first = Mutation(child, "perturb_hparam", change)
+    return first
+
+
+def mutate(genome: Genome, rng: np.random.Generator,
+           rates: dict[str, float] | None = None) -> tuple[Genome, str]:
+    """One mutation: an operator drawn by relative ``rates`` (default
+    :data:`DEFAULT_MUTATION_RATES`) among those that apply to ``genome``.
+
+    Redraws (up to a few times) until the child's canonical hash differs from the parent's;
+    returns ``(child, change)``.
+    """
+    m = mutate_op(genome, rng, rates)
+    return m.child, m.change
+
+
+# ----------------------------------------------------------------------------------------------
+# Crossover.
+def crossover(a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Uniform crossover of two genomes; returns ``(child, change)``.
+
+    ``lr`` and each table (schedule, clip, weight_decay, momentum, grad_diff, second_moment) come
+    from ``a`` or ``b`` with probability 0.5 each. The terms are a random subset (1..MAX_TERMS) of
+    the union of both parents' terms, deduplicated by (kind, normalize). State tables the terms
+    need come from the chosen parent, else from the other one; only when neither parent has one
+    does :func:`complete` sample it. Tables the terms do not use are dropped.
+    """
+    parents = (a, b)
+    take = rng.random(1 + len(CROSSOVER_SLOTS)) < 0.5  # True: from parent 2
+    parts: _Parts = {"lr": parents[int(take[0])].lr}
+    from_b = ["lr"] if take[0] and a.lr != b.lr else []
+    for flip, slot in zip(take[1:], CROSSOVER_SLOTS, strict=True):
+        first, second = (b, a) if flip else (a, b)
+        block = getattr(first, slot)
+        if slot in STATE_SLOTS and block is None:  # prefer a parent's table to a random one
+            block = getattr(second, slot)
+            flip = not flip
+        parts[slot] = block
+        if flip and block != getattr(a, slot):
+            from_b.append(slot)
+
+    pool = [(p, i, t) for p, parent in enumerate(parents) for i, t in enumerate(parent.terms)]
+    chosen: dict[tuple[str, bool], tuple[int, int, Block]] = {}
+    for j in rng.permutation(len(pool)):
+        p, i, t = pool[int(j)]
+        chosen.setdefault((t.kind, bool(t.get("normalize", False))), (p, i, t))
+    unique = list(chosen.values())  # in random order
+    n = int(rng.integers(1, min(MAX_TERMS, len(unique)) + 1))
+    picked = sorted(unique[:n], key=lambda x: (x[0], x[1]))
+    parts["terms"] = tuple(t for _, _, t in picked)
+    try:
+        child = _valid(complete(parts, rng))
+    except GenomeError:  # not expected: parents' blocks are valid; keep a valid child anyway
+        return _run("perturb_hparam", a, rng)
+
+    terms_a = [f"terms[{i}]" for p, i, _ in picked if p == 0]
+    terms_b = [f"terms[{i}]" for p, i, _ in picked if p == 1]
+    items = [s if s == "lr" or getattr(child, s) is not None else f"no {s}" for s in from_b
+             if s not in STATE_SLOTS or getattr(child, s) is not None] + terms_b
+    pieces = [f"{', '.join(items)} from parent 2" if items else "nothing from parent 2"]
+    if terms_a:
+        pieces.append(f"{', '.join(terms_a)} from parent 1")
+    added = [f"+{s} {getattr(child, s).kind} (new)" for s in STATE_SLOTS
+             if getattr(child, s) is not None and getattr(a, s) is None and getattr(b, s) is None]
+    return child, "crossover: " + "; ".join(pieces + added)
+
