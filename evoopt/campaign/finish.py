@@ -122,8 +122,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     return summary
 
 
-def campaign_winner(directory: str | Path) -> tuple[Genome, dict[str, Any]]:
-    """The exported (simplified) winner of a finished campaign and its provenance."""
+def campaign_winner(directory: str | Path) -> tuple[Genome, dict[str, Any], str]:
+    """The exported (simplified) winner of a finished campaign, its provenance, class name."""
     path = Path(directory)
     if not (path / "campaign.sqlite").exists():
         raise FileNotFoundError(f"{path}: no campaign.sqlite here (not a campaign directory)")
@@ -135,4 +135,4 @@ def campaign_winner(directory: str | Path) -> tuple[Genome, dict[str, Any]]:
         raise ValueError(f"{path}: the campaign has no winner yet (state: not finished)")
     return Genome.from_dict(genome, source=f"{path} winner"), {
         "campaign": config.get("name", ""), "uid": summary["winner"]["uid"],
-        "final_fitness_mean": summary["winner"]["fitness_mean"]}
+        "final_fitness_mean": summary["winner"]["fitness_mean"]}, summary["winner"]["class_name"]

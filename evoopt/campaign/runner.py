@@ -13,6 +13,7 @@ resumed campaign ends with exactly the individuals and fitnesses of an uninterru
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 import time
@@ -70,7 +71,7 @@ class CampaignRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = CampaignStore(self.out_dir)
         stored = self.store.get_meta("config")
-        if stored is not None and stored != config.to_dict():
+        if stored is not None and stored != json.loads(json.dumps(config.to_dict())):
             raise ValueError(f"{self.out_dir} holds a different campaign; resume it with "
                              "`evoopt resume` or choose another --out")
         self.data_dir = data_dir

@@ -35,7 +35,8 @@ def export(
         if source.is_dir():
             from evoopt.campaign.finish import campaign_winner
 
-            genome, provenance = campaign_winner(source)
+            genome, provenance, default_name = campaign_winner(source)
+            class_name = class_name or default_name
         else:
             if best:
                 raise fail("--best needs a campaign directory")

@@ -1,0 +1,23 @@
+"""Shared fixtures: the CIFAR-10 mini copy, located beside the repository (as in CI)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def mini_data_dir() -> Path:
+    env = os.environ.get("EVOOPT_TEST_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "cifar10-mini"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    path = mini_data_dir()
+    if not (path / "cifar-10-batches-py").is_dir():
+        pytest.fail(f"CIFAR-10 mini copy not found at {path} (set EVOOPT_TEST_DATA)")
+    return path

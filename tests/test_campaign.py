@@ -1,0 +1,215 @@
+"""Campaigns end to end on the real tiny task: store, dedupe, hurdles, finish, SIGKILL resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from evoopt.campaign.config import ConfigError, load_config, parse_config
+from evoopt.campaign.runner import CampaignRunner
+from evoopt.campaign.status import campaign_status
+from evoopt.campaign.store import CampaignStore
+from evoopt.evaluator import SerialEvaluator
+from evoopt.genome import load_genome, seed_genome
+from evoopt.genome.export import load_exported_class
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = REPO / "tests" / "data" / "campaign-tiny.toml"
+
+
+def tiny_config(**changes: dict) -> dict:
+    data = tomllib.loads(TINY.read_text())
+    for section, values in changes.items():
+        if section == "stages":
+            data["stages"] = values
+        else:
+            data.setdefault(section, {}).update(values)
+    return data
+
+
+def run_tiny(out: Path, data_dir: Path, **changes: dict) -> dict:
+    config = parse_config(tiny_config(**changes))
+    with SerialEvaluator(data_dir=str(data_dir), num_threads=1) as evaluator:
+        return CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator).run()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir) -> Path:
+    """One tiny campaign with duplicate seeds (by hash and by behaviour) run to the end."""
+    out = tmp_path_factory.mktemp("campaign") / "tiny"
+    seeds = ["adam", "adan", str(REPO / "tests/data/adam-split-terms.toml"),
+             str(REPO / "tests/data/adam-warmup-noop.toml")]
+    run_tiny(out, data_dir, campaign={"seeds": seeds})
+    return out
+
+
+def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
+    with CampaignStore(finished, readonly=True) as store:
+        individuals = {r["uid"]: r for r in store.individuals()}
+        evaluations = store.evaluations()
+        generations = store.generations()
+        summary = store.get_meta("summary")
+        state = store.get_meta("state")
+    assert state == "finished"
+    assert [g["generation"] for g in generations] == [0, 1]
+    seeds = [r for r in individuals.values() if r["operator"] == "seed"]
+    assert {r["hash"] for r in seeds} >= {seed_genome("adam").hash, seed_genome("adan").hash}
+    for r in individuals.values():
+        assert all(p in individuals for p in r["parents"])
+        assert (r["operator"] == "seed") == (r["parents"] == [])
+        assert r["fitness"] is not None and r["status"] != "pending"
+    keys = [(e["hash"], e["stage"], e["seed"], e["split"]) for e in evaluations]
+    assert len(keys) == len(set(keys)), "an evaluation was paid twice"
+    assert {e["stage"] for e in evaluations} == {"screen", "full", "final"}
+    assert all(e["split"] == "val" for e in evaluations if e["stage"] != "final")
+    # Adam learns on the tiny task: its full-stage validation accuracy is above chance.
+    adam = next(r for r in seeds if r["hash"] == seed_genome("adam").hash)
+    assert adam["stage_reached"] == "full" and adam["fitness"] > 0.15
+    names = [row["name"] for row in summary["comparison"]]
+    assert names[0] == "winner" and {"adam", "adan"} <= set(names)
+    assert all(row["n_seeds"] == 2 and row["test_accuracy_mean"] is not None
+               for row in summary["comparison"])
+
+
+def test_duplicates_are_never_paid_twice(finished: Path) -> None:
+    with CampaignStore(finished, readonly=True) as store:
+        individuals = store.individuals()
+        evaluations = store.evaluations()
+        generations = store.generations()
+    adam_hash = seed_genome("adam").hash
+    split = next(r for r in individuals if r["genome"].get("name") == "adam-split-terms")
+    noop = next(r for r in individuals if r["genome"].get("name") == "adam-warmup-noop")
+    assert split["cache_kind"] == "hash" and split["hash"] == adam_hash
+    assert noop["cache_kind"] == "behaviour" and noop["hash"] != adam_hash
+    assert split["cached_from"] == noop["cached_from"]
+    assert split["fitness"] == noop["fitness"]
+    assert not [e for e in evaluations if e["uid"] in (split["uid"], noop["uid"])]
+    assert not [e for e in evaluations if e["hash"] == noop["hash"]]
+    assert generations[0]["n_cached"] >= 2 * 3  # two duplicates x (1 screen + 2 full) seeds
+
+
+def test_winner_export_and_status(finished: Path, tmp_path: Path) -> None:
+    source = (finished / "best_optimizer.py").read_text()
+    summary = campaign_status(finished)["summary"]
+    cls = load_exported_class(source, summary["winner"]["class_name"])
+    assert issubclass(cls, __import__("torch").optim.Optimizer)
+    assert load_genome(finished / "best_genome.toml").formula() == summary["winner"]["formula"]
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "status", str(finished), "--json"],
+                          capture_output=True, text=True, check=True)
+    info = json.loads(proc.stdout)
+    assert info["state"] == "finished" and info["generation"] == 2
+    assert info["evaluations_done"] == summary["evaluations_done"]
+    assert info["evaluations_cached"] >= 6
+    assert info["best"]["uid"] == summary["winner"]["uid"]
+    out = tmp_path / "best.py"
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "export", str(finished), "--best",
+                           "-o", str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert summary["winner"]["class_name"] in out.read_text()
+
+
+def test_hurdle_stops_candidates_and_counts_savings(tmp_path: Path, data_dir: Path) -> None:
+    stages = [{"name": "screen", "seeds": [0], "overrides": {"steps": 20}},
+              {"name": "full", "seeds": [0, 1], "hurdle": 0.99}]
+    run_tiny(tmp_path / "hurdle", data_dir, stages=stages,
+             campaign={"generations": 1}, final={"test_split": False})
+    with CampaignStore(tmp_path / "hurdle", readonly=True) as store:
+        rows = store.individuals()
+        generation = store.generations()[0]
+        full = [e for e in store.evaluations() if e["stage"] == "full"]
+    stopped = [r for r in rows if r["status"] == "stopped_at_hurdle"]
+    assert stopped and all(r["operator"] != "seed" for r in stopped)
+    assert all(r["stage_reached"] == "screen" for r in stopped)
+    assert generation["n_saved_by_hurdles"] == 2 * len(stopped)
+    # Only the seeds (exempt from hurdles) paid for the full stage.
+    assert {e["uid"] for e in full} == {r["uid"] for r in rows if r["operator"] == "seed"}
+
+
+def _fingerprint(directory: Path) -> tuple[list, list]:
+    with CampaignStore(directory, readonly=True) as store:
+        individuals = sorted((r["uid"], r["hash"], r["operator"], tuple(r["parents"]),
+                              r["fitness"], r["status"]) for r in store.individuals())
+        evaluations = sorted((e["hash"], e["stage"], e["seed"], e["split"], e["fitness"])
+                             for e in store.evaluations())
+    return individuals, evaluations
+
+
+def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path) -> None:
+    """A real subprocess killed with SIGKILL mid-campaign resumes to the identical result."""
+    config = tmp_path / "c.toml"
+    config.write_text(TINY.read_text())
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = [sys.executable, "-m", "evoopt"]
+    straight = tmp_path / "straight"
+    subprocess.run([*base, "run", str(config), "--out", str(straight), "--serial",
+                    "--data-dir", str(data_dir)], check=True, env=env, capture_output=True)
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*base, "run", str(config), "--out", str(killed), "--serial",
+                             "--data-dir", str(data_dir)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    done = 0
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{killed / 'campaign.sqlite'}?mode=ro", uri=True) as db:
+                done = db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if done >= 9:  # mid generation 1: generation 0 alone pays 12 evaluations
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the campaign ended before it could be killed"
+    assert campaign_status(killed)["state"] == "interrupted"
+    before = _fingerprint(killed)[1]
+    subprocess.run([*base, "resume", str(killed), "--serial"], check=True, env=env,
+                   capture_output=True)
+    after_individuals, after_evaluations = _fingerprint(killed)
+    assert set(before) <= set(after_evaluations), "a finished evaluation was lost"
+    assert (after_individuals, after_evaluations) == _fingerprint(straight)
+    assert campaign_status(killed)["state"] == "finished"
+
+
+BAD_CONFIGS = [
+    ({"campaign": {"seeds": ["adam"]}}, "campaign.seeds: must include adam and adan"),
+    ({"campaign": {"population": 1}}, "campaign.population: must be ≥ 2"),
+    ({"campaign": {"population": "8"}}, "campaign.population: expected an integer"),
+    ({"selection": {"method": "roulette"}}, "selection.method: must be"),
+    ({"selection": {"elitism": 9}}, "selection.elitism: must be in [0, population=4)"),
+    ({"variation": {"crossover_rate": 1.5}}, "variation.crossover_rate: must be in [0, 1]"),
+    ({"variation": {"mutaton_rates": {}}}, "variation.mutaton_rates: unknown field"),
+    ({"fitness": {"split": "test"}}, "fitness.split"),
+    ({"final": {"seeds": [0, 200]}}, "final.seeds: must be fresh seeds"),
+    ({"stages": [{"name": "a", "seeds": [0], "hurdle": "median"}]},
+     "stages[0].hurdle: the first stage has no hurdle"),
+    ({"stages": [{"name": "a", "seeds": []}]}, "stages[0].seeds: expected a non-empty list"),
+    ({"stages": [{"name": "a", "seeds": [0], "budget": 3}]}, "stages[0].budget: unknown field"),
+]
+
+
+@pytest.mark.parametrize(("changes", "message"), BAD_CONFIGS, ids=[m for _, m in BAD_CONFIGS])
+def test_config_errors_name_the_field(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(tiny_config(**changes), "c.toml")
+    assert str(info.value).startswith("c.toml: ") and message in str(info.value)
+
+
+def test_unknown_section_and_shipped_campaigns_parse(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[campaign]\nname = "x"\n[evolution]\npopulation = 3\n')
+    with pytest.raises(ConfigError, match=r"\[evolution\]: unknown section"):
+        load_config(bad)
+    for path in sorted((REPO / "experiments").glob("*.toml")):
+        config = load_config(path)
+        assert {"adam", "adan"} <= set(config.seeds)
