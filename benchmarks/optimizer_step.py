@@ -1,14 +1,15 @@
 """Optimizer step time: exported genomes vs torch.optim.Adam, the interpreter, a third-party Adan.
 
-    python benchmarks/optimizer_step.py [--params-millions 7] [--repeats 7] [--steps 10]
+    python benchmarks/optimizer_step.py [--params-millions 7] [--repeats 7] [--steps 5]
                                         [--device auto|cpu|cuda] [--threads N]
 
 Builds a convnet + MLP stack of about ``--params-millions`` million parameters (several dozen
 tensors of mixed sizes), sets every gradient once to a fixed random tensor, and times only
-``opt.step()`` for each optimizer, side by side in one process: every repeat runs each optimizer
-for ``--steps`` steps, in a fresh random order, so that load from other processes hits all of
-them alike. Reported: the median ms/step over repeats, and each ratio as the median of the
-per-repeat ratios (paired within a repeat). On CUDA the steps are timed with CUDA events.
+``opt.step()`` for each optimizer, side by side in one process. On CPU a repeat is ``--steps``
+rounds of one step of every optimizer, in a fresh random order each round, so that load from
+other processes hits all of them alike; on CUDA it is a block of ``--steps`` steps per optimizer
+(random order), timed with CUDA events. Reported: the median ms/step over repeats, each ratio as
+the median of the per-repeat ratios (paired within a repeat), and the ratio of the best repeats.
 
 Optimizers (each on its own copy of the model, so state and memory traffic are not shared):
 * ``torch Adam`` vs the exported Adam genome, each at its default code path (``foreach=None``:
@@ -25,6 +26,7 @@ Before timing, a short check on a small model asserts that each pair computes th
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import random
 import statistics
@@ -213,6 +215,7 @@ def benchmark(factories: dict[str, OptFactory], args: argparse.Namespace,
         torch.cuda.synchronize(device)
     rng = random.Random(0)
     ms: dict[str, list[float]] = {n: [] for n in names}
+    started = time.perf_counter()
     for rep in range(args.repeats):
         if device.type == "cuda":  # a block of steps per optimizer, timed with CUDA events
             order = rng.sample(names, len(names))
@@ -230,14 +233,21 @@ def benchmark(factories: dict[str, OptFactory], args: argparse.Namespace,
                     total[name] += timer(opts[name].step)
             for name in names:
                 ms[name].append(total[name] / args.steps)
-        print(f"  repeat {rep + 1}/{args.repeats} done", file=sys.stderr, flush=True)
+        elapsed = time.perf_counter() - started
+        print(f"  repeat {rep + 1}/{args.repeats} done ({elapsed:.0f} s)", file=sys.stderr,
+              flush=True)
+        if elapsed > args.max_seconds and rep + 1 >= 3 and rep + 1 < args.repeats:
+            print(f"(stopped after {rep + 1} of {args.repeats} repeats: over --max-seconds "
+                  f"{args.max_seconds:g})")
+            break
     return ms
 
 
 def report(ms: dict[str, list[float]], args: argparse.Namespace, device: torch.device,
            n_params: int, n_tensors: int) -> None:
+    repeats = len(next(iter(ms.values())))
     print(f"\n## device {device} | {n_params / 1e6:.2f}M params in {n_tensors} tensors | "
-          f"{args.repeats} repeats x {args.steps} steps | torch {torch.__version__} | "
+          f"{repeats} repeats x {args.steps} steps | torch {torch.__version__} | "
           f"threads {torch.get_num_threads()}")
     width = max(map(len, ms))
     print(f"\n{'optimizer':<{width}}  {'median ms/step':>14}  {'min':>8}  {'max':>8}")
@@ -245,12 +255,15 @@ def report(ms: dict[str, list[float]], args: argparse.Namespace, device: torch.d
         print(f"{name:<{width}}  {statistics.median(xs):>14.2f}  {min(xs):>8.2f}  {max(xs):>8.2f}")
     rows = [(label, a, b, goal) for label, a, b, goal in RATIOS if a in ms and b in ms]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'ratio (median of per-repeat ratios)':<{width}}  {'ratio':>6}  {'range':>13}  goal")
+    print(f"\n{'ratio (median of per-repeat ratios)':<{width}}  {'ratio':>6}  {'range':>11}  "
+          f"{'best':>5}  goal")
     for label, a, b, goal in rows:
         per_rep = [x / y for x, y in zip(ms[a], ms[b], strict=True)]
         r = statistics.median(per_rep)
+        best = min(ms[a]) / min(ms[b])
         verdict = "" if goal is None else f"<= {goal:.2f} {'ok' if r <= goal else 'MISSED'}"
-        print(f"{label:<{width}}  {r:>6.3f}  {min(per_rep):>5.3f}-{max(per_rep):<5.3f}  {verdict}")
+        print(f"{label:<{width}}  {r:>6.3f}  {min(per_rep):>5.2f}-{max(per_rep):<5.2f}  "
+              f"{best:>5.3f}  {verdict}".rstrip())
     if ThirdPartyAdan is None:
         print(f"\n(skipped the third-party Adan rows) {INSTALL_HINT}")
 
@@ -260,8 +273,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--params-millions", type=float, default=7.0,
                     help="model size in millions of parameters (default 7)")
     ap.add_argument("--repeats", type=int, default=7, help="interleaved repeats (default 7)")
-    ap.add_argument("--steps", type=int, default=10, help="timed steps per repeat (default 10)")
-    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    ap.add_argument("--steps", type=int, default=5, help="timed steps per repeat (default 5)")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed steps first (default 2)")
+    ap.add_argument("--max-seconds", type=float, default=75.0,
+                    help="stop repeating (after at least 3 repeats) once a device's timing has "
+                         "taken this long (default 75)")
     ap.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                     help="auto: CPU, and CUDA too when available (default)")
     ap.add_argument("--threads", type=int, default=None,
@@ -275,8 +291,12 @@ def main(argv: list[str] | None = None) -> None:
         [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else []))
 
     factories = candidates()
+    malloc_env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                          if k.startswith("MALLOC_"))
     print(f"python {platform.python_version()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+          f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs, "
+          f"{platform.processor() or platform.machine()}"
+          + (f", {malloc_env}" if malloc_env else ""))
     if ThirdPartyAdan is None:
         print(INSTALL_HINT)
     else:

@@ -59,7 +59,7 @@ def test_random_genome_export_matches_interpreter(genome: Genome) -> None:
     ref = trajectory(lambda ps: GenomeOptimizer(ps, genome, total_steps=TOTAL), TOTAL)
     for foreach in (False, True):
         kwargs = {"total_steps": TOTAL} if genome.has_schedule else {}
-        out = trajectory(lambda ps, f=foreach: cls(ps, foreach=f, **kwargs), TOTAL)
+        out = trajectory(lambda ps, f=foreach, kw=kwargs: cls(ps, foreach=f, **kw), TOTAL)
         assert _finite_or_equal(out, ref)
 
 

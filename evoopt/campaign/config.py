@@ -13,10 +13,11 @@ Layout::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 REQUIRED_SEEDS = ("adam", "adan")
 

@@ -1,4 +1,4 @@
-"""The ``evoopt`` command line: the only place (with the campaign runner) that ties the parts together."""
+"""The ``evoopt`` command line: with the campaign runner, the only place tying the stages."""
 
 from __future__ import annotations
 

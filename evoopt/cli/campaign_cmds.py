@@ -60,8 +60,7 @@ def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
                             description=(
                                 f"{getattr(hook, 'where', '')} · done {info['done']} · "
                                 f"running {info['running']} · cached {info['cached']} · "
-                                f"saved {info['saved']} · best "
-                                f"{best['fitness'] if best['fitness'] is None else round(best['fitness'], 4)}"))
+                                f"saved {info['saved']} · best {_fmt(best['fitness'])}"))
 
         evaluator = make_evaluator(config, data_dir, address=address, serial=serial)
         try:
@@ -71,6 +70,10 @@ def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
         finally:
             evaluator.close()
     _print_summary(out, summary)
+
+
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
@@ -93,8 +96,8 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
 
 @app.command()
 def run(
-    config_file: Path = typer.Argument(..., help="Campaign config, e.g. experiments/quickstart.toml"),
-    out: Path | None = typer.Option(None, "--out", help="Campaign directory (default runs/<name>)."),
+    config_file: Path = typer.Argument(..., help="Campaign config (experiments/*.toml)."),
+    out: Path | None = typer.Option(None, "--out", help="Campaign dir (default runs/<name>)."),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Where cifar-10-batches-py is."),
     address: str | None = typer.Option(None, "--address", help="Join this Ray cluster."),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in-process, without Ray."),

@@ -110,8 +110,13 @@ def download_cifar10(
     progress: bool = True,
 ) -> Path:
     """Download the tarball into ``data_dir``, verify its md5, extract; return the batches dir."""
+    from rich.console import Console
     from rich.progress import (
-        BarColumn, DownloadColumn, Progress, TimeRemainingColumn, TransferSpeedColumn,
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
     )
 
     base = Path(data_dir).expanduser()
@@ -126,6 +131,7 @@ def download_cifar10(
             with Progress(
                 "[progress.description]{task.description}", BarColumn(), DownloadColumn(),
                 TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress,
+                console=Console(stderr=True),
             ) as bar:
                 job = bar.add_task("CIFAR-10", total=total)
                 for chunk in iter(lambda: resp.read(1 << 20), b""):

@@ -14,6 +14,13 @@ import torch
 from torch import nn
 
 
+BN_MOMENTUM = 0.4  # airbench's BatchNorm(momentum=0.6) in its own convention; helps short runs
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM)
+
+
 class ConvBlock(nn.Sequential):
     """airbench ConvGroup: conv, 2x2 max-pool, BN, GELU, conv, BN, GELU."""
 
@@ -21,10 +28,10 @@ class ConvBlock(nn.Sequential):
         super().__init__(
             nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
             nn.MaxPool2d(2),
-            nn.BatchNorm2d(c_out),
+            _bn(c_out),
             nn.GELU(),
             nn.Conv2d(c_out, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
+            _bn(c_out),
             nn.GELU(),
         )
 
@@ -36,7 +43,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         w = (width, width, 2 * width, 4 * width)
         self.stem = nn.Sequential(
-            nn.Conv2d(3, w[0], 3, padding=1, bias=False), nn.BatchNorm2d(w[0]), nn.GELU()
+            nn.Conv2d(3, w[0], 3, padding=1, bias=False), _bn(w[0]), nn.GELU()
         )
         self.blocks = nn.Sequential(*(ConvBlock(w[i], w[i + 1]) for i in range(3)))
         self.head = nn.Linear(w[3], num_classes, bias=False)

@@ -147,8 +147,12 @@ def resolve_device(device: str) -> torch.device:
 
 
 @contextmanager
-def deterministic_mode(device: torch.device):
-    """Deterministic kernels for the duration of a run (restores the previous global setting)."""
+def deterministic_mode(device: torch.device, threads: int = 0):
+    """Deterministic kernels (and ``threads`` CPU threads if > 0) for the duration of a run;
+    restores the previous global settings."""
+    prev_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
@@ -160,6 +164,8 @@ def deterministic_mode(device: torch.device):
     finally:
         torch.use_deterministic_algorithms(prev, warn_only=prev_warn)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = prev_cudnn
+        if threads:
+            torch.set_num_threads(prev_threads)
 
 
 def downsample_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
@@ -269,7 +275,7 @@ class FitnessRunner:
         t0 = time.perf_counter() if _t0 is None else _t0
         res = SeedResult(seed=int(seed), split=split)
         try:
-            with deterministic_mode(self.device):
+            with deterministic_mode(self.device, self.task.threads):
                 self._run(make_optimizer, int(seed), split, t0, res)
         except Exception as e:  # noqa: BLE001 - a fitness run never raises
             tb = traceback.extract_tb(e.__traceback__)

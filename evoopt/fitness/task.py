@@ -10,10 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
 
 from evoopt.paths import FITNESS_DIR
 
@@ -54,6 +58,7 @@ class TaskSpec:
     eval_batch_size: int = 1000
     device: str = "auto"            # auto | cpu | cuda
     bf16: bool = True               # bf16 autocast (CUDA only; ignored on CPU)
+    threads: int = 0                # torch CPU threads during a run; 0 = leave as the caller set
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -71,6 +76,8 @@ class TaskSpec:
         for name in positive:
             if getattr(self, name) < 1:
                 raise TaskError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise TaskError("threads", f"must be >= 0 (0 = as given), got {self.threads}")
         if self.train_size is not None and self.train_size < 1:
             raise TaskError("train_size", f"must be >= 1 or omitted, got {self.train_size}")
         if not 0.0 <= self.label_smoothing < 1.0:

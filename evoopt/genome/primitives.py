@@ -201,7 +201,8 @@ def primitive(slot: str, kind: str) -> Primitive:
         return REGISTRY[slot][kind]
     except KeyError:
         options = ", ".join(sorted(REGISTRY.get(slot, {})))
-        raise GenomeError(f"{slot}.kind: unknown kind {kind!r} (choose one of: {options})") from None
+        raise GenomeError(f"{slot}.kind: unknown kind {kind!r} (choose one of: {options})"
+                          ) from None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -248,12 +249,14 @@ register(Primitive(
     "warmup({warmup_fraction})+cosine(→{final_lr_fraction})", (WARMUP, FINAL),
     emit=_schedule(lambda a: [
         ("warmup_steps", f"max(1.0, {a['warmup_fraction']} * total_steps)"),
-        ("progress", "min(1.0, max(0.0, step - warmup_steps) / max(1.0, total_steps - warmup_steps))"),
+        ("progress",
+         "min(1.0, max(0.0, step - warmup_steps) / max(1.0, total_steps - warmup_steps))"),
         ("cosine", _cosine(a, "progress")[1]),
         ("lr_factor", "min(1.0, step / warmup_steps) * cosine"),
     ])))
 register(Primitive(
-    "schedule", "linear_decay", "scalars", "linear decay from the base lr to final_lr_fraction * lr",
+    "schedule", "linear_decay", "scalars",
+    "linear decay from the base lr to final_lr_fraction * lr",
     "linear(→{final_lr_fraction})", (FINAL,),
     emit=_schedule(lambda a: [
         ("lr_factor", f"1 - (1 - {a['final_lr_fraction']}) * min(1.0, (step - 1) / total_steps)"),

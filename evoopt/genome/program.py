@@ -1,4 +1,4 @@
-"""A straight-line tensor program: the one representation the interpreter runs and the exporter prints.
+"""A straight-line tensor program: what the interpreter runs and the exporter prints.
 
 Primitives (:mod:`evoopt.genome.primitives`) emit a :class:`Program` for a genome: scalar
 definitions (``lets``, evaluated once per parameter group and step) and tensor operations

@@ -44,8 +44,8 @@ def perturb_hparam(h: HParam, value: float | bool, rng: np.random.Generator,
     if h.is_bool:
         return not value
     a, b = sorted(_search_bounds(h))
-    if h.scale != "linear" and value in (0.0, 1.0) and h.scale == "log":
-        return sample_hparam(h, rng)
+    if (h.scale == "log" and value <= 0.0) or (h.scale == "log1m" and value >= 1.0):
+        return sample_hparam(h, rng)  # no finite position on this scale: start afresh
     try:
         y = _TO[h.scale](float(value))
     except ValueError:  # e.g. log of 0: restart from a fresh sample
