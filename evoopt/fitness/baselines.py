@@ -64,7 +64,8 @@ class BaselineReport:
         if base.suffix in (".csv", ".json"):
             base = base.with_suffix("")
         base.parent.mkdir(parents=True, exist_ok=True)
-        csv_path, json_path = base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
+        csv_path = base.with_name(base.name + ".csv")
+        json_path = base.with_name(base.name + ".json")
         self.summary.to_csv(csv_path, index=False)
         json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         return csv_path, json_path
@@ -81,6 +82,15 @@ def _stats(xs: Sequence[float | None]) -> tuple[float | None, float | None]:
 def _seed_list(seeds: int | Sequence[int], offset: int = 0) -> list[int]:
     return list(range(offset, offset + seeds)) if isinstance(seeds, int) else [int(s) for s in
                                                                               seeds]
+
+
+def _with_lr(genome: Any, lr: float) -> Any:
+    """``genome.with_lr(lr)``; an lr the genome rejects becomes an invalid genome dict, which the
+    runner scores as ``status="error"`` (so a too-wide grid is recorded, not fatal)."""
+    try:
+        return genome.with_lr(lr)
+    except ValueError:
+        return {**genome.to_dict(), "lr": lr}
 
 
 def run_baselines(
@@ -137,7 +147,7 @@ def run_baselines(
         best: tuple[float, float, float] | None = None  # (mean fitness, lr, factor)
         for f in factors:
             lr = base.lr * f
-            rs = run(name, "sweep", base.with_lr(lr), lr, sweep, "val")
+            rs = run(name, "sweep", _with_lr(base, lr), lr, sweep, "val")
             fit = [r.fitness for r in rs]
             mean_fit = WORST_FITNESS if any(r.status != "ok" for r in rs) else float(np.mean(fit))
             acc, acc_std = _stats([r.val_accuracy for r in rs])
@@ -149,7 +159,7 @@ def run_baselines(
                 best = (mean_fit, lr, f)
         assert best is not None
         sweep_fit, best_lr, best_f = best
-        rs = run(name, "final", base.with_lr(best_lr), best_lr, final, split)
+        rs = run(name, "final", _with_lr(base, best_lr), best_lr, final, split)
         fit_mean, fit_std = _stats([r.fitness for r in rs])
         acc, acc_std = _stats([r.val_accuracy for r in rs])
         loss, loss_std = _stats([r.val_loss for r in rs])

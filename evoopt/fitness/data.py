@@ -63,7 +63,7 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def find_batches_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The ``cifar-10-batches-py`` folder under (or equal to) ``data_dir``, if complete; else None."""
+    """The complete ``cifar-10-batches-py`` folder under (or equal to) ``data_dir``, else None."""
     base = resolve_data_dir(data_dir)
     for cand in (base / CIFAR10_FOLDER, base):
         if all((cand / f).is_file() for f in (*TRAIN_FILES, TEST_FILE)):

@@ -1,9 +1,9 @@
 """A small fast CNN in the spirit of airbench (Keller Jordan's CIFAR-10 speedruns).
 
 conv-BN-GELU stem, then three blocks of ``conv -> maxpool -> BN -> GELU -> conv -> BN -> GELU``
-with widths ``width x (1, 2, 4)``, a global max-pool and a linear head (airbench also scales the logits
-by 1/9; at Adam-like learning rates that hurt here, so the head is unscaled). At ``width=16`` it
-has ~75k parameters.
+with widths ``width x (1, 2, 4)``, a global max-pool and a linear head (airbench also scales
+the logits by 1/9; at Adam-like learning rates that hurt here, so the head is unscaled). At
+``width=16`` it has ~75k parameters.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import math
 
 import torch
 from torch import nn
-
 
 BN_MOMENTUM = 0.4  # airbench's BatchNorm(momentum=0.6) in its own convention; helps short runs
 

@@ -203,7 +203,7 @@ def stage_images(x_uint8: np.ndarray, image_size: int, device: torch.device, pad
                  ) -> torch.Tensor:
     """uint8 HWC images -> normalised float32 NHWC tensor on ``device``, avg-pooled to size,
     reflect-padded by ``pad`` pixels."""
-    x = torch.from_numpy(np.ascontiguousarray(x_uint8)).to(device)
+    x = torch.from_numpy(np.array(x_uint8, dtype=np.uint8, order="C")).to(device)
     x = x.permute(0, 3, 1, 2).float().div_(255)          # NCHW view
     mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
     std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)

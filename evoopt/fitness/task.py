@@ -42,7 +42,7 @@ class TaskSpec:
     description: str = ""
     dataset: str = "cifar10"
     image_size: int = 16            # 16 (2x2 average-pooled) or 32 px
-    train_size: int | None = 5000   # training subset (class-stratified); None = all non-val images
+    train_size: int | None = None   # training subset (class-stratified); None = all non-val
     val_size: int = 1000            # validation images held out of the training batches
     split_seed: int = 0             # seed of the val split and of the training subset
     steps: int = 100                # optimizer steps; the genome's schedule sees this as total
