@@ -269,3 +269,13 @@ def test_interpreter_closure_and_maximize() -> None:
     assert float(loss) == -1.0 and float(p) == pytest.approx(0.8)
     assert relative_error(trajectory(lambda ps: GenomeOptimizer(ps, seed_genome("adam"))),
                           trajectory(lambda ps: torch.optim.Adam(ps))) <= 1e-10
+
+
+def test_primitives_doc_is_generated_from_the_registry() -> None:
+    from pathlib import Path
+
+    from evoopt.genome.docs import primitives_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "primitives.md"
+    assert doc.read_text() == primitives_markdown(), \
+        "docs/primitives.md is stale: run `evoopt primitives --markdown > docs/primitives.md`"

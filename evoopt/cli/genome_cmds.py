@@ -63,16 +63,19 @@ def show(genome_file: Path = typer.Argument(..., help="A genome file (.toml/.jso
 
 
 @app.command()
-def primitives() -> None:
+def primitives(
+    markdown: bool = typer.Option(False, "--markdown", help="Print docs/primitives.md."),
+) -> None:
     """List the primitive registry: slots, kinds, hyperparameters and mutation ranges."""
+    if markdown:
+        from evoopt.genome.docs import primitives_markdown
+
+        print(primitives_markdown(), end="")
+        return
     table = Table(title="evoopt primitives")
-    for col in ("slot", "kind", "summary", "hyperparameters (valid; search range, scale)"):
+    for col in ("slot", "kind", "phase", "summary", "formula"):
         table.add_column(col)
     for slot, kinds in REGISTRY.items():
         for kind, prim in kinds.items():
-            hps = "; ".join(
-                f"{h.name}: bool" if h.is_bool else
-                f"{h.name} [{h.low:g},{h.high:g}] search {h.search} {h.scale}"
-                for h in prim.hparams)
-            table.add_row(slot, kind, prim.summary, hps)
-    console.print(table)
+            table.add_row(slot, kind, prim.phase, prim.summary, prim.formula)
+    console.print(table, markup=False)

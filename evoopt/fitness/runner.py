@@ -245,7 +245,7 @@ class FitnessRunner:
 
     def _eval_split(self, x: np.ndarray, y: np.ndarray) -> _Split:
         return _Split(stage_images(x, self.task.image_size, self.device),
-                      torch.from_numpy(y).to(self.device))
+                      torch.from_numpy(np.array(y, dtype=np.int64)).to(self.device))
 
     def split_data(self, split: str) -> _Split:
         """The staged evaluation split; the official test set is staged only on first request."""
