@@ -17,7 +17,7 @@ console = Console()
 
 def fail(message: str) -> typer.Exit:
     """Print a one-line error (no traceback) and return the exit to raise."""
-    Console(stderr=True).print(f"error: {message}", style="bold red", markup=False,
+    Console(stderr=True, soft_wrap=True).print(f"error: {message}", style="bold red", markup=False,
                                highlight=False)
     return typer.Exit(code=2)
 
