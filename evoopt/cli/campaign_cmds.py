@@ -86,6 +86,13 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
                       f"{row['fitness_mean']:.4f} ± {row['fitness_std'] or 0:.4f}",
                       "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
     console.print(table)
+    rows = {row["name"]: row for row in summary["comparison"]}
+    for name in ("adam", "adan"):
+        if name in rows and rows["winner"]["fitness_mean"] is not None:
+            delta = rows["winner"]["fitness_mean"] - rows[name]["fitness_mean"]
+            verdict = "beats" if delta > 0 else "does not beat"
+            console.print(f"winner − {name}: {delta:+.4f} validation fitness on fresh seeds "
+                          f"(the winner {verdict} {name} on this budget)", highlight=False)
     console.print(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}",
                   markup=False, highlight=False)
     console.print(f"evaluations: {summary['evaluations_done']} paid, "
