@@ -213,3 +213,30 @@ def test_unknown_section_and_shipped_campaigns_parse(tmp_path: Path) -> None:
     for path in sorted((REPO / "experiments").glob("*.toml")):
         config = load_config(path)
         assert {"adam", "adan"} <= set(config.seeds)
+
+
+def test_report_lineage_and_history_on_the_real_campaign(finished: Path, tmp_path: Path) -> None:
+    """The report of a campaign produced by the real runner: offline, with the winner's line."""
+    import re
+
+    from evoopt.report.html import write_report
+
+    page = write_report(finished, tmp_path / "report.html").read_text()
+    assert not re.search(r"<(script|link|img)[^>]*(src|href)=\"https?:", page)
+    with CampaignStore(finished, readonly=True) as store:
+        winner = store.get_meta("winner_uid")
+        line = store.line(winner)
+    assert line[0]["operator"] == "seed" and line[-1]["uid"] == winner
+    for row in line:
+        assert row["uid"] in page
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "lineage", str(finished), "--best"],
+                          capture_output=True, text=True, check=True)
+    assert all(row["uid"] in proc.stdout for row in line)
+    out = tmp_path / "history.json"
+    subprocess.run([sys.executable, "-m", "evoopt", "history", str(finished), "--format", "json",
+                    "-o", str(out)], check=True, capture_output=True)
+    history = json.loads(out.read_text())
+    with CampaignStore(finished, readonly=True) as store:
+        assert {r["uid"] for r in history["individuals"]} == \
+            {r["uid"] for r in store.individuals()}
+        assert len(history["evaluations"]) == len(store.evaluations())
