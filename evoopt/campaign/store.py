@@ -278,6 +278,17 @@ class CampaignStore:
         return [_decode_row(r) for r in rows]
 
     # -- meta ----------------------------------------------------------------------------------
+    def _insert_or_ignore(self, table: str, cols: dict[str, Any]) -> bool:
+        """Insert a row (``created_at`` defaults to now); False if its key already exists."""
+        cols.setdefault("created_at", time.time())
+        names = list(cols)
+        cur = self._write(
+            f"INSERT OR IGNORE INTO {table}({', '.join(names)}) "
+            f"VALUES ({', '.join('?' * len(names))})",
+            (_encode(c, cols[c]) for c in names),
+        )
+        return cur.rowcount == 1
+
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-able value under ``key`` (replacing any previous value)."""
         self._write(
@@ -302,14 +313,7 @@ class CampaignStore:
         _check_columns("individuals", cols, INDIVIDUAL_COLUMNS)
         cols.setdefault("parents", [])
         cols.setdefault("status", "pending")
-        cols.setdefault("created_at", time.time())
-        names = list(cols)
-        cur = self._write(
-            f"INSERT OR IGNORE INTO individuals({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))})",
-            (_encode(c, cols[c]) for c in names),
-        )
-        return cur.rowcount == 1
+        return self._insert_or_ignore("individuals", cols)
 
     def update_individual(self, uid: str, **cols: Any) -> None:
         """Set the given columns of an existing individual; unknown uid raises StoreError."""
@@ -350,14 +354,7 @@ class CampaignStore:
             if cols.get(key) is None:
                 raise StoreError(f"add_evaluation needs {key}")
         cols.setdefault("split", "val")
-        cols.setdefault("created_at", time.time())
-        names = list(cols)
-        cur = self._write(
-            f"INSERT OR IGNORE INTO evaluations({', '.join(names)}) "
-            f"VALUES ({', '.join('?' * len(names))})",
-            (_encode(c, cols[c]) for c in names),
-        )
-        return cur.rowcount == 1
+        return self._insert_or_ignore("evaluations", cols)
 
     def evaluations(
         self, uid: str | None = None, hash: str | None = None, stage: str | None = None

@@ -168,6 +168,15 @@ class Evaluator(ABC):
     @abstractmethod
     def stats(self) -> EvaluatorStats: ...
 
+    def _accept(self, request: EvalRequest) -> None:
+        """Checks shared by every ``submit``: open evaluator, key not already pending."""
+        if self._closed:
+            raise RuntimeError("evaluator is closed")
+        if request.key in self._keys:
+            raise ValueError(f"request key {request.key!r} is already pending")
+        self._keys.add(request.key)
+        self._stats.submitted += 1
+
     def submit_many(self, requests: Iterable[EvalRequest]) -> None:
         for request in requests:
             self.submit(request)

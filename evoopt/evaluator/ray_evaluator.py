@@ -297,13 +297,8 @@ class RayEvaluator(Evaluator):
     # -- Evaluator interface ---------------------------------------------------------------
 
     def submit(self, request: EvalRequest) -> None:
-        if self._closed:
-            raise RuntimeError("evaluator is closed")
-        if request.key in self._keys:
-            raise ValueError(f"request key {request.key!r} is already pending")
-        self._keys.add(request.key)
+        self._accept(request)
         self._queue.append(_Job(request))
-        self._stats.submitted += 1
         self._dispatch()
 
     def results(self) -> Iterator[EvalOutcome]:

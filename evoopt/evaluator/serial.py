@@ -34,13 +34,8 @@ class SerialEvaluator(Evaluator):
         self._closed = False
 
     def submit(self, request: EvalRequest) -> None:
-        if self._closed:
-            raise RuntimeError("evaluator is closed")
-        if request.key in self._keys:
-            raise ValueError(f"request key {request.key!r} is already pending")
-        self._keys.add(request.key)
+        self._accept(request)
         self._queue.append(request)
-        self._stats.submitted += 1
 
     def results(self) -> Iterator[EvalOutcome]:
         while self._queue:

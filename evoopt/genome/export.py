@@ -235,39 +235,28 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "",
         *(_CLIP_HELPER if program.clip else []),
         "",
-        "def _single_tensor_step(",
-        fn_params + ",",
-        "    *,",
-        "    step: int,",
-        fn_kw,
-        "    maximize: bool,",
-        ") -> None:",
-        "    if maximize:",
-        "        grads = [-g for g in grads]",
-        *([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, foreach=False)"]
-          if program.clip else []),
-        *_indent(single.lets, 4),
-        "    for i, param in enumerate(params):",
-        "        grad = grads[i]",
-        *[f"        {b} = {plural(b)}[i]" for b in buffers],
-        *_indent(single.ops_only, 8),
+        *_step_function("_single_tensor_step", fn_params, fn_kw, program.clip, foreach=False,
+                        body=[*_indent(single.lets, 4),
+                              "    for i, param in enumerate(params):",
+                              "        grad = grads[i]",
+                              *[f"        {b} = {plural(b)}[i]" for b in buffers],
+                              *_indent(single.ops_only, 8)]),
         "",
         "",
-        "def _multi_tensor_step(",
-        fn_params + ",",
-        "    *,",
-        "    step: int,",
-        fn_kw,
-        "    maximize: bool,",
-        ") -> None:",
-        "    if maximize:",
-        "        grads = torch._foreach_neg(grads)",
-        *([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, foreach=True)"]
-          if program.clip else []),
-        *_indent(multi.lets, 4),
-        *_indent(multi.ops_only, 4),
+        *_step_function("_multi_tensor_step", fn_params, fn_kw, program.clip, foreach=True,
+                        body=[*_indent(multi.lets, 4), *_indent(multi.ops_only, 4)]),
         "",
     ])
+
+
+def _step_function(name: str, params: str, keywords: str, clip: str | None, *, foreach: bool,
+                   body: list[str]) -> list[str]:
+    """One of the two module-level step implementations (per-tensor loop or foreach)."""
+    negate = "torch._foreach_neg(grads)" if foreach else "[-g for g in grads]"
+    clipping = [f"    grads = _clip_grads_by_global_norm(grads, {clip}, foreach={foreach})"]
+    return [f"def {name}(", params + ",", "    *,", "    step: int,", keywords,
+            "    maximize: bool,", ") -> None:", "    if maximize:", f"        grads = {negate}",
+            *(clipping if clip else []), *body]
 
 
 def _call(func: str, args: list[str], indent: int) -> list[str]:
