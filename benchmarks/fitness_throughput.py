@@ -12,6 +12,7 @@ Runs alternate (A, B, A, B, ...) and medians are reported, since other processes
 CPU. Also prints seconds per evaluation of the seed genome at the task (Adam via GenomeOptimizer).
 
     python benchmarks/fitness_throughput.py [--task cifar10-cpu] [--repeats 3] [--threads N]
+                                            [--set image_size=32 --set steps=50 ...]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import tomllib
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
@@ -76,10 +78,14 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = as given)")
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="task override, e.g. --set image_size=32 --set steps=50")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    task = load_task(args.task).with_overrides(threads=0)
+    overrides = {k: tomllib.loads(f"v = {v}")["v"] for k, _, v in
+                 (item.partition("=") for item in args.set)}
+    task = load_task(args.task).with_overrides(threads=0, **overrides)
     runner = FitnessRunner(task, data_dir=args.data_dir)
     images = task.steps * min(task.batch_size, len(runner.train))
     print(f"task {task.name}: {len(runner.train)} train images, {task.image_size} px, "

@@ -248,6 +248,26 @@ def benchmark(factories: dict[str, OptFactory], args: argparse.Namespace,
     return ms
 
 
+def _load() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):  # not on every platform
+        return None
+
+
+def _warn_if_loaded(device: torch.device, *loads: float | None) -> None:
+    known = [x for x in loads if x is not None]
+    if not known:
+        return
+    print(f"\n1-min load average before/after timing: "
+          f"{' / '.join(f'{x:.2f}' for x in known)} on {os.cpu_count()} CPUs")
+    threads = torch.get_num_threads()
+    # the load average counts this process's own threads: more runnable threads than CPUs
+    if device.type == "cpu" and threads > 1 and max(known) > (os.cpu_count() or 1) + 0.5:
+        print(f"warning: the machine was busy; with {threads} intra-op threads the step times "
+              "above may measure scheduler waits rather than the optimizers (try --threads 1)")
+
+
 def report(ms: dict[str, list[float]], args: argparse.Namespace, device: torch.device,
            n_params: int, n_tensors: int) -> None:
     repeats = len(next(iter(ms.values())))
@@ -319,8 +339,10 @@ def main(argv: list[str] | None = None) -> None:
         n_params, n_tensors = _count(model), len(list(model.parameters()))
         print(f"timing on {device}: {n_params / 1e6:.2f}M params, {n_tensors} tensors, "
               f"{len(factories)} optimizers", flush=True)
+        load_before = _load()
         ms = benchmark(factories, args, device)
         report(ms, args, device, n_params, n_tensors)
+        _warn_if_loaded(device, load_before, _load())
 
 
 if __name__ == "__main__":

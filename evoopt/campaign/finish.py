@@ -106,7 +106,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         "winner": {"uid": winner["uid"], "hash": winner["hash"], "formula": exported.formula(),
                    "fitness_mean": final[winner_hash]["fitness_mean"],
                    "fitness_std": final[winner_hash]["fitness_std"],
-                   "seeds": list(cfg.final_seeds), "simplified": simplified_ok,
+                   "seeds": final[winner_hash]["per_seed"],  # per-seed fitness
+                   "seed_numbers": list(cfg.final_seeds), "simplified": simplified_ok,
                    "class_name": class_name},
         "comparison": comparison,
         "evaluations_done": len(store.evaluations()),
