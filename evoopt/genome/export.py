@@ -57,10 +57,18 @@ def plural(slot: str) -> str:
     return f"{slot}s"
 
 
+_SINGLE_INTO = {
+    "sub": "{out} = torch.sub({0}, {1}, out={into})",
+    "add": "{out} = torch.add({0}, {1}, alpha={s}, out={into})",
+    "sqrt": "{out} = torch.sqrt({0}, out={into})",
+}
+
+
 def render_op(op: Op, foreach: bool) -> str:
     names = [plural(a) if foreach else a for a in op.args]
     out = (plural(op.out) if foreach else op.out) if op.out else None
-    line = (_FOREACH if foreach else _SINGLE)[op.kind].format(*names, out=out, s=op.scalar)
+    table = _SINGLE_INTO if op.into and not foreach else (_FOREACH if foreach else _SINGLE)
+    line = table[op.kind].format(*names, out=out, s=op.scalar, into=op.into)
     return f"if {op.when}:\n    {line}" if op.when else line
 
 

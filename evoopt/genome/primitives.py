@@ -135,7 +135,8 @@ class Builder:
             p = self.program
             prev = p.buffer("prev_grad")
             p.op("copy_", prev, "grad", when="step == 1")
-            self._diff = p.op("sub", "grad", prev, out="grad_diff")
+            # prev_grad is dead from here until finish_state() refills it: reuse its memory
+            self._diff = p.op("sub", "grad", prev, out="grad_diff", into=prev)
         return self._diff
 
     def finish_state(self) -> None:
@@ -344,7 +345,7 @@ def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None
             x = p.op("add", "grad", b.diff(), out="grad_mix", scalar=a["diff_coef"])
         p.op("mul_", v, scalar=a["beta"])
         p.op("addcmul_", v, x, x, scalar=f"1 - {a['beta']}")
-        denom = p.op("sqrt", v, out="denom")
+        denom = p.op("sqrt", v, out="denom", into=x if x != "grad" else None)
         if form != "rmsprop":
             bc = b.bias_correction("bias_correction2", a["beta"])
             p.let("bias_correction2_sqrt", f"{bc} ** 0.5")

@@ -47,6 +47,9 @@ class Op:
     args: tuple[str, ...]
     scalar: str | None = None
     when: str | None = None  # scalar condition: the op runs only when it is true
+    # A dead tensor the per-tensor path writes the result into (``out=``) instead of allocating;
+    # the foreach path allocates (on CUDA the caching allocator makes that cheap).
+    into: str | None = None
 
     def __post_init__(self) -> None:
         arity, has_scalar, new = OP_KINDS[self.kind]
@@ -54,6 +57,8 @@ class Op:
             raise ValueError(f"malformed op {self}")
         if new != (self.out is not None):
             raise ValueError(f"op {self.kind} {'needs' if new else 'takes no'} output slot")
+        if self.into is not None and self.kind not in _INTO:
+            raise ValueError(f"op {self.kind} cannot write into an existing tensor")
 
 
 @dataclass
@@ -70,8 +75,8 @@ class Program:
         return name
 
     def op(self, kind: str, *args: str, out: str | None = None, scalar: str | None = None,
-           when: str | None = None) -> str | None:
-        self.ops.append(Op(kind, out, tuple(args), scalar, when))
+           when: str | None = None, into: str | None = None) -> str | None:
+        self.ops.append(Op(kind, out, tuple(args), scalar, when, into))
         return out
 
     def buffer(self, name: str) -> str:
@@ -127,6 +132,13 @@ _SINGLE: dict[str, Callable[..., torch.Tensor | None]] = {
     "copy_": lambda x, y: x.copy_(y),
 }
 
+# New-tensor ops that can write into a dead tensor instead: kind -> torch function
+_INTO: dict[str, Callable[..., torch.Tensor]] = {
+    "sub": lambda x, y, out: torch.sub(x, y, out=out),
+    "add": lambda x, y, s, out: torch.add(x, y, alpha=s, out=out),
+    "sqrt": lambda x, out: torch.sqrt(x, out=out),
+}
+
 _FOREACH: dict[str, Callable[..., list[torch.Tensor] | None]] = {
     "clone": lambda x: [t.clone() for t in x],
     "neg": lambda x: torch._foreach_neg(x),
@@ -153,7 +165,10 @@ def _run(program: Program, scalars: ScalarEvaluator, env: dict[str, float], slot
         operands = [slots[a] for a in op.args]
         if op.scalar is not None:
             operands.append(scalars(op.scalar, env))
-        result = table[op.kind](*operands)
+        if op.into is not None and table is _SINGLE:
+            result = _INTO[op.kind](*operands, out=slots[op.into])
+        else:
+            result = table[op.kind](*operands)
         if op.out is not None:
             slots[op.out] = result
 
