@@ -78,7 +78,10 @@ def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
     assert names[0] == "winner" and {"adam", "adan"} <= set(names)
     assert all(row["n_seeds"] == 2 and row["test_accuracy_mean"] is not None
                for row in summary["comparison"])
-
+    tuned = next(row for row in summary["comparison"] if row["name"].startswith("adam (tuned"))
+    assert len(tuned["sweep"]) == 3 and tuned["n_seeds"] == 2
+    best_lr = max(tuned["sweep"], key=lambda k: tuned["sweep"][k])  # ties: the smaller lr
+    assert f"{tuned['lr']:.3g}" == best_lr
 
 def test_duplicates_are_never_paid_twice(finished: Path) -> None:
     with CampaignStore(finished, readonly=True) as store:
@@ -121,11 +124,12 @@ def test_hurdle_stops_candidates_and_counts_savings(tmp_path: Path, data_dir: Pa
     stages = [{"name": "screen", "seeds": [0], "overrides": {"steps": 20}},
               {"name": "full", "seeds": [0, 1], "hurdle": 0.99}]
     run_tiny(tmp_path / "hurdle", data_dir, stages=stages,
-             campaign={"generations": 1}, final={"test_split": False})
+             campaign={"generations": 1}, final={"test_split": False, "tuned": []})
     with CampaignStore(tmp_path / "hurdle", readonly=True) as store:
         rows = store.individuals()
         generation = store.generations()[0]
-        full = [e for e in store.evaluations() if e["stage"] == "full"]
+        full = [e for e in store.evaluations() if e["stage"] == "full"
+                and not e["uid"].startswith("baseline:")]  # the tuned-lr sweep runs at "full"
     stopped = [r for r in rows if r["status"] == "stopped_at_hurdle"]
     assert stopped and all(r["operator"] != "seed" for r in stopped)
     assert all(r["stage_reached"] == "screen" for r in stopped)

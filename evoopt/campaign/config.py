@@ -7,7 +7,8 @@ Layout::
     [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
-    [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool
+    [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool,
+                 tuned = ["adam"] (lr-tuned baselines), lr_grid = [0.1, 0.33, 1, 3, 10]
     [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
 """
 
@@ -56,6 +57,8 @@ class CampaignConfig:
     final_seeds: tuple[int, ...] = (100, 101, 102)
     final_compare: tuple[str, ...] = REQUIRED_SEEDS
     final_test_split: bool = True
+    final_tuned: tuple[str, ...] = ("adam",)
+    final_lr_grid: tuple[float, ...] = (0.1, 1 / 3, 1.0, 3.0, 10.0)
     ray_enabled: bool = True
     ray_address: str | None = None
     ray_num_workers: int = 0
@@ -69,7 +72,7 @@ class CampaignConfig:
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
         d = dict(d)
         d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
-        for key in ("seeds", "final_seeds", "final_compare"):
+        for key in ("seeds", "final_seeds", "final_compare", "final_tuned", "final_lr_grid"):
             d[key] = tuple(d[key])
         return cls(**d)
 
@@ -86,7 +89,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "fitness": {"task": ("task", str), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
-              "compare": ("final_compare", list), "test_split": ("final_test_split", bool)},
+              "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
+              "tuned": ("final_tuned", list), "lr_grid": ("final_lr_grid", list)},
     "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
             "num_workers": ("ray_num_workers", int),
             "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
@@ -152,9 +156,15 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     for key, where in (("final_seeds", "final.seeds"),):
         if key in values:
             values[key] = _seed_list(where, values[key])
-    for key in ("seeds", "final_compare"):
+    for key in ("seeds", "final_compare", "final_tuned"):
         if key in values:
             values[key] = tuple(values[key])
+    if "final_lr_grid" in values:
+        grid = values["final_lr_grid"]
+        if not grid or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
+                               for f in grid):
+            raise ConfigError(f"final.lr_grid: expected positive lr multipliers, got {grid!r}")
+        values["final_lr_grid"] = tuple(float(f) for f in grid)
     config = CampaignConfig(**values)
     stage_seeds = {s for st in config.stages for s in st.seeds}
     if set(config.final_seeds) & stage_seeds:

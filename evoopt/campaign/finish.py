@@ -35,6 +35,59 @@ def _stats(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | 
     return statistics.fmean(xs), statistics.pstdev(xs)
 
 
+def _final_scores(store: CampaignStore, eval_hash: str, seeds: tuple[int, ...],
+                  split: str = "val", stage: str = "final") -> dict[str, Any]:
+    evs = [e for e in store.find_evaluations(eval_hash, stage, split) if e["seed"] in seeds]
+    bad = any(e["status"] != "ok" for e in evs)
+    mean, std = _stats(evs, "fitness")
+    acc, _ = _stats(evs, "val_accuracy")
+    return {"fitness_mean": WORST_FITNESS if bad else mean, "fitness_std": std,
+            "val_accuracy_mean": acc, "n_seeds": len(evs),
+            "per_seed": [e["fitness"] for e in evs]}
+
+
+def tune_baselines(runner: CampaignRunner, scores_of: Any) -> list[dict[str, Any]]:
+    """The fair-baseline protocol inside a campaign, through its evaluator and store.
+
+    Each ``final.tuned`` seed genome's lr is swept over ``final.lr_grid`` × its own lr at the
+    last stage's budget and seeds (validation split; the genome's own lr reuses the stage's
+    evaluations of the seed); the best lr is re-run on
+    the final seeds — the winner's budget and seeds — and on the test split when asked.
+    """
+    cfg = runner.config
+    last = cfg.stages[-1]
+    task = runner.stage_tasks[-1]
+    rows = []
+    for name in cfg.final_tuned:
+        from evoopt.campaign.runner import resolve_seed
+
+        base = resolve_seed(name)
+        grid = []
+        for factor in cfg.final_lr_grid:
+            try:
+                grid.append(base.with_lr(base.lr * factor))
+            except ValueError:  # outside the genome's valid lr range
+                continue
+        who = [(f"baseline:{name}", g, g.hash) for g in grid]
+        runner._evaluate(who, last.name, task, last.seeds, cfg.split)
+        sweep = {g.hash: _final_scores(runner.store, g.hash, last.seeds, cfg.split,
+                                       last.name)["fitness_mean"] for g in grid}
+        best = max(grid, key=lambda g: (sweep[g.hash], -g.lr))
+        runner._evaluate([(f"baseline:{name}", best, best.hash)], "final", task,
+                         cfg.final_seeds, "val")
+        row = {"name": f"{name} (tuned lr={best.lr:.3g})", "uid": None, "lr": best.lr,
+               "sweep": {f"{g.lr:.3g}": sweep[g.hash] for g in grid},
+               "at_grid_edge": best.lr in (grid[0].lr, grid[-1].lr), **scores_of(best.hash)}
+        if cfg.final_test_split:
+            runner._evaluate([(f"baseline:{name}", best, best.hash)], "final", task,
+                             cfg.final_seeds, "test")
+            test = _final_scores(runner.store, best.hash, cfg.final_seeds, "test")
+            row["test_accuracy_mean"] = test["val_accuracy_mean"]
+            row["test_fitness_std"] = test["fitness_std"]
+        rows.append(row)
+    return rows
+
+
 def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any]:
     cfg, store = runner.config, runner.store
     order = {s.name: k for k, s in enumerate(cfg.stages)}
@@ -65,14 +118,7 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     runner._evaluate(who, "final", final_task, cfg.final_seeds, "val")
 
     def scores(r: dict[str, Any], split: str) -> dict[str, Any]:
-        evs = store.find_evaluations(eval_hash(r), "final", split)
-        evs = [e for e in evs if e["seed"] in cfg.final_seeds]
-        bad = any(e["status"] != "ok" for e in evs)
-        mean, std = _stats(evs, "fitness")
-        acc, _ = _stats(evs, "val_accuracy")
-        return {"fitness_mean": WORST_FITNESS if bad else mean, "fitness_std": std,
-                "val_accuracy_mean": acc, "n_seeds": len(evs),
-                "per_seed": [e["fitness"] for e in evs]}
+        return _final_scores(store, eval_hash(r), cfg.final_seeds, split)
 
     final = {h: scores(r, "val") for h, r in entries.items()}
     winner_hash = max(top, key=lambda h: final[h]["fitness_mean"])
@@ -88,6 +134,10 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
             test = scores(r, "test")
             row["test_accuracy_mean"] = test["val_accuracy_mean"]
             row["test_fitness_std"] = test["fitness_std"]
+
+    tuned = tune_baselines(runner, scores_of=lambda h: _final_scores(store, h, cfg.final_seeds))
+    comparison += tuned
+    store.set_meta("baselines", tuned)
 
     genome = Genome.from_dict(winner["genome"])
     simplified = genome.canonical()

@@ -32,7 +32,9 @@ def _estimated_evaluations(config: Any) -> int:
         else max(1, config.population // 2)
     n = max(config.population, len(config.seeds)) + children * (config.generations - 1)
     finals = (config.final_top_k + len(config.final_compare)) * len(config.final_seeds)
-    return n * per_candidate + finals * (2 if config.final_test_split else 1)
+    tuned = len(config.final_tuned) * (len(config.final_lr_grid) * len(config.stages[-1].seeds)
+                                       + len(config.final_seeds))
+    return n * per_candidate + (finals + tuned) * (2 if config.final_test_split else 1)
 
 
 def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
@@ -82,12 +84,13 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get("test_accuracy_mean")
-        table.add_row(row["name"], row["uid"],
+        table.add_row(row["name"], row["uid"] or "-",
                       f"{row['fitness_mean']:.4f} ± {row['fitness_std'] or 0:.4f}",
                       "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
     console.print(table)
-    rows = {row["name"]: row for row in summary["comparison"]}
-    for name in ("adam", "adan"):
+    rows = {row["name"].split(" (tuned")[0] + (" (tuned)" if "tuned" in row["name"] else ""):
+            row for row in summary["comparison"]}
+    for name in ("adam", "adan", "adam (tuned)"):
         if name in rows and rows["winner"]["fitness_mean"] is not None:
             delta = rows["winner"]["fitness_mean"] - rows[name]["fitness_mean"]
             verdict = "beats" if delta > 0 else "does not beat"
