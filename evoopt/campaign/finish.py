@@ -90,6 +90,7 @@ def tune_baselines(runner: CampaignRunner, scores_of: Any) -> list[dict[str, Any
 
 def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any]:
     cfg, store = runner.config, runner.store
+    cached_before = runner.counters["cached"]
     order = {s.name: k for k, s in enumerate(cfg.stages)}
     rows = store.individuals()
     by_uid = {r["uid"]: r for r in rows}
@@ -161,7 +162,10 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
                    "class_name": class_name},
         "comparison": comparison,
         "evaluations_done": len(store.evaluations()),
-        "evaluations_cached": sum(g["n_cached"] or 0 for g in generations),
+        # reuse during the generations, plus during this final phase (e.g. a tuned baseline's
+        # own lr found among the seed's evaluations)
+        "evaluations_cached": sum(g["n_cached"] or 0 for g in generations)
+        + runner.counters["cached"] - cached_before,
         "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
         "generations": strategy.generation,
         "exported": EXPORT_FILE,

@@ -52,7 +52,8 @@ def campaign_status(directory: str | Path) -> dict[str, Any]:
         "generations": config.get("generations"),
         "individuals": len(individuals),
         "evaluations_done": len(evaluations),
-        "evaluations_cached": sum(g["n_cached"] or 0 for g in generations),
+        "evaluations_cached": summary["evaluations_cached"] if summary else
+        sum(g["n_cached"] or 0 for g in generations),
         "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
         "wall_time_s": meta.get("wall_time_s"),
         "best": best,

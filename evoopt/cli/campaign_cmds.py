@@ -78,6 +78,18 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
+def _verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """Difference of mean validation fitness and whether it exceeds twice its standard error."""
+    delta = a["fitness_mean"] - b["fitness_mean"]
+    se = (((a["fitness_std"] or 0) ** 2) / max(1, a["n_seeds"] - 1)
+          + ((b["fitness_std"] or 0) ** 2) / max(1, b["n_seeds"] - 1)) ** 0.5
+    if abs(delta) <= 2 * se:
+        word = "indistinguishable: |Δ| ≤ 2 SE"
+    else:
+        word = "better: Δ > 2 SE" if delta > 0 else "worse: Δ < −2 SE"
+    return f"{delta:+.4f} (SE {se:.4f}; {word})"
+
+
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     table = Table(title=f"{out}: winner vs seeds on fresh seeds (validation split)")
     for col in ("", "uid", "val fitness (mean ± std)", "test accuracy", "seeds"):
@@ -90,12 +102,10 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     rows = {row["name"].split(" (tuned")[0] + (" (tuned)" if "tuned" in row["name"] else ""):
             row for row in summary["comparison"]}
+    winner = rows["winner"]
     for name in ("adam", "adan", "adam (tuned)"):
-        if name in rows and rows["winner"]["fitness_mean"] is not None:
-            delta = rows["winner"]["fitness_mean"] - rows[name]["fitness_mean"]
-            verdict = "beats" if delta > 0 else "does not beat"
-            console.print(f"winner − {name}: {delta:+.4f} validation fitness on fresh seeds "
-                          f"(the winner {verdict} {name} on this budget)", highlight=False)
+        if name in rows and winner["fitness_mean"] is not None:
+            console.print(f"winner − {name}: {_verdict(winner, rows[name])}", highlight=False)
     console.print(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}",
                   markup=False, highlight=False)
     console.print(f"evaluations: {summary['evaluations_done']} paid, "
