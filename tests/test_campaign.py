@@ -244,3 +244,36 @@ def test_report_lineage_and_history_on_the_real_campaign(finished: Path, tmp_pat
         assert {r["uid"] for r in history["individuals"]} == \
             {r["uid"] for r in store.individuals()}
         assert len(history["evaluations"]) == len(store.evaluations())
+
+
+def test_campaign_on_ray_workers(tmp_path: Path, data_dir: Path) -> None:
+    """The runner's default path: its own machine-sized Ray pool, results in completion order."""
+    config = parse_config(tiny_config(
+        campaign={"generations": 1, "population": 3}, ray={"enabled": True, "num_workers": 2},
+        final={"top_k": 1, "test_split": False, "tuned": []}))
+    summary = CampaignRunner(config, tmp_path / "ray", data_dir=str(data_dir)).run()
+    with CampaignStore(tmp_path / "ray", readonly=True) as store:
+        workers = {e["worker"].split(":pid")[0] for e in store.evaluations()}
+        assert store.get_meta("state") == "finished"
+    assert all(w.startswith("ray:") for w in workers) and len(workers) == 2
+    assert summary["evaluations_done"] == len(store_evaluations(tmp_path / "ray"))
+
+
+def store_evaluations(directory: Path) -> list[dict]:
+    with CampaignStore(directory, readonly=True) as store:
+        return store.evaluations()
+
+
+@pytest.mark.slow
+def test_quickstart_campaign_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    """The README's main command, for real (minutes): `python -m pytest -m slow`."""
+    out = tmp_path / "quickstart"
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "run",
+                           str(REPO / "experiments/quickstart.toml"), "--out", str(out),
+                           "--data-dir", str(data_dir)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = campaign_status(out)
+    assert info["state"] == "finished" and info["generation"] == 5
+    assert (out / "best_optimizer.py").exists()
+    adam = next(r for r in info["summary"]["comparison"] if r["name"] == "adam")
+    assert adam["fitness_mean"] > 0.3  # Adam learns: ~0.46 on cifar10-mini at this budget

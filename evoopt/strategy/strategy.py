@@ -135,6 +135,10 @@ class Strategy:
         cfg = self.config
         if len(self.population) >= 2 and self.rng.random() < cfg.crossover_rate:
             a, b = self._tournament(), self._tournament()
+            for _ in range(4):  # a crossover of an individual with itself is a wasted child
+                if b.uid != a.uid:
+                    break
+                b = self._tournament()
             child, change = self._novel(lambda: self._crossover(a, b))
             op = "crossover+mutation" if "; mutation: " in change else "crossover"
             return Candidate(self._uid(index), child, self.generation, op, (a.uid, b.uid), change)
