@@ -266,7 +266,7 @@ def test_interpreter_closure_and_maximize() -> None:
         return loss
 
     loss = opt.step(closure)
-    assert float(loss) == -1.0 and float(p.detach()) == pytest.approx(0.8)
+    assert float(loss.detach()) == -1.0 and float(p.detach()) == pytest.approx(0.8)
     assert relative_error(trajectory(lambda ps: GenomeOptimizer(ps, seed_genome("adam"))),
                           trajectory(lambda ps: torch.optim.Adam(ps))) <= 1e-10
 
