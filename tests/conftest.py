@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -21,3 +22,12 @@ def data_dir() -> Path:
     if not (path / "cifar-10-batches-py").is_dir():
         pytest.fail(f"CIFAR-10 mini copy not found at {path} (set EVOOPT_TEST_DATA)")
     return path
+
+
+@pytest.fixture
+def float64():
+    """Run a test with float64 as torch's default dtype (trajectory comparisons)."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(old)

@@ -27,12 +27,7 @@ SETTINGS = settings(max_examples=25, deadline=None,
 TOTAL = 40
 
 
-@pytest.fixture(autouse=True)
-def float64():
-    old = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(old)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def _finite_or_equal(a: torch.Tensor, b: torch.Tensor) -> bool:
