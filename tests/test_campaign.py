@@ -106,6 +106,23 @@ def test_winner_export_and_status(finished: Path, tmp_path: Path) -> None:
     cls = load_exported_class(source, summary["winner"]["class_name"])
     assert issubclass(cls, __import__("torch").optim.Optimizer)
     assert load_genome(finished / "best_genome.toml").formula() == summary["winner"]["formula"]
+    # The exported class computes what was evaluated: the winner's stored genome, interpreted.
+    import torch
+
+    from evoopt.genome import Genome, GenomeOptimizer
+    from tests.optim_problem import relative_error, trajectory
+
+    with CampaignStore(finished, readonly=True) as store:
+        evaluated = Genome.from_dict(store.get_individual(summary["winner"]["uid"])["genome"])
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        kw = {"total_steps": 40} if evaluated.has_schedule else {}
+        ref = trajectory(lambda ps: GenomeOptimizer(ps, evaluated, total_steps=40), 40)
+        out = trajectory(lambda ps: cls(ps, **kw), 40)
+    finally:
+        torch.set_default_dtype(old)
+    assert relative_error(out, ref) <= 1e-10
     proc = subprocess.run([sys.executable, "-m", "evoopt", "status", str(finished), "--json"],
                           capture_output=True, text=True, check=True)
     info = json.loads(proc.stdout)
