@@ -294,3 +294,23 @@ def test_quickstart_campaign_end_to_end(tmp_path: Path, data_dir: Path) -> None:
     assert (out / "best_optimizer.py").exists()
     adam = next(r for r in info["summary"]["comparison"] if r["name"] == "adam")
     assert adam["fitness_mean"] > 0.3  # Adam learns: ~0.46 on cifar10-mini at this budget
+
+
+def test_missing_data_fails_before_any_evaluation(tmp_path: Path) -> None:
+    env = {**os.environ, "EVOOPT_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "run", str(TINY), "--out",
+                           str(tmp_path / "c"), "--serial", "--data-dir", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert str(tmp_path / "none" / "cifar-10-batches-py") in proc.stderr.replace("\n", "")
+
+
+def test_a_campaign_where_every_run_fails_says_so(tmp_path: Path, data_dir: Path) -> None:
+    """Failures are recorded as worst fitness (no crash mid-run); the finish names the cause."""
+    with pytest.raises(ValueError, match="no candidate of campaign tiny finished.*timeout"):
+        run_tiny(tmp_path / "fail", data_dir, campaign={"generations": 1},
+                 fitness={"overrides": {"time_limit_s": 1e-6}})
+    with CampaignStore(tmp_path / "fail", readonly=True) as store:
+        rows = store.individuals()
+        assert rows and all(r["fitness"] == -1.0 and r["status"] == "failed" for r in rows)
+        assert store.get_meta("state") == "interrupted"

@@ -112,6 +112,11 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
             seed_row = next(r for r in rows if r["operator"] == "seed" and
                             r["hash"] == genome.hash)
             compare[name] = seed_row
+    if not top:
+        failed = [e for e in store.evaluations() if e["status"] != "ok"]
+        example = f" (e.g. {failed[0]['status']}: {failed[0]['message']})" if failed else ""
+        raise ValueError(f"no candidate of campaign {cfg.name} finished an evaluation "
+                         f"successfully{example}; nothing to re-evaluate or export")
     entries = {eval_hash(r): r for r in [*top.values(), *compare.values()]}
     final_task = runner.stage_tasks[-1]
     who = [(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in entries.items()]

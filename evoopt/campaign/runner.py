@@ -26,6 +26,7 @@ from evoopt.campaign.config import CampaignConfig
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
 from evoopt.fitness import WORST_FITNESS, TaskSpec, load_task
+from evoopt.fitness.data import ensure_cifar10
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.behaviour import behaviour_hash
 from evoopt.strategy.strategy import Candidate, Strategy, StrategyConfig
@@ -89,6 +90,9 @@ class CampaignRunner:
     def run(self) -> dict[str, Any]:
         """Run to the end (or resume); return the summary written to the store."""
         cfg, store = self.config, self.store
+        if any(t.dataset == "cifar10" for t in self.stage_tasks):
+            # Fail (or download) here, once, rather than in every worker's first evaluation.
+            ensure_cifar10(self.data_dir)
         store.set_meta("config", cfg.to_dict())
         store.set_meta("data_dir", self.data_dir)
         store.set_meta("state", "running")
