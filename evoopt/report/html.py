@@ -413,10 +413,10 @@ def _per_seed_from_evaluations(store: CampaignStore, ind: dict) -> dict[str, Any
 
 def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> list[dict]:
     """Comparison rows: summary's (winner + seeded baselines), tuned baselines, or fallback."""
-    rows = [
-        dict(r, kind="seeded" if r.get("name") != "winner" else "winner")
-        for r in summary.get("comparison") or []
-    ]
+    def kind(name: str) -> str:
+        return "winner" if name == "winner" else "tuned" if "(tuned" in name else "seeded"
+
+    rows = [dict(r, kind=kind(str(r.get("name")))) for r in summary.get("comparison") or []]
     if not rows:  # campaign still running: derive from the evaluations paid so far
         cands = ([("winner", winner)] if winner else []) + [
             (i["uid"], i) for i in store.individuals() if i.get("operator") == "seed"
@@ -440,9 +440,12 @@ def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> lis
     baselines = store.get_meta("baselines") or []
     if isinstance(baselines, dict):
         baselines = [dict(v, name=v.get("name", k)) for k, v in baselines.items()]
+    shown = {r.get("name") for r in rows}
     for b in baselines:
         name = str(b.get("name", "baseline"))
-        rows.append(dict(b, name=name if "tuned" in name else f"{name} (tuned)", kind="tuned"))
+        name = name if "tuned" in name else f"{name} (tuned)"
+        if name not in shown:  # the runner also lists its tuned baselines in the summary
+            rows.append(dict(b, name=name, kind="tuned"))
     for r in rows:
         if r.get("fitness_mean") is None and r.get("per_seed"):
             r["fitness_mean"], r["fitness_std"] = _mean_std(list(r["per_seed"]))
