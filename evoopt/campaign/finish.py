@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from evoopt.campaign.runner import aggregate_fitness, resolve_seed
 from evoopt.campaign.store import CampaignStore
 from evoopt.fitness import WORST_FITNESS
 from evoopt.genome import Genome
@@ -38,10 +39,9 @@ def _stats(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | 
 def _final_scores(store: CampaignStore, eval_hash: str, seeds: tuple[int, ...],
                   split: str = "val", stage: str = "final") -> dict[str, Any]:
     evs = [e for e in store.find_evaluations(eval_hash, stage, split) if e["seed"] in seeds]
-    bad = any(e["status"] != "ok" for e in evs)
-    mean, std = _stats(evs, "fitness")
+    _, std = _stats(evs, "fitness")
     acc, _ = _stats(evs, "val_accuracy")
-    return {"fitness_mean": WORST_FITNESS if bad else mean, "fitness_std": std,
+    return {"fitness_mean": aggregate_fitness(evs), "fitness_std": std,
             "val_accuracy_mean": acc, "n_seeds": len(evs),
             "per_seed": [e["fitness"] for e in evs]}
 
@@ -59,8 +59,6 @@ def tune_baselines(runner: CampaignRunner, scores_of: Any) -> list[dict[str, Any
     task = runner.stage_tasks[-1]
     rows = []
     for name in cfg.final_tuned:
-        from evoopt.campaign.runner import resolve_seed
-
         base = resolve_seed(name)
         grid = []
         for factor in cfg.final_lr_grid:
@@ -185,8 +183,6 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
 def campaign_winner(directory: str | Path) -> tuple[Genome, dict[str, Any], str]:
     """The exported (simplified) winner of a finished campaign, its provenance, class name."""
     path = Path(directory)
-    if not (path / "campaign.sqlite").exists():
-        raise FileNotFoundError(f"{path}: no campaign.sqlite here (not a campaign directory)")
     with CampaignStore(path, readonly=True) as store:
         genome = store.get_meta("winner_genome")
         summary = store.get_meta("summary")

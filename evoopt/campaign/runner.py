@@ -238,7 +238,7 @@ class CampaignRunner:
         for t in alive:
             rows = {r["seed"]: r for r in self.store.find_evaluations(t.eval_hash, stage.name,
                                                                        self.config.split)}
-            t.scores[stage.name] = _aggregate([rows[s] for s in stage.seeds])
+            t.scores[stage.name] = aggregate_fitness([rows[s] for s in stage.seeds])
             t.stage_index = index
 
     def _evaluate(self, who: list[tuple[str, Genome, str]], stage: str, task: TaskSpec,
@@ -294,7 +294,7 @@ class CampaignRunner:
         return finish_campaign(self, strategy)
 
 
-def _aggregate(rows: list[dict[str, Any]]) -> float:
+def aggregate_fitness(rows: list[dict[str, Any]]) -> float:
     """Mean fitness over seeds; any failed seed makes the whole evaluation the worst."""
     if not rows or any(r["status"] != "ok" for r in rows):
         return WORST_FITNESS

@@ -24,8 +24,6 @@ def _alive(pid: int | None) -> bool:
 def campaign_status(directory: str | Path) -> dict[str, Any]:
     """``state`` (running | interrupted | finished), progress counters and the best so far."""
     path = Path(directory)
-    if not (path / "campaign.sqlite").exists():
-        raise FileNotFoundError(f"{path}: no campaign.sqlite here (not a campaign directory)")
     with CampaignStore(path, readonly=True) as store:
         meta = store.all_meta()
         generations = store.generations()

@@ -187,6 +187,10 @@ class StoreError(RuntimeError):
     """Raised for a missing store, a write on a read-only store, or unknown columns."""
 
 
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """A read-only open of a campaign store that does not exist."""
+
+
 def db_path(path_or_dir: str | Path) -> Path:
     """The SQLite file for a campaign directory (or the file itself when given one)."""
     p = Path(path_or_dir)
@@ -230,7 +234,8 @@ class CampaignStore:
         self._lock = threading.RLock()
         if readonly:
             if not self.path.exists():
-                raise StoreError(f"no campaign store at {self.path}")
+                raise StoreNotFoundError(f"no campaign store at {self.path} "
+                                         "(not a campaign directory)")
             uri = f"{self.path.resolve().as_uri()}?mode=ro"
             self._conn = sqlite3.connect(
                 uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0

@@ -112,11 +112,6 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
-def _jitter(uid: Any) -> float:
-    """Deterministic horizontal offset in [-0.15, 0.15) so dots of one generation spread out."""
-    return ((zlib.crc32(str(uid).encode()) % 1000) / 1000 - 0.5) * 0.3
-
-
 def fitness_figure(generations: list[dict], individuals: list[dict]) -> go.Figure:
     """Best / median fitness per generation, the individuals' interquartile band, every dot.
 
