@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evoopt.genome import Genome, GenomeError, GenomeOptimizer, load_genome, seed_genome, seed_names
-from evoopt.genome.behaviour import behaviour_hash
+from evoopt.genome.behaviour import behaviour_hash, numerically_equivalent
 from evoopt.genome.export import export_genome, load_exported_class
 from evoopt.genome.sampling import random_genome
 from tests.optim_problem import make_params, relative_error, trajectory
@@ -109,6 +109,31 @@ def test_canonical_merges_duplicates_and_drops_dead_parts() -> None:
     assert split.canonical() == adam.canonical()
     assert split.hash == adam.hash
     assert behaviour_hash(split) == behaviour_hash(adam)
+
+
+def test_canonical_folds_term_scale_into_lr() -> None:
+    """Only lr·w acts: lr 1e-3 with weight 4.13 is lr 4.13e-3 with weight 1 (issue 8)."""
+    adam = seed_genome("adam")
+    weighted = dataclasses.replace(adam, terms=(adam.terms[0].replace(weight=4.13),))
+    assert weighted.hash == adam.with_lr(4.13e-3).hash
+    assert weighted.canonical().lr == pytest.approx(4.13e-3)
+    assert numerically_equivalent(weighted, weighted.canonical())
+    # Decay tied to the lr (decoupled, proximal) is divided by the folded scale: same optimizer.
+    adamw = seed_genome("adamw")
+    scaled = dataclasses.replace(adamw, terms=(adamw.terms[0].replace(weight=2.0),))
+    canon = scaled.canonical()
+    assert canon.weight_decay["value"] == pytest.approx(0.005) and canon.lr == 2e-3
+    assert numerically_equivalent(scaled, canon)
+    assert scaled.hash != adamw.with_lr(2e-3).hash  # that one decays twice as hard
+    # Ratios between terms are kept; the largest |weight| becomes 1.
+    adan = seed_genome("adan")
+    double = dataclasses.replace(adan, terms=tuple(t.replace(weight=2 * t["weight"])
+                                                   for t in adan.terms))
+    halved_decay = dataclasses.replace(adan.with_lr(2e-3),
+                                       weight_decay=adan.weight_decay.replace(value=0.01))
+    assert double.hash == halved_decay.hash
+    assert max(abs(t["weight"]) for t in double.canonical().terms) == 1.0
+    assert numerically_equivalent(double, double.canonical())
 
 
 def test_term_order_does_not_change_hash() -> None:

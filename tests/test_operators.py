@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 import random
+from dataclasses import fields
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from evoopt.campaign.config import CampaignConfig, ConfigError, load_config, parse_config
 from evoopt.genome import MAX_TERMS, Genome, seed_genome, seed_names
 from evoopt.genome.genome import STATE_SLOTS
 from evoopt.genome.primitives import LR
@@ -18,11 +22,17 @@ from evoopt.strategy.operators import (
     CROSSOVER_SLOTS,
     DEFAULT_MUTATION_RATES,
     OPERATORS,
+    STRUCTURAL_OPERATORS,
+    MutationOperator,
     applicable_operators,
     crossover,
     mutate,
     mutate_op,
+    resolve_rates,
 )
+from evoopt.strategy.strategy import Strategy, StrategyConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 seeds = st.integers(0, 2**32 - 1)
@@ -32,6 +42,11 @@ GENOMES = {name: seed_genome(name) for name in SEEDS}
 
 def rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+def only(*names: str) -> dict[str, float]:
+    """Rates that switch every operator off but ``names`` (rates merge with the defaults)."""
+    return {n: float(n in names) for n in OPERATORS}
 
 
 def any_genome(seed: int, which: int) -> Genome:
@@ -371,7 +386,7 @@ def test_rates_select_operators() -> None:
     for name in OPERATORS:
         if name not in applicable_operators(g):
             continue
-        m = mutate_op(g, rng(1), {name: 1.0})
+        m = mutate_op(g, rng(1), only(name))
         assert m.operator == name
         CHECKS[name](g, m.child, m.change)
     counts: dict[str, int] = {}
@@ -384,15 +399,33 @@ def test_rates_select_operators() -> None:
 
 
 def test_bad_rates_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown mutation operator"):
+    with pytest.raises(ValueError, match="unknown mutation operator.*teleport.*choose among: "
+                                         "perturb_hparam, add_term"):
         mutate(GENOMES["adam"], rng(0), {"teleport": 1.0})
+    with pytest.raises(ValueError, match="teleport"):
+        mutate_op(GENOMES["adam"], rng(0), {"teleport": 1.0, "add_term": 1.0})
     with pytest.raises(ValueError, match="≥ 0"):
         mutate(GENOMES["adam"], rng(0), {"add_term": -1.0})
+    with pytest.raises(ValueError, match="every mutation rate is 0"):
+        mutate_op(GENOMES["adam"], rng(0), {n: 0 for n in OPERATORS})
+    with pytest.raises(ValueError, match="max_terms"):
+        mutate_op(GENOMES["adam"], rng(0), max_terms=MAX_TERMS + 1)
+
+
+def test_rates_merge_with_the_defaults() -> None:
+    assert resolve_rates(None) == resolve_rates({}) == dict(DEFAULT_MUTATION_RATES)
+    merged = resolve_rates({"add_term": 0, "toggle_clip": 2.5})
+    assert merged == dict(DEFAULT_MUTATION_RATES) | {"add_term": 0.0, "toggle_clip": 2.5}
+    g = GENOMES["adam"]
+    assert mutate_op(g, rng(5), {}) == mutate_op(g, rng(5), None) == mutate_op(g, rng(5))
+    r = rng(6)
+    ops = {mutate_op(g, r, {"add_term": 0}).operator for _ in range(200)}
+    assert "add_term" not in ops and len(ops & set(STRUCTURAL_OPERATORS)) >= 5
 
 
 def test_only_inapplicable_rates_fall_back_to_perturbation() -> None:
     g = GENOMES["sgd-momentum"]
-    for rates in ({"remove_term": 1.0}, {"remove_term": 1.0, "perturb_hparam": 0.0}, {}):
+    for rates in (only("remove_term"), only("remove_term", "change_normalization")):
         m = mutate_op(g, rng(0), rates)
         assert m.operator == "perturb_hparam"
         assert_valid(m.child)
@@ -414,3 +447,96 @@ def test_no_global_rng_is_used() -> None:
     new_np = np.random.get_state()  # noqa: NPY002
     assert new_np[0] == np_state[0] and np.array_equal(new_np[1], np_state[1])
     assert new_np[2:] == np_state[2:]
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry, structural share of shipped campaigns, config validation, max_terms.
+def test_registry_is_consistent() -> None:
+    assert list(DEFAULT_MUTATION_RATES) == list(OPERATORS)
+    for name, op in OPERATORS.items():
+        assert isinstance(op, MutationOperator) and op.name == name
+        assert op.doc.strip() and op.doc == inspect.cleandoc(op.apply.__doc__)
+        assert DEFAULT_MUTATION_RATES[name] == op.default_rate > 0
+    assert "perturb_hparam" not in STRUCTURAL_OPERATORS
+    assert set(STRUCTURAL_OPERATORS) == set(OPERATORS) - {"perturb_hparam"}
+    assert all(OPERATORS[n].structural for n in STRUCTURAL_OPERATORS)
+    with pytest.raises(TypeError):
+        DEFAULT_MUTATION_RATES["add_term"] = 1.0  # type: ignore[index]
+    structural = sum(DEFAULT_MUTATION_RATES[n] for n in STRUCTURAL_OPERATORS)
+    assert structural >= 0.5 * sum(DEFAULT_MUTATION_RATES.values())
+
+
+def _strategy_like_the_runner(cfg: CampaignConfig) -> Strategy:
+    """The strategy the runner builds from ``cfg`` (StrategyConfig fields share its names)."""
+    names = {f.name for f in fields(StrategyConfig)}
+    shared = {f.name: getattr(cfg, f.name) for f in fields(CampaignConfig) if f.name in names}
+    assert {"mutation_rates", "max_terms", "population", "crossover_rate"} <= set(shared)
+    shared["mutation_rates"] = dict(shared["mutation_rates"])
+    return Strategy(StrategyConfig(**shared), seeds=[seed_genome(s) for s in cfg.seeds],
+                    rng_seed=cfg.seed)
+
+
+def _assert_structure_is_searched(cfg: CampaignConfig, draws: int = 150) -> None:
+    strategy = _strategy_like_the_runner(cfg)
+    scfg = strategy.config
+    counts: dict[str, int] = {}
+    for k in range(draws):
+        parent = strategy.seeds[k % len(strategy.seeds)]
+        m = mutate_op(parent, strategy.rng, scfg.mutation_rates, scfg.max_terms)
+        counts[m.operator] = counts.get(m.operator, 0) + 1
+    structural = {n: c for n, c in counts.items() if n in STRUCTURAL_OPERATORS}
+    assert sum(structural.values()) >= 0.3 * draws, counts
+    assert len(structural) >= 5, counts
+
+
+def test_default_campaign_mutates_structure() -> None:
+    cfg = CampaignConfig(name="t")
+    assert cfg.seeds == ("adam", "adan")
+    _assert_structure_is_searched(cfg)
+
+
+def test_quickstart_campaign_mutates_structure() -> None:
+    _assert_structure_is_searched(load_config(ROOT / "experiments" / "quickstart.toml"))
+
+
+def test_config_refuses_unknown_operators_and_all_zero_rates() -> None:
+    def parse(rates: dict) -> CampaignConfig:
+        return parse_config({"campaign": {"name": "t"}, "variation": {"mutation_rates": rates}})
+
+    with pytest.raises(ConfigError, match=r"variation\.mutation_rates\.teleport: unknown "
+                                          r"mutation operator \(allowed: perturb_hparam, "):
+        parse({"teleport": 1.0})
+    with pytest.raises(ConfigError, match=r"variation\.mutation_rates: every operator's rate is 0"):
+        parse({n: 0 for n in OPERATORS})
+    with pytest.raises(ConfigError, match=r"variation\.mutation_rates\.add_term"):
+        parse({"add_term": float("inf")})
+    cfg = parse({"perturb_hparam": 0, "add_term": 0.5})
+    assert resolve_rates(cfg.mutation_rates)["perturb_hparam"] == 0
+
+
+def test_max_terms_bounds_mutation_and_crossover() -> None:
+    g = GENOMES["adan"]
+    assert len(g.terms) == 2
+    partners = [GENOMES[n] for n in SEEDS] + [random_genome(rng(s)) for s in range(10)]
+    r = rng(11)
+    chain = g
+    for k in range(300):
+        child, _ = mutate(g, r, {"add_term": 1.0}, max_terms=2)
+        assert len(child.terms) <= 2
+        chain, _ = mutate(chain, r, only("add_term", "swap_term_kind", "perturb_hparam"),
+                          max_terms=2)
+        assert len(chain.terms) <= 2
+        child, _ = crossover(g, partners[k % len(partners)], r, max_terms=2)
+        assert len(child.terms) <= 2
+        assert_valid(child)
+    one = GENOMES["sgd-momentum"]
+    assert len(one.terms) == 1
+    assert "add_term" in applicable_operators(one)
+    assert "add_term" not in applicable_operators(one, max_terms=1)
+    for seed in range(30):
+        m = mutate_op(one, rng(seed), only("add_term", "change_schedule"), max_terms=1)
+        assert m.operator != "add_term" and len(m.child.terms) == 1
+        child, change = OPERATORS["add_term"](one, rng(seed), max_terms=1)
+        check_perturb_hparam(one, child, change)  # falls back to a perturbation
+        child, _ = crossover(g, random_genome(rng(seed)), rng(seed), max_terms=1)
+        assert len(child.terms) == 1

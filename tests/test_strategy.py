@@ -8,6 +8,7 @@ import math
 import pytest
 
 from evoopt.genome import seed_genome
+from evoopt.strategy.operators import OPERATORS
 from evoopt.strategy.strategy import Strategy, StrategyConfig
 
 SEEDS = [seed_genome(n) for n in ("adam", "adan", "lion")]
@@ -50,8 +51,54 @@ def test_lineage_fields_and_seeds() -> None:
     strategy.tell([(c.uid, score(c.genome)) for c in batch])
     children = strategy.ask()
     known = {m.uid for m in strategy.population}
-    assert all(set(c.parents) <= known and c.operator in
-               ("mutation", "crossover", "crossover+mutation") and c.change for c in children)
+    operators = set(OPERATORS) | {"crossover"} | {f"crossover+{op}" for op in OPERATORS}
+    assert all(set(c.parents) <= known and c.operator in operators and c.change
+               for c in children)
+
+
+def test_new_structures_are_screened_at_several_lrs() -> None:
+    """Lion's practice: a structure first proposed is also tried at each lr_screen multiple;
+    a structure seen before is proposed once."""
+    config = StrategyConfig(population=16, selection="regularized", elitism=0,
+                            lr_screen=(1 / 3, 3.0))
+    strategy = Strategy(config, SEEDS, rng_seed=5)
+    seen_structures: set[str] = set()
+    screened = 0
+    for _ in range(4):
+        batch = strategy.ask()
+        by_structure: dict[str, list] = {}
+        for c in batch:
+            by_structure.setdefault(c.genome.structure, []).append(c)
+        for structure, group in by_structure.items():
+            if structure in seen_structures or any(c.operator == "seed" for c in group):
+                assert not any(c.change.endswith(("lr ×0.333333", "lr ×3")) for c in group
+                               if c.operator != "lr_screen")
+                seen_structures.add(structure)
+                continue
+            lrs = sorted(c.genome.lr for c in group)
+            if len(lrs) == 3:  # the child and its two screened siblings (room permitting)
+                screened += 1
+                assert lrs[0] == pytest.approx(lrs[1] / 3) and lrs[2] == pytest.approx(3 * lrs[1])
+                assert len({c.parents for c in group}) == 1
+            seen_structures.add(structure)
+        strategy.tell([(c.uid, score(c.genome)) for c in batch])
+    assert screened >= 5
+    seeds_screened = [c for c in Strategy(config, SEEDS, rng_seed=5).ask()
+                      if c.operator == "lr_screen"]
+    assert len(seeds_screened) == 2 * len(SEEDS)
+
+
+def test_children_are_canonical() -> None:
+    """Children come in canonical form (largest |weight| 1, folded into lr): one optimizer,
+    one genome, so search and dedupe see one thing."""
+    strategy = Strategy(StrategyConfig(population=12), SEEDS, rng_seed=2)
+    for _ in range(3):
+        batch = strategy.ask()
+        for c in batch:
+            if c.operator != "seed":
+                assert c.genome == c.genome.canonical()
+                assert max(abs(t["weight"]) for t in c.genome.terms) == 1.0
+        strategy.tell([(c.uid, score(c.genome)) for c in batch])
 
 
 def test_elites_survive_and_fitness_improves() -> None:

@@ -4,7 +4,8 @@ Layout::
 
     [campaign]   name, seed, population, generations, max_evaluations, seeds (genome names/files)
     [selection]  method = "tournament" | "regularized", tournament_size, elitism
-    [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms
+    [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms,
+                 lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure)
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
     [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool,
@@ -14,11 +15,15 @@ Layout::
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import tomllib
+
+from evoopt.genome import MAX_TERMS
+from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
 
 REQUIRED_SEEDS = ("adam", "adan")
 
@@ -47,8 +52,9 @@ class CampaignConfig:
     tournament_size: int = 3
     elitism: int = 2
     crossover_rate: float = 0.3
-    mutation_rates: dict[str, float] = field(default_factory=dict)
-    max_terms: int = 4
+    mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
+    max_terms: int = MAX_TERMS
+    lr_screen: tuple[float, ...] = ()
     task: str = "cifar10-cpu"
     split: str = "val"
     task_overrides: dict[str, Any] = field(default_factory=dict)
@@ -72,8 +78,10 @@ class CampaignConfig:
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
         d = dict(d)
         d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
-        for key in ("seeds", "final_seeds", "final_compare", "final_tuned", "final_lr_grid"):
-            d[key] = tuple(d[key])
+        for key in ("seeds", "final_seeds", "final_compare", "final_tuned", "final_lr_grid",
+                    "lr_screen"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -85,7 +93,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "selection": {"method": ("selection", str), "tournament_size": ("tournament_size", int),
                   "elitism": ("elitism", int)},
     "variation": {"crossover_rate": ("crossover_rate", (int, float)),
-                  "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int)},
+                  "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int),
+                  "lr_screen": ("lr_screen", list)},
     "fitness": {"task": ("task", str), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
@@ -159,6 +168,13 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     for key in ("seeds", "final_compare", "final_tuned"):
         if key in values:
             values[key] = tuple(values[key])
+    if "lr_screen" in values:
+        factors = values["lr_screen"]
+        if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f != 1
+                   and f < 1e3 for f in factors):
+            raise ConfigError(f"variation.lr_screen: expected lr multipliers > 0 other than 1, "
+                              f"got {factors!r}")
+        values["lr_screen"] = tuple(float(f) for f in factors)
     if "final_lr_grid" in values:
         grid = values["final_lr_grid"]
         if not grid or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
@@ -191,7 +207,8 @@ def _check_ranges(v: dict[str, Any]) -> None:
          f"must be in [0, population={pop})")
     need("crossover_rate", "variation.crossover_rate", 0.0 <= v.get("crossover_rate", 0) <= 1.0,
          "must be in [0, 1]")
-    need("max_terms", "variation.max_terms", 1 <= v.get("max_terms", 1) <= 4, "must be in [1, 4]")
+    need("max_terms", "variation.max_terms", 1 <= v.get("max_terms", 1) <= MAX_TERMS,
+         f"must be in [1, {MAX_TERMS}]")
     need("split", "fitness.split", v.get("split") == "val",
          '"val" only: the test split is for final reports (final.test_split)')
     need("final_top_k", "final.top_k", v.get("final_top_k", 1) >= 1, "must be ≥ 1")
@@ -211,8 +228,15 @@ def _check_ranges(v: dict[str, Any]) -> None:
                               f"(missing: {', '.join(missing)})")
     if "mutation_rates" in v:
         for k, w in v["mutation_rates"].items():
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or w < 0:
+            if k not in OPERATORS:
+                raise ConfigError(f"variation.mutation_rates.{k}: unknown mutation operator "
+                                  f"(allowed: {', '.join(OPERATORS)})")
+            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (
+                    math.isfinite(w) and w >= 0):
                 raise ConfigError(f"variation.mutation_rates.{k}: expected a weight ≥ 0, got {w!r}")
+        if not any((dict(DEFAULT_MUTATION_RATES) | v["mutation_rates"]).values()):
+            raise ConfigError("variation.mutation_rates: every operator's rate is 0 once merged "
+                              "with the defaults; give at least one a positive weight")
 
 
 def _parse_stages(raw: Any) -> tuple[Stage, ...]:

@@ -128,7 +128,8 @@ class CampaignRunner:
         scfg = StrategyConfig(population=cfg.population, selection=cfg.selection,
                               tournament_size=cfg.tournament_size, elitism=cfg.elitism,
                               crossover_rate=cfg.crossover_rate,
-                              mutation_rates=dict(cfg.mutation_rates))
+                              mutation_rates=dict(cfg.mutation_rates),
+                              max_terms=cfg.max_terms, lr_screen=tuple(cfg.lr_screen))
         state = self.store.get_meta("strategy_state")
         if state is not None:
             return Strategy.from_state(scfg, self.seeds, state)

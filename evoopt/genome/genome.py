@@ -187,7 +187,10 @@ class Genome:
 
         Terms of the same kind, normalization and hyperparameters are merged by summing weights
         (``0.41·sign(g) + 0.32·sign(g)`` becomes ``0.73·sign(g)``); state and decay that no
-        remaining term needs are removed; name and description are cleared.
+        remaining term needs are removed; name and description are cleared. Only ``lr·w`` acts,
+        so the scale is fixed: the largest |weight| becomes 1 and its factor moves into ``lr``
+        (and out of the hyperparameters a primitive declares ``lr_scaled``, such as decoupled
+        decay), so "lr 1e-3, weight 4" and "lr 4e-3, weight 1" are one optimizer, one hash.
         """
         merged: dict[tuple, float] = {}
         for t in self.terms:
@@ -202,7 +205,7 @@ class Genome:
         used = set().union(*(t.primitive.uses for t in terms))
         normalized = any(t.get("normalize") for t in terms)
         wd = self.weight_decay
-        return Genome(
+        return _fold_scale(Genome(
             lr=self.lr,
             terms=terms,
             schedule=self.schedule,
@@ -211,12 +214,27 @@ class Genome:
             momentum=self.momentum if "momentum" in used else None,
             grad_diff=self.grad_diff if "grad_diff" in used else None,
             second_moment=self.second_moment if normalized else None,
-        )
+        ))
 
     @property
     def hash(self) -> str:
         """Stable content hash (16 hex digits) of the canonical form."""
         text = json.dumps(self.canonical().to_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def structure(self) -> str:
+        """16-hex hash of the canonical form's structure: the kinds of its tables and terms and
+        their switches (normalize, bias correction), without any number. Genomes that differ
+        only in lr, betas, weights or decay values share it."""
+        def shape(block: Block) -> dict[str, Any]:
+            return {"kind": block.kind, **{k: v for k, v in block.values if isinstance(v, bool)}}
+
+        c = self.canonical()
+        layout = {slot: shape(getattr(c, slot)) for slot in BLOCK_SLOTS
+                  if getattr(c, slot) is not None}
+        layout["terms"] = [shape(t) for t in c.terms]
+        text = json.dumps(layout, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -309,6 +327,35 @@ class Genome:
         if self.has_schedule:
             notes.append(self.schedule.primitive.describe(dict(self.schedule.values)))
         return f"{rule}; " + ", ".join(notes)
+
+
+def _fold_scale(g: Genome) -> Genome:
+    """``g`` with its largest |term weight| folded into lr; ``g`` itself when the folded values
+    would leave their valid ranges (the scale is then kept where it is)."""
+    scale = max(abs(float(t["weight"])) for t in g.terms)
+    if scale == 1.0:
+        return g
+    try:
+        lr = LR.check(_round(g.lr * scale), "lr")
+        terms = tuple(t.replace(weight=_round(float(t["weight"]) / scale)) for t in g.terms)
+        blocks = {}
+        for slot in BLOCK_SLOTS:
+            block = getattr(g, slot)
+            if block is not None and block.primitive.lr_scaled:
+                spec = block.primitive
+                blocks[slot] = block.replace(**{
+                    name: spec.hparam(name).check(_round(float(block[name]) / scale),
+                                                  f"{slot}.{name}")
+                    for name in spec.lr_scaled})
+    except GenomeError:
+        return g
+    return replace(g, lr=lr, terms=terms, **blocks)
+
+
+def _round(x: float) -> float:
+    """12 significant digits: folding a scale must not split one optimizer over hashes by an ulp
+    (a relative change of at most 5e-13, far below what any trajectory can show)."""
+    return float(f"{x:.12g}")
 
 
 def _term_key(item: tuple[tuple[str, tuple], float]) -> tuple:

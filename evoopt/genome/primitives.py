@@ -171,6 +171,9 @@ class Primitive:
     hparams: tuple[HParam, ...] = ()
     buffers: tuple[str, ...] = ()
     uses: frozenset[str] = frozenset()  # state slots a term reads
+    # hyperparameters that act only through the product lr·x (decay tied to the lr): when the
+    # canonical form folds a scale into lr, these are divided by it so the optimizer is unchanged
+    lr_scaled: tuple[str, ...] = ()
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -283,12 +286,12 @@ register(Primitive(
     emit=lambda b, block, a: b.program.op("add", "grad", "param", out="grad", scalar=a["value"])))
 register(Primitive(
     "weight_decay", "decoupled", "decay", "decoupled (AdamW) decay before the step: p *= 1 − lr·wd",
-    "decoupled wd {value}", (DECAY,),
+    "decoupled wd {value}", (DECAY,), lr_scaled=("value",),
     emit=lambda b, block, a: b.program.op(
         "mul_", "param", scalar=b.program.let("decay_factor", f"1 - {b.lr} * {a['value']}"))))
 register(Primitive(
     "weight_decay", "proximal", "proximal", "proximal (Adan) decay after the step: p /= 1 + lr·wd",
-    "proximal wd {value}", (DECAY,),
+    "proximal wd {value}", (DECAY,), lr_scaled=("value",),
     emit=lambda b, block, a: b.program.op(
         "div_", "param", scalar=b.program.let("decay_divisor", f"1 + {b.lr} * {a['value']}"))))
 

@@ -13,6 +13,12 @@ they no longer use, and every child is round-tripped through :meth:`Genome.from_
 checks each hyperparameter against its valid bounds. An operator that does not apply to a genome
 (removing the only term, ...) or keeps failing falls back to a plain hyperparameter perturbation.
 
+Each mutation operator is registered once, with :func:`mutation_operator`, on its implementation:
+its name, default rate, applicability predicate, whether it changes the genome's structure, and
+its docstring as documentation. :data:`OPERATORS` is that registry; :data:`DEFAULT_MUTATION_RATES`
+and :data:`STRUCTURAL_OPERATORS` are derived from it. A campaign's rates are merged with the
+defaults by :func:`resolve_rates`, so an empty table means the defaults, not "perturb only".
+
 DEAP's variation helpers (``cxUniform``, ``mutPolynomialBounded``) draw from the global
 :mod:`random` module, so they are deliberately not used here; the equivalent per-slot coin flips
 and Gaussian steps on each hyperparameter's search scale use the explicit generator instead.
@@ -21,9 +27,11 @@ and Gaussian steps on each hyperparameter's search scale use the explicit genera
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 import numpy as np
 
@@ -35,25 +43,18 @@ __all__ = [
     "CROSSOVER_SLOTS",
     "DEFAULT_MUTATION_RATES",
     "OPERATORS",
+    "STRUCTURAL_OPERATORS",
+    "WEIGHT_DECAY_MODES",
     "Mutation",
-    "add_term",
+    "MutationOperator",
     "applicable_operators",
-    "change_normalization",
-    "change_schedule",
-    "change_weight_decay",
     "crossover",
     "mutate",
     "mutate_op",
-    "perturb_hparam_op",
-    "remove_term",
-    "swap_term_kind",
-    "toggle_bias_correction",
-    "toggle_clip",
-    "toggle_normalize",
-    "WEIGHT_DECAY_MODES",
+    "mutation_operator",
+    "resolve_rates",
 ]
 
-Operator = Callable[[Genome, np.random.Generator], tuple[Genome, str]]
 
 #: Slots a crossover picks from one parent or the other, besides ``lr`` and the terms.
 CROSSOVER_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
@@ -161,8 +162,66 @@ def _safe_hash(g: Genome) -> str | None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Operators. Each ``_op`` returns None when it does not apply to the genome.
+# Registry. One registration per operator: name, implementation, applicability, default rate,
+# documentation (the function's docstring) and whether it changes the genome's structure.
+Impl = Callable[[Genome, np.random.Generator], tuple[Genome, str] | None]
+Applies = Callable[[Genome, int], bool]  # (genome, max_terms) -> does the operator apply?
+
+
+def _always(genome: Genome, max_terms: int) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class MutationOperator:
+    """A registered mutation operator; calling it gives ``(child, change)``.
+
+    ``apply(genome, rng)`` is the raw implementation: it assumes ``applies(genome, max_terms)``
+    and may return None or raise :class:`GenomeError`. Calling the operator
+    (``op(genome, rng, max_terms=...)``) wraps it: bounded retries, validation of the child, and
+    a fallback to a hyperparameter perturbation when the operator does not apply.
+    """
+
+    name: str
+    apply: Impl
+    applies: Applies
+    default_rate: float
+    doc: str
+    structural: bool = True
+
+    def __call__(self, genome: Genome, rng: np.random.Generator,
+                 max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
+        return _run(self, genome, rng, max_terms)
+
+
+#: Every mutation operator by name (registration order): ``OPERATORS[name](genome, rng)``.
+OPERATORS: dict[str, MutationOperator] = {}
+
+
+def mutation_operator(name: str, *, default_rate: float, structural: bool = True,
+                      applies: Applies = _always) -> Callable[[Impl], Impl]:
+    """Register the decorated function as mutation operator ``name``; its docstring is the doc."""
+    if not (math.isfinite(default_rate) and default_rate >= 0):
+        raise ValueError(f"{name}: default_rate must be a finite number ≥ 0, got {default_rate!r}")
+
+    def register(impl: Impl) -> Impl:
+        if name in OPERATORS:
+            raise ValueError(f"mutation operator {name!r} is registered twice")
+        if not impl.__doc__:
+            raise ValueError(f"mutation operator {name!r} needs a docstring")
+        OPERATORS[name] = MutationOperator(name, impl, applies, float(default_rate),
+                                           inspect.cleandoc(impl.__doc__), structural)
+        return impl
+
+    return register
+
+
+# ----------------------------------------------------------------------------------------------
+# Operators. Each ``_op`` may assume its ``applies`` predicate holds (and may still return None).
+@mutation_operator("perturb_hparam", default_rate=0.35, structural=False)
 def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Perturb one float hyperparameter (lr included), chosen uniformly among all of the
+    genome's, by a Gaussian step on its declared scale, bounded by its search and valid ranges."""
     candidates = _float_hparams(g)
     path, slot, index, h = candidates[int(rng.integers(len(candidates)))]
     parts = _parts(g)
@@ -184,9 +243,10 @@ def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
     return Genome(**parts), f"{path} {_arrow(old, new)}"
 
 
-def _add_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
-    if len(g.terms) >= MAX_TERMS:
-        return None
+@mutation_operator("add_term", default_rate=0.10,
+                   applies=lambda g, max_terms: len(g.terms) < max_terms)
+def _add_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Append a random term (up to max_terms); complete() adds the state it needs."""
     term = random_block("terms", rng)
     parts = _parts(g)
     parts["terms"] = (*g.terms, term)
@@ -194,9 +254,10 @@ def _add_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
     return child, f"+term {_term_label(term)}{_state_changes(g, child)}"
 
 
-def _remove_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
-    if len(g.terms) < 2:
-        return None
+@mutation_operator("remove_term", default_rate=0.06,
+                   applies=lambda g, max_terms: len(g.terms) >= 2)
+def _remove_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Remove a random term (keeping at least one); unused state is dropped."""
     i = int(rng.integers(len(g.terms)))
     parts = _parts(g)
     parts["terms"] = g.terms[:i] + g.terms[i + 1:]
@@ -204,7 +265,10 @@ def _remove_term(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | No
     return child, f"−terms[{i}] {g.terms[i].kind}{_state_changes(g, child)}"
 
 
-def _swap_term_kind(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("swap_term_kind", default_rate=0.08)
+def _swap_term_kind(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Change one term's kind, keeping its weight (and normalize when the new kind has it);
+    state is completed."""
     i = int(rng.integers(len(g.terms)))
     old = g.terms[i]
     new = _rekind(old, _other_kind("terms", old.kind, rng), rng)
@@ -224,10 +288,12 @@ def _bias_correction_targets(g: Genome) -> list[str]:
     return targets
 
 
-def _toggle_bias_correction(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("toggle_bias_correction", default_rate=0.05,
+                   applies=lambda g, max_terms: bool(_bias_correction_targets(g)))
+def _toggle_bias_correction(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Flip bias_correction of the momentum or grad_diff EMA, or swap the second moment
+    adam↔rmsprop."""
     targets = _bias_correction_targets(g)
-    if not targets:
-        return None
     slot = targets[int(rng.integers(len(targets)))]
     block: Block = getattr(g, slot)
     parts = _parts(g)
@@ -240,10 +306,15 @@ def _toggle_bias_correction(g: Genome, rng: np.random.Generator) -> tuple[Genome
     return Genome(**parts), f"{slot}.bias_correction {_arrow(old, not old)}"
 
 
-def _toggle_normalize(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
-    indices = [i for i, t in enumerate(g.terms) if "normalize" in dict(t.values)]
-    if not indices:
-        return None
+def _normalizable(g: Genome) -> list[int]:
+    return [i for i, t in enumerate(g.terms) if "normalize" in dict(t.values)]
+
+
+@mutation_operator("toggle_normalize", default_rate=0.05,
+                   applies=lambda g, max_terms: bool(_normalizable(g)))
+def _toggle_normalize(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Flip one term's normalize flag (adding or dropping the second moment as needed)."""
+    indices = _normalizable(g)
     i = indices[int(rng.integers(len(indices)))]
     term = g.terms[i]
     old = bool(term["normalize"])
@@ -253,17 +324,21 @@ def _toggle_normalize(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]
     return child, f"terms[{i}].normalize {_arrow(old, not old)}{_state_changes(g, child)}"
 
 
-def _change_normalization(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("change_normalization", default_rate=0.05,
+                   applies=lambda g, max_terms: g.second_moment is not None)
+def _change_normalization(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Change the second moment's kind among adam/rmsprop/adan, keeping beta and eps."""
     block = g.second_moment
-    if block is None:
-        return None
+    assert block is not None
     kind = _other_kind("second_moment", block.kind, rng)
     parts = _parts(g)
     parts["second_moment"] = _rekind(block, kind, rng)
     return Genome(**parts), f"second_moment {block.kind}→{kind}"
 
 
-def _change_schedule(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("change_schedule", default_rate=0.10)
+def _change_schedule(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Change the lr schedule's kind, keeping the hyperparameters both share."""
     old = g.schedule
     kind = _other_kind("schedule", old.kind, rng)
     parts = _parts(g)
@@ -272,7 +347,10 @@ def _change_schedule(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] 
     return Genome(**parts), f"schedule {old.kind}→{kind}" + (f" ({shown})" if shown else "")
 
 
-def _change_weight_decay(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("change_weight_decay", default_rate=0.10)
+def _change_weight_decay(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Change the weight-decay mode among none/coupled/decoupled/proximal, keeping the value
+    (sampling one when decay is added)."""
     old = g.weight_decay
     current = "none" if old is None else old.kind
     mode = _other_kind("weight_decay", current, rng, among=WEIGHT_DECAY_MODES)
@@ -288,7 +366,9 @@ def _change_weight_decay(g: Genome, rng: np.random.Generator) -> tuple[Genome, s
     return Genome(**parts), f"weight_decay {current}→{mode} ({_fmt(new['value'])})"
 
 
-def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | None:
+@mutation_operator("toggle_clip", default_rate=0.06)
+def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Add global-norm gradient clipping (sampled max_norm) or remove it."""
     parts = _parts(g)
     if g.clip is not None:
         parts["clip"] = None
@@ -297,122 +377,66 @@ def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str] | No
     return Genome(**parts), f"+clip ({new.kind}, max_norm={_fmt(new['max_norm'])})"
 
 
-_IMPLS: dict[str, Callable[[Genome, np.random.Generator], tuple[Genome, str] | None]] = {
-    "perturb_hparam": _perturb,
-    "add_term": _add_term,
-    "remove_term": _remove_term,
-    "swap_term_kind": _swap_term_kind,
-    "toggle_bias_correction": _toggle_bias_correction,
-    "toggle_normalize": _toggle_normalize,
-    "change_normalization": _change_normalization,
-    "change_schedule": _change_schedule,
-    "change_weight_decay": _change_weight_decay,
-    "toggle_clip": _toggle_clip,
-}
-
-_APPLIES: dict[str, Callable[[Genome], bool]] = {
-    "perturb_hparam": lambda g: True,
-    "add_term": lambda g: len(g.terms) < MAX_TERMS,
-    "remove_term": lambda g: len(g.terms) >= 2,
-    "swap_term_kind": lambda g: True,
-    "toggle_bias_correction": lambda g: bool(_bias_correction_targets(g)),
-    "toggle_normalize": lambda g: any("normalize" in dict(t.values) for t in g.terms),
-    "change_normalization": lambda g: g.second_moment is not None,
-    "change_schedule": lambda g: True,
-    "change_weight_decay": lambda g: True,
-    "toggle_clip": lambda g: True,
-}
-
-#: Relative rates of the mutation operators (normalized over those that apply to a genome).
-DEFAULT_MUTATION_RATES: dict[str, float] = {
-    "perturb_hparam": 0.40,
-    "add_term": 0.07,
-    "remove_term": 0.07,
-    "swap_term_kind": 0.08,
-    "toggle_bias_correction": 0.05,
-    "toggle_normalize": 0.06,
-    "change_normalization": 0.05,
-    "change_schedule": 0.07,
-    "change_weight_decay": 0.08,
-    "toggle_clip": 0.07,
-}
+#: Default relative rates of the operators, derived from their registrations (read-only).
+DEFAULT_MUTATION_RATES: Mapping[str, float] = MappingProxyType(
+    {name: op.default_rate for name, op in OPERATORS.items()})
+#: Names of the operators that change a genome's structure (all but ``perturb_hparam``).
+STRUCTURAL_OPERATORS: tuple[str, ...] = tuple(n for n, op in OPERATORS.items() if op.structural)
 
 
-def _run(name: str, g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-    """Apply operator ``name`` (bounded retries), falling back to a hyperparameter perturbation."""
-    impl = _IMPLS[name]
-    for _ in range(_TRIES):
-        try:
-            out = impl(g, rng)
-            if out is None:  # does not apply to this genome
-                break
-            return _valid(out[0]), out[1]
-        except GenomeError:
-            continue
+def _check_max_terms(max_terms: int) -> None:
+    if isinstance(max_terms, bool) or not isinstance(max_terms, int) or not (
+            1 <= max_terms <= MAX_TERMS):
+        raise ValueError(f"max_terms must be an integer in [1, {MAX_TERMS}], got {max_terms!r}")
+
+
+def _run(op: MutationOperator, g: Genome, rng: np.random.Generator,
+         max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
+    """Apply ``op`` (bounded retries), falling back to a hyperparameter perturbation."""
+    _check_max_terms(max_terms)
+    if op.applies(g, max_terms):
+        for _ in range(_TRIES):
+            try:
+                out = op.apply(g, rng)
+                if out is None:  # does not apply to this genome after all
+                    break
+                return _valid(out[0]), out[1]
+            except GenomeError:
+                continue
     for _ in range(_TRIES):
         try:
             child, change = _perturb(g, rng)
             return _valid(child), change
         except GenomeError:
             continue
-    raise GenomeError(f"{name}: no valid variation of genome {g.formula()}")
+    raise GenomeError(f"{op.name}: no valid variation of genome {g.formula()}")
 
 
-def _public(name: str) -> Operator:
-    def op(genome: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-        return _run(name, genome, rng)
-
-    op.__name__ = op.__qualname__ = name
-    op.__doc__ = f"The ``{name}`` mutation operator: returns ``(child, change)``."
-    return op
-
-
-perturb_hparam_op = _public("perturb_hparam")
-perturb_hparam_op.__doc__ = (
-    "Perturb one float hyperparameter (lr included), chosen uniformly among all of the genome's, "
-    "by a Gaussian step on its declared scale, bounded by its search and valid ranges.")
-add_term = _public("add_term")
-add_term.__doc__ = "Append a random term (up to MAX_TERMS); complete() adds the state it needs."
-remove_term = _public("remove_term")
-remove_term.__doc__ = "Remove a random term (keeping at least one); unused state is dropped."
-swap_term_kind = _public("swap_term_kind")
-swap_term_kind.__doc__ = ("Change one term's kind, keeping its weight (and normalize when the new "
-                          "kind has it); state is completed.")
-toggle_bias_correction = _public("toggle_bias_correction")
-toggle_bias_correction.__doc__ = ("Flip bias_correction of the momentum or grad_diff EMA, or swap "
-                                  "the second moment adam↔rmsprop.")
-toggle_normalize = _public("toggle_normalize")
-toggle_normalize.__doc__ = ("Flip one term's normalize flag (adding or dropping the second moment "
-                            "as needed).")
-change_normalization = _public("change_normalization")
-change_normalization.__doc__ = ("Change the second moment's kind among adam/rmsprop/adan, keeping "
-                                "beta and eps.")
-change_schedule = _public("change_schedule")
-change_schedule.__doc__ = "Change the lr schedule's kind, keeping the hyperparameters both share."
-change_weight_decay = _public("change_weight_decay")
-change_weight_decay.__doc__ = ("Change the weight-decay mode among none/coupled/decoupled/"
-                               "proximal, keeping the value (sampling one when decay is added).")
-toggle_clip = _public("toggle_clip")
-toggle_clip.__doc__ = "Add global-norm gradient clipping (sampled max_norm) or remove it."
-
-#: Every mutation operator by name: ``op(genome, rng) -> (child, change)``.
-OPERATORS: dict[str, Operator] = {
-    "perturb_hparam": perturb_hparam_op,
-    "add_term": add_term,
-    "remove_term": remove_term,
-    "swap_term_kind": swap_term_kind,
-    "toggle_bias_correction": toggle_bias_correction,
-    "toggle_normalize": toggle_normalize,
-    "change_normalization": change_normalization,
-    "change_schedule": change_schedule,
-    "change_weight_decay": change_weight_decay,
-    "toggle_clip": toggle_clip,
-}
-
-
-def applicable_operators(genome: Genome) -> list[str]:
+def applicable_operators(genome: Genome, max_terms: int = MAX_TERMS) -> list[str]:
     """Names of the operators that apply to ``genome`` (the others fall back to a perturbation)."""
-    return [name for name in OPERATORS if _APPLIES[name](genome)]
+    return [name for name, op in OPERATORS.items() if op.applies(genome, max_terms)]
+
+
+def resolve_rates(config_rates: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The operators' rates: :data:`DEFAULT_MUTATION_RATES` updated by ``config_rates``.
+
+    A config reweights an operator or switches it off with 0; ``None`` and ``{}`` both mean the
+    defaults. Unknown operator names, negative or non-finite rates, and rates that are all zero
+    raise :class:`ValueError`.
+    """
+    config_rates = dict(config_rates or {})
+    unknown = sorted(set(config_rates) - set(OPERATORS))
+    if unknown:
+        raise ValueError(f"unknown mutation operator(s) {', '.join(unknown)} "
+                         f"(choose among: {', '.join(OPERATORS)})")
+    for name, rate in config_rates.items():
+        if isinstance(rate, bool) or not (isinstance(rate, (int, float))
+                                          and math.isfinite(rate) and rate >= 0):
+            raise ValueError(f"mutation rate of {name} must be a finite number ≥ 0, got {rate!r}")
+    rates = dict(DEFAULT_MUTATION_RATES) | {k: float(v) for k, v in config_rates.items()}
+    if not any(rates.values()):
+        raise ValueError("every mutation rate is 0: give at least one operator a positive rate")
+    return rates
 
 
 # ----------------------------------------------------------------------------------------------
@@ -426,31 +450,22 @@ class Mutation:
     change: str
 
 
-def _check_rates(rates: Mapping[str, float]) -> None:
-    unknown = sorted(set(rates) - set(OPERATORS))
-    if unknown:
-        raise ValueError(f"unknown mutation operator(s) {', '.join(unknown)} "
-                         f"(choose among: {', '.join(OPERATORS)})")
-    for name, rate in rates.items():
-        if not (isinstance(rate, (int, float)) and math.isfinite(rate) and rate >= 0):
-            raise ValueError(f"mutation rate of {name} must be a finite number ≥ 0, got {rate!r}")
-
-
 def mutate_op(genome: Genome, rng: np.random.Generator,
-              rates: Mapping[str, float] | None = None) -> Mutation:
+              rates: Mapping[str, float] | None = None,
+              max_terms: int = MAX_TERMS) -> Mutation:
     """Like :func:`mutate`, also naming the operator that made the child."""
-    rates = DEFAULT_MUTATION_RATES if rates is None else rates
-    _check_rates(rates)
+    rates = resolve_rates(rates)
+    _check_max_terms(max_terms)
     parent_hash = _safe_hash(genome)
-    names = [n for n in applicable_operators(genome) if rates.get(n, 0.0) > 0]
-    weights = np.array([float(rates[n]) for n in names])
+    names = [n for n in applicable_operators(genome, max_terms) if rates[n] > 0]
+    weights = np.array([rates[n] for n in names])
     if not names:  # no operator with a positive rate applies: perturb a hyperparameter
         names, weights = ["perturb_hparam"], np.ones(1)
     weights = weights / weights.sum()
     first: Mutation | None = None
     for _ in range(_MUTATE_TRIES):
         name = names[int(rng.choice(len(names), p=weights))]
-        child, change = OPERATORS[name](genome, rng)
+        child, change = OPERATORS[name](genome, rng, max_terms)
         result = Mutation(child, name, change)
         child_hash = _safe_hash(child)
         if child_hash is None:
@@ -459,34 +474,37 @@ def mutate_op(genome: Genome, rng: np.random.Generator,
         if child_hash != parent_hash:
             return result
     if first is None:  # no child had a canonical form (all weights zero)
-        child, change = _run("perturb_hparam", genome, rng)
+        child, change = _run(OPERATORS["perturb_hparam"], genome, rng, max_terms)
         first = Mutation(child, "perturb_hparam", change)
     return first
 
 
 def mutate(genome: Genome, rng: np.random.Generator,
-           rates: dict[str, float] | None = None) -> tuple[Genome, str]:
-    """One mutation: an operator drawn by relative ``rates`` (default
-    :data:`DEFAULT_MUTATION_RATES`) among those that apply to ``genome``.
+           rates: Mapping[str, float] | None = None,
+           max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
+    """One mutation: an operator drawn by relative rates (:func:`resolve_rates`: the defaults,
+    updated by ``rates``) among those that apply to ``genome`` with at most ``max_terms`` terms.
 
     Redraws (up to a few times) until the child's canonical hash differs from the parent's;
     returns ``(child, change)``.
     """
-    m = mutate_op(genome, rng, rates)
+    m = mutate_op(genome, rng, rates, max_terms)
     return m.child, m.change
 
 
 # ----------------------------------------------------------------------------------------------
 # Crossover.
-def crossover(a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+def crossover(a: Genome, b: Genome, rng: np.random.Generator,
+              max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
     """Uniform crossover of two genomes; returns ``(child, change)``.
 
     ``lr`` and each table (schedule, clip, weight_decay, momentum, grad_diff, second_moment) come
-    from ``a`` or ``b`` with probability 0.5 each. The terms are a random subset (1..MAX_TERMS) of
+    from ``a`` or ``b`` with probability 0.5 each. The terms are a random subset (1..max_terms) of
     the union of both parents' terms, deduplicated by (kind, normalize). State tables the terms
     need come from the chosen parent, else from the other one; only when neither parent has one
     does :func:`complete` sample it. Tables the terms do not use are dropped.
     """
+    _check_max_terms(max_terms)
     parents = (a, b)
     take = rng.random(1 + len(CROSSOVER_SLOTS)) < 0.5  # True: from parent 2
     parts: _Parts = {"lr": parents[int(take[0])].lr}
@@ -507,13 +525,13 @@ def crossover(a: Genome, b: Genome, rng: np.random.Generator) -> tuple[Genome, s
         p, i, t = pool[int(j)]
         chosen.setdefault((t.kind, bool(t.get("normalize", False))), (p, i, t))
     unique = list(chosen.values())  # in random order
-    n = int(rng.integers(1, min(MAX_TERMS, len(unique)) + 1))
+    n = int(rng.integers(1, min(max_terms, len(unique)) + 1))
     picked = sorted(unique[:n], key=lambda x: (x[0], x[1]))
     parts["terms"] = tuple(t for _, _, t in picked)
     try:
         child = _valid(complete(parts, rng))
     except GenomeError:  # not expected: parents' blocks are valid; keep a valid child anyway
-        return _run("perturb_hparam", a, rng)
+        return _run(OPERATORS["perturb_hparam"], a, rng, max_terms)
 
     terms_a = [f"terms[{i}]" for p, i, _ in picked if p == 0]
     terms_b = [f"terms[{i}]" for p, i, _ in picked if p == 1]

@@ -13,14 +13,18 @@ so tournaments here draw aspirants with ``self.rng`` and let DEAP's ``selBest`` 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from deap import base, tools
 
-from evoopt.genome import Genome
-from evoopt.strategy.operators import crossover, mutate
+from evoopt.genome import Genome, GenomeError
+from evoopt.genome.primitives import MAX_TERMS
+from evoopt.strategy.operators import crossover, mutate_op
+
+_Made = tuple[Genome, str, str]  # (child, what changed, operator)
 
 
 class CampaignFitness(base.Fitness):
@@ -36,7 +40,9 @@ class StrategyConfig:
     tournament_size: int = 3
     elitism: int = 2
     crossover_rate: float = 0.3
-    mutation_rates: dict[str, float] = field(default_factory=dict)
+    mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
+    max_terms: int = MAX_TERMS
+    lr_screen: tuple[float, ...] = ()  # lr multiples also tried for every new structure
 
 
 @dataclass
@@ -46,7 +52,7 @@ class Candidate:
     uid: str
     genome: Genome
     generation: int
-    operator: str  # seed | mutation | crossover | crossover+mutation
+    operator: str  # "seed", a mutation operator's name, "crossover" or "crossover+<mutation>"
     parents: tuple[str, ...] = ()
     change: str = ""
 
@@ -75,7 +81,8 @@ class Strategy:
         self.generation = 0
         self.population: list[Member] = []
         self.pending: dict[str, Candidate] = {}
-        self.seen: set[str] = set()
+        self.seen: set[str] = set()  # canonical hashes ever proposed
+        self.structures: set[str] = set()  # structures ever proposed (Genome.structure)
 
     # -- ask / tell --------------------------------------------------------------------------
     def ask(self) -> list[Candidate]:
@@ -118,20 +125,28 @@ class Strategy:
     def _initial(self) -> list[Candidate]:
         batch = [Candidate(self._uid(i), g, 0, "seed") for i, g in enumerate(self.seeds)]
         self.seen |= {g.hash for g in self.seeds}
+        for i, seed in enumerate(self.seeds):  # a seed's default lr is not tuned for this task
+            made = (seed.canonical(), "", "lr_screen")
+            batch += self._screened(made, (batch[i].uid,), len(batch),
+                                    self.config.population - len(batch), with_itself=False)
         while len(batch) < self.config.population:
             parent = batch[int(self.rng.integers(len(self.seeds)))]
-            child, change = self._novel(lambda p=parent: mutate(p.genome, self.rng,
-                                                                 self.config.mutation_rates))
-            batch.append(Candidate(self._uid(len(batch)), child, 0, "mutation", (parent.uid,),
-                                   change))
+            made = self._novel(lambda p=parent: self._mutation(p.genome))
+            batch += self._screened(made, (parent.uid,), len(batch),
+                                    self.config.population - len(batch))
         return batch
 
     def _offspring(self) -> list[Candidate]:
         p = self.config.population
         n = max(1, p // 2) if self.config.selection == "regularized" else p - self.config.elitism
-        return [self._child(i) for i in range(n)]
+        batch: list[Candidate] = []
+        while len(batch) < n:
+            made, parents = self._child()
+            batch += self._screened(made, parents, len(batch), n - len(batch))
+        return batch
 
-    def _child(self, index: int) -> Candidate:
+    def _child(self) -> tuple[_Made, tuple[str, ...]]:
+        """One child of tournament-selected parents: (genome, change, operator), parent uids."""
         cfg = self.config
         if len(self.population) >= 2 and self.rng.random() < cfg.crossover_rate:
             a, b = self._tournament(), self._tournament()
@@ -139,34 +154,64 @@ class Strategy:
                 if b.uid != a.uid:
                     break
                 b = self._tournament()
-            child, change = self._novel(lambda: self._crossover(a, b))
-            op = "crossover+mutation" if "; mutation: " in change else "crossover"
-            return Candidate(self._uid(index), child, self.generation, op, (a.uid, b.uid), change)
+            return self._novel(lambda: self._crossover(a, b)), (a.uid, b.uid)
         a = self._tournament()
-        child, change = self._novel(lambda: mutate(a.candidate.genome, self.rng,
-                                                   cfg.mutation_rates))
-        return Candidate(self._uid(index), child, self.generation, "mutation", (a.uid,), change)
+        return self._novel(lambda: self._mutation(a.candidate.genome)), (a.uid,)
 
-    def _crossover(self, a: Member, b: Member) -> tuple[Genome, str]:
-        child, change = crossover(a.candidate.genome, b.candidate.genome, self.rng)
+    def _mutation(self, genome: Genome) -> _Made:
+        m = mutate_op(genome, self.rng, self.config.mutation_rates,
+                      max_terms=self.config.max_terms)
+        return m.child.canonical(), m.change, m.operator
+
+    def _crossover(self, a: Member, b: Member) -> _Made:
+        child, change = crossover(a.candidate.genome, b.candidate.genome, self.rng,
+                                  max_terms=self.config.max_terms)
+        child = child.canonical()
         if child.hash in (a.candidate.genome.hash, b.candidate.genome.hash):
-            child, more = mutate(child, self.rng, self.config.mutation_rates)
-            change = f"{change}; mutation: {more}"
-        return child, change
+            child, more, op = self._mutation(child)
+            return child, f"{change}; mutation: {more}", f"crossover+{op}"
+        return child, change, "crossover"
+
+    def _screened(self, made: _Made, parents: tuple[str, ...], index: int, room: int,
+                  with_itself: bool = True) -> list[Candidate]:
+        """The child, plus (Lion's practice) the same genome at the ``lr_screen`` multiples of
+        its lr when its structure is new, so a structure is not judged by one lr it did not
+        choose. At most ``room`` candidates; ``with_itself=False`` leaves the child out (a seed,
+        which is proposed already)."""
+        genome, change, op = made
+        batch = [Candidate(self._uid(index), genome, self.generation, op, parents, change)]
+        if genome.structure in self.structures:
+            return batch if with_itself else []
+        self.structures.add(genome.structure)
+        if not with_itself:
+            batch = []
+        for factor in self.config.lr_screen:
+            if len(batch) >= room:
+                break
+            try:
+                sibling = genome.with_lr(genome.lr * factor)
+            except GenomeError:  # outside the valid lr range
+                continue
+            if sibling.hash in self.seen:
+                continue
+            self.seen.add(sibling.hash)
+            batch.append(Candidate(self._uid(index + len(batch)), sibling, self.generation, op,
+                                   parents, "; ".join(filter(None, (change, f"lr ×{factor:g}")))))
+        return batch
 
     def _tournament(self) -> Member:
         k = min(self.config.tournament_size, len(self.population))
         picks = self.rng.choice(len(self.population), size=k, replace=False)
         return tools.selBest([self.population[int(i)] for i in picks], 1)[0]
 
-    def _novel(self, make: Any, tries: int = 8) -> tuple[Genome, str]:
+    def _novel(self, make: Callable[[], _Made], tries: int = 8) -> _Made:
         """A child whose canonical hash was never proposed before, if one is found in time."""
         for _ in range(tries):
-            child, change = make()
-            if child.hash not in self.seen:
+            made = make()
+            if made[0].hash not in self.seen:
                 break
-        self.seen.add(child.hash)
-        return child, change
+        self.seen.add(made[0].hash)
+        return made
 
     # -- state -------------------------------------------------------------------------------
     def get_state(self) -> dict[str, Any]:
@@ -175,6 +220,7 @@ class Strategy:
             "generation": self.generation,
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "seen": sorted(self.seen),
+            "structures": sorted(self.structures),
             "population": [_candidate_dict(m.candidate) | {"fitness": list(m.fitness.values)}
                            for m in self.population],
         }
@@ -186,6 +232,7 @@ class Strategy:
         strategy.generation = state["generation"]
         strategy.rng.bit_generator.state = state["rng"]
         strategy.seen = set(state["seen"])
+        strategy.structures = set(state.get("structures", ()))
         strategy.population = [Member(_candidate_from(d), tuple(d["fitness"]))
                                for d in state["population"]]
         return strategy
