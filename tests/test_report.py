@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import html
 import json
 import re
+import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -13,6 +16,7 @@ from markupsafe import escape
 from typer.testing import CliRunner
 
 import evoopt.cli
+from evoopt.campaign.operator_stats import operator_success
 from evoopt.campaign.store import CampaignStore
 from evoopt.report.history import output_paths, write_history
 from evoopt.report.html import write_report
@@ -129,7 +133,7 @@ def test_report_summary_and_comparison(report_html: str, campaign: dict) -> None
             assert f"{x:.4f}" in table
     assert re.search(r"<td>adan</td><td>seeded</td>", table)
     assert re.search(r"<td>adam-tuned</td><td>tuned</td>", table)
-    assert re.search(r'<tr class="best"><td>winner</td>', table)
+    assert re.search(r'<tr class="best kind-winner"><td>winner</td>', table)
     for fig in ("fig-fitness", "fig-ancestry", "fig-seeds", "fig-curves"):
         assert f'id="{fig}"' in report_html
 
@@ -175,6 +179,248 @@ def test_report_cli_errors(tmp_path: Path) -> None:
     result = runner.invoke(evoopt.cli.app, ["report", str(tmp_path / "nothing")])
     assert result.exit_code == 2
     assert "no campaign store" in result.output
+
+
+# -- the report shows why: verdicts, structure, operators ----------------------------------------
+
+# specific operator names, as newer runners record them (the base fixture has "mutation")
+OPERATORS = {
+    "g0-0": "perturb_hparam",
+    "g0-1": "add_term",
+    "g1-0": "crossover+perturb_hparam",
+    "g1-1": "change_schedule",
+    "g1-2": "perturb_hparam",  # cached: not counted
+    "g1-3": "add_term",  # failed
+    "g2-0": "perturb_hparam",
+    "g2-1": "crossover",
+    "g2-2": "add_term",
+}
+# the report's stage order: "final" (re-evaluation) ranks with the last search stage
+STAGE_ORDER = {"screen": 0, "full": 1, "final": 1}
+SUMMARY_OPERATORS = [
+    {"operator": "add_term", "children": 8, "improvements": 1, "success_rate": 0.125},
+    {"operator": "perturb_hparam", "children": 12, "improvements": 5, "success_rate": 5 / 12},
+    {"operator": "crossover+change_schedule", "children": 3, "improvements": 2,
+     "success_rate": 2 / 3},
+]
+BUDGET_SCHEDULE = {"kind": "warmup_cosine", "warmup_fraction": 0.05, "final_lr_fraction": 0.0}
+
+
+def _copy_campaign(campaign: dict, dst: Path) -> Path:
+    shutil.copytree(campaign["dir"], dst)
+    (dst / "report.html").unlink(missing_ok=True)
+    return dst
+
+
+def _rename_operators(store: CampaignStore) -> None:
+    for uid, op in OPERATORS.items():
+        store.update_individual(uid, operator=op)
+
+
+def _rich_summary(store: CampaignStore) -> dict[str, Any]:
+    """The base summary plus every field the newer campaign summary carries."""
+    from evoopt.genome import seed_genome
+
+    summary = copy.deepcopy(store.get_meta("summary"))
+    inds = {r["uid"]: r for r in store.individuals()}
+    rows = []
+    for r in summary["comparison"]:
+        key = "winner" if r["name"] == "winner" else f"seed:{r['name']}"
+        row = dict(r, key=key, kind="winner" if key == "winner" else "seed",
+                   seed_numbers=[100, 101, 102], test_accuracy_mean=r["fitness_mean"] - 0.01,
+                   test_per_seed=[x - 0.01 for x in r["per_seed"]])
+        if r["name"] != "adan":  # adan's genome is left out: read from the store by uid
+            row["genome"] = inds[r["uid"]]["genome"]
+        rows.append(row)
+    tuned = copy.deepcopy(inds["adam"]["genome"]) | {"lr": 0.003}
+    rows.append({"name": "adam (tuned lr=0.003)", "key": "tuned:adam", "kind": "tuned",
+                 "uid": None, "genome": tuned, "fitness_mean": 0.565, "fitness_std": 0.004,
+                 "val_accuracy_mean": 0.565, "n_seeds": 3, "per_seed": [0.561, 0.565, 0.569],
+                 "seed_numbers": [100, 101, 102],
+                 "tuning": {"best": {"lr": 0.003}, "at_grid_edge": True,
+                            "grid": [0.0003, 0.001, 0.003]}})
+    budget = seed_genome("adamw").to_dict() | {"lr": 0.0021, "schedule": BUDGET_SCHEDULE}
+    budget["weight_decay"] = {"kind": "decoupled", "value": 0.05}
+    rows.append({"name": "adamw (Optuna, budget-matched)", "key": "budget:adamw",
+                 "kind": "budget_matched", "uid": None, "genome": budget,
+                 "fitness_mean": 0.6123, "fitness_std": 0.003, "val_accuracy_mean": 0.6123,
+                 "n_seeds": 3, "per_seed": [0.6101, 0.6123, 0.6145],
+                 "seed_numbers": [100, 101, 102],
+                 "tuning": {"best": {"lr": 0.0021, "weight_decay": 0.05},
+                            "n_trials": 24, "pruned": 9, "paid": 61}})
+    verdict = {"split": "val", "n": 3, "paired_se": 0.002, "p_value": 0.004}
+    summary.update(
+        comparison=rows,
+        verdicts=[
+            dict(verdict, against="seed:adam", name="adam", mean_diff=0.0712,
+                 ci95=[0.0626, 0.0798], verdict="better"),
+            dict(verdict, against="tuned:adam", name="adam (tuned lr=0.003)", mean_diff=0.0021,
+                 paired_se=0.0031, ci95=[-0.0112, 0.0154], p_value=0.57,
+                 verdict="indistinguishable"),
+            dict(verdict, against="budget:adamw", name="adamw (Optuna, budget-matched)",
+                 split="test", mean_diff=-0.0234, ci95=[-0.0320, -0.0148], p_value=0.0004,
+                 verdict="worse"),
+        ],
+        timings={"search_s": 9000.0, "baselines_s": 95.0, "budget_matched_s": 720.0,
+                 "final_s": 42.5},
+        operators=SUMMARY_OPERATORS,
+    )
+    return summary
+
+
+@pytest.fixture(scope="module")
+def rich(campaign: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The fixture campaign with the newer summary (kinds, genomes, verdicts, timings, ...)."""
+    d = _copy_campaign(campaign, tmp_path_factory.mktemp("rich") / "tiny")
+    with CampaignStore(d) as store:
+        _rename_operators(store)
+        summary = _rich_summary(store)
+        store.set_meta("summary", summary)
+    return {"dir": d, "summary": summary, "html": write_report(d).read_text("utf-8")}
+
+
+def _rows(table_html: str) -> list[list[str]]:
+    """Table rows as lists of cell texts (tags stripped, entities decoded)."""
+    out = []
+    for tr in re.findall(r"<tr[^>]*>(.*?)</tr>", table_html, re.S):
+        cells = re.findall(r"<t[dh][^>]*>(.*?)</t[dh]>", tr, re.S)
+        out.append([" ".join(html.unescape(re.sub(r"<[^>]+>", " ", c)).split()) for c in cells])
+    return out
+
+
+def test_report_verdicts(rich: dict) -> None:
+    sec = _section(rich["html"], "verdicts")
+    assert "paired by seed" in sec and "common random numbers" in sec
+    assert "|Δ| &gt; 2 paired SE" in sec
+    worse = re.search(r'<tr class="verdict-worse">(.*?)</tr>', sec, re.S)
+    assert worse, "the worse verdict is not rendered as worse"
+    assert "adamw (Optuna, budget-matched)" in worse.group(1)
+    assert '<td class="verdict">worse</td>' in worse.group(1)
+    rows = {r[0]: r for r in _rows(sec)[1:]}
+    assert rows["adam (seeded)"] == ["adam (seeded)", "val", "3", "+0.0712", "0.0020",
+                                     "[+0.0626, +0.0798]", "0.004", "better"]
+    budget = rows["adamw (Optuna, budget-matched) (budget-matched)"]
+    assert budget[1:] == ["test", "3", "−0.0234", "0.0020", "[−0.0320, −0.0148]", "< 0.001",
+                          "worse"]
+    assert rows["adam (tuned lr=0.003) (tuned)"][-1] == "indistinguishable"
+    assert re.search(r'<tr class="verdict-better">', sec)
+    assert re.search(r'<tr class="verdict-indistinguishable">', sec)
+
+
+def test_report_structure_table(rich: dict) -> None:
+    sec = _section(rich["html"], "structure")
+    rows = _rows(sec)
+    header = rows[0]
+    assert header[0] == "part"
+    assert [h.rsplit(" ", 1)[0] for h in header[1:]] == [r["name"] for r in
+                                                        rich["summary"]["comparison"]]
+    assert header[-1].endswith("budget-matched")
+    by_part = {r[0]: r[1:] for r in rows[1:]}
+    assert set(by_part) >= {"formula", "terms (kind · weight · normalized)", "momentum",
+                            "grad_diff", "second moment", "schedule", "weight decay", "clip",
+                            "lr"}
+    comp = rich["summary"]["comparison"]
+    winner_genome = comp[0]["genome"]
+    winner_terms = by_part["terms (kind · weight · normalized)"][0]
+    for term in winner_genome["terms"]:
+        assert term["kind"] in winner_terms
+    assert ("normalized" if winner_genome["terms"][0].get("normalize") else "not normalized"
+            ) in winner_terms
+    assert by_part["schedule"][-1].startswith("warmup_cosine")
+    assert by_part["weight decay"][-1] == "decoupled (value=0.05)"
+    assert by_part["lr"][-1] == "0.0021" and by_part["lr"][-2] == "0.003"
+    # adan's row has no genome: read from the store by uid (formula too)
+    with CampaignStore(rich["dir"], readonly=True) as store:
+        adan, winner = store.get_individual("adan"), store.get_individual(WINNER)
+    assert "grad_diff · weight 0.92" in by_part["terms (kind · weight · normalized)"][2]
+    assert by_part["formula"][2] == adan["formula"]
+    assert by_part["formula"][0] == winner["formula"]
+    # a baseline that is no individual: its formula is computed from its genome
+    from evoopt.genome import Genome
+
+    assert by_part["formula"][-1] == Genome.from_dict(comp[-1]["genome"]).formula()
+    assert "warmup(0.05)+cosine(→0)" in by_part["formula"][-1]
+    assert 'class="mono differs"' in sec  # cells that differ from the winner's
+
+
+def test_report_comparison_kinds_and_tuning(rich: dict) -> None:
+    table = _section(rich["html"], "comparison").split("</table>")[0]
+    assert re.search(r'<tr class="best kind-budget_matched"><td>adamw \(Optuna, budget-matched\)'
+                     r"</td><td>budget-matched</td>", table)  # the best row, shown distinctly
+    assert re.search(r'<tr class="kind-tuned"><td>adam \(tuned lr=0.003\)</td><td>tuned</td>',
+                     table)
+    assert re.search(r'<tr class="kind-seed"><td>adan</td><td>seeded</td>', table)
+    # a summary with kinds lists every baseline itself: the older "baselines" meta is not merged
+    assert "adam-tuned" not in table
+    rows = {r[0]: r for r in _rows(table)[1:]}
+    assert rows["adam (tuned lr=0.003)"][-1].startswith("lr=0.003 ⚠ edge")
+    budget = rows["adamw (Optuna, budget-matched)"]
+    assert budget[3] == "0.6123 ± 0.0030"  # the best row
+    assert budget[-1].startswith("lr=0.0021, weight_decay=0.05 24 trials · 9 pruned · 61")
+    assert "⚠" not in budget[-1]
+    assert "100: 0.6101" in budget[7]
+    winner = rich["summary"]["comparison"][0]
+    assert f"{winner['test_per_seed'][0]:.4f}" in rows["winner"][5]
+
+
+def test_report_timings(rich: dict) -> None:
+    head = _section(rich["html"], "summary")
+    for value, label in (("2.50 h", "search time"), ("95.0 s", "tuned baselines time"),
+                         ("12.0 min", "budget-matched search time"),
+                         ("42.5 s", "final evaluation time")):
+        assert f'<div class="v">{value}</div><div class="k">{label}</div>' in head
+
+
+def test_report_operators_from_summary(rich: dict) -> None:
+    sec = _section(rich["html"], "operators")
+    assert "From the campaign summary." in sec
+    rows = _rows(sec.split("</table>")[0])
+    assert rows[0] == ["operator", "children evaluated", "improvements", "success rate"]
+    assert rows[1] == ["perturb_hparam", "12", "5", "41.7%"]  # most improvements first
+    assert re.search(r'<tr class="top-op"><td class="mono">perturb_hparam</td>', sec)
+    assert [r[0] for r in rows[1:]] == ["perturb_hparam", "crossover+change_schedule",
+                                        "add_term"]
+    assert 'id="fig-operators"' in sec
+
+
+def test_report_operators_from_store_and_winner_line(campaign: dict, tmp_path: Path) -> None:
+    """Without summary["operators"] the table is computed from the store's individuals."""
+    d = _copy_campaign(campaign, tmp_path / "c")
+    with CampaignStore(d) as store:
+        _rename_operators(store)
+        expected = operator_success(store.individuals(), STAGE_ORDER)
+    html_text = write_report(d).read_text("utf-8")
+    sec = _section(html_text, "operators")
+    assert "Computed from the store" in sec
+    rows = _rows(sec.split("</table>")[0])[1:]
+    assert rows == [[r["operator"], str(r["children"]), str(r["improvements"]),
+                     f"{100 * r['success_rate']:.1f}%"] for r in expected]
+    assert rows[0] == ["perturb_hparam", "2", "2", "100.0%"]  # g1-2 is cached: not counted
+    assert ["add_term", "3", "0", "0.0%"] in rows
+    # the winner's line: each step's operator and whether it improved on its best parent
+    diff = _section(html_text, "diff")
+    line = {r[1]: r for r in _rows(diff.split("</table>")[0])[1:]}
+    assert line["adam"][2:] == ["seed", "0.5200", "—", "seed"]
+    assert line["g0-0"][2] == "perturb_hparam" and line["g0-0"][-1] == "▲ improved"
+    assert line["g1-0"][2:] == ["crossover+perturb_hparam", "0.5600", "g0-0 (0.5400)",
+                                "▲ improved"]
+    assert line["g2-0"][-1] == "▲ improved"
+    assert "Improving steps: <code>perturb_hparam</code> (<code>g0-0</code>)" in diff
+
+
+def test_report_without_new_fields(report_html: str) -> None:
+    """An older store (no verdicts, kinds, genomes, timings or operators) still renders all."""
+    assert 'id="timings"' not in _section(report_html, "summary")
+    verdicts = _section(report_html, "verdicts")
+    assert "No paired verdicts" in verdicts and "<table" not in verdicts
+    structure = _section(report_html, "structure")
+    header = _rows(structure)[0]
+    assert [h.rsplit(" ", 1)[0] for h in header[1:]] == ["winner", "adam", "adan"]
+    assert "No genome recorded for: adam-tuned." in structure
+    ops = _rows(_section(report_html, "operators").split("</table>")[0])[1:]
+    assert {r[0] for r in ops} == {"mutation", "crossover"}  # older operator names
+    diff = _section(report_html, "diff")
+    assert "mutation" in diff and "▲ improved" in diff
 
 
 # -- lineage ----------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from plotly.offline import get_plotlyjs
 
+from evoopt.campaign.operator_stats import improved, operator_success
 from evoopt.campaign.store import CampaignStore
 from evoopt.report.lineage import format_value, iter_tree, line_steps
 
@@ -33,6 +34,33 @@ WORST_FITNESS = -1.0
 _PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 _WINNER_COLOR = "#d62728"
 _SEED_COLOR = "#1f77b4"
+_TUNED_COLOR = "#2ca02c"
+_BUDGET_COLOR = "#9467bd"
+_KIND_COLORS = {
+    "winner": _WINNER_COLOR,
+    "seed": _SEED_COLOR,
+    "tuned": _TUNED_COLOR,
+    "budget_matched": _BUDGET_COLOR,
+}
+# how each comparison kind is labelled in the tables
+KIND_LABELS = {
+    "winner": "winner",
+    "seed": "seeded",
+    "tuned": "tuned",
+    "budget_matched": "budget-matched",
+}
+# the genome's parts, in the order the structure table lists them
+STRUCTURE_PARTS = (
+    ("terms", "terms (kind · weight · normalized)"),
+    ("momentum", "momentum"),
+    ("grad_diff", "grad_diff"),
+    ("second_moment", "second moment"),
+    ("schedule", "schedule"),
+    ("weight_decay", "weight decay"),
+    ("clip", "clip"),
+    ("lr", "lr"),
+)
+VERDICTS = ("better", "worse", "indistinguishable")
 
 
 def _env() -> Environment:
@@ -47,6 +75,9 @@ def _env() -> Environment:
     env.filters["pm"] = _fmt_pm
     env.filters["when"] = _fmt_time
     env.filters["duration"] = _fmt_duration
+    env.filters["signed"] = _fmt_signed
+    env.filters["pvalue"] = _fmt_p
+    env.filters["pct"] = _fmt_pct
     return env
 
 
@@ -58,6 +89,20 @@ def _fmt_pm(mean: Any, std: Any) -> str:
     if mean is None:
         return "—"
     return f"{mean:.4f} ± {std:.4f}" if std is not None else f"{mean:.4f}"
+
+
+def _fmt_signed(v: Any) -> str:
+    return "—" if v is None else f"{v:+.4f}".replace("-", "−")
+
+
+def _fmt_p(p: Any) -> str:
+    if p is None:
+        return "—"
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def _fmt_pct(v: Any) -> str:
+    return "—" if v is None else f"{100 * v:.1f}%"
 
 
 def _fmt_time(ts: Any) -> str:
@@ -358,7 +403,6 @@ def ancestry_figure(tree: dict[str, Any], winner: str | None) -> go.Figure:
 def seeds_figure(rows: list[dict]) -> go.Figure:
     """Per-seed fitness of the winner and every comparison entry (box + points)."""
     fig = go.Figure()
-    colors = {"winner": _WINNER_COLOR, "seeded": _SEED_COLOR, "tuned": "#2ca02c"}
     for row in rows:
         per_seed = [x for x in row.get("per_seed") or [] if x is not None]
         if not per_seed:
@@ -370,7 +414,7 @@ def seeds_figure(rows: list[dict]) -> go.Figure:
                 boxpoints="all",
                 jitter=0.3,
                 pointpos=0,
-                marker={"color": colors.get(row.get("kind", ""), _SEED_COLOR)},
+                marker={"color": _KIND_COLORS.get(row.get("kind", ""), _SEED_COLOR)},
                 hovertemplate="%{y:.4f}<extra>" + _t(row["name"]) + "</extra>",
             )
         )
@@ -384,17 +428,57 @@ def seeds_figure(rows: list[dict]) -> go.Figure:
     return fig
 
 
+def operators_figure(rows: list[dict]) -> go.Figure:
+    """Children evaluated and improvements per variation operator (bar labels: success rate)."""
+    ops = [_t(r["operator"], 40) for r in rows]
+    fig = go.Figure()
+    fig.add_trace(
+        go.Bar(
+            x=ops,
+            y=[r.get("children") or 0 for r in rows],
+            name="children evaluated",
+            marker={"color": "rgba(31,119,180,0.35)"},
+            hovertemplate="%{x}: %{y} children evaluated<extra></extra>",
+        )
+    )
+    fig.add_trace(
+        go.Bar(
+            x=ops,
+            y=[r.get("improvements") or 0 for r in rows],
+            name="improvements (beat best parent)",
+            marker={"color": "#1a7f37"},
+            text=[_fmt_pct(r.get("success_rate")) for r in rows],
+            textposition="outside",
+            hovertemplate="%{x}: %{y} improvements, success rate %{text}<extra></extra>",
+        )
+    )
+    fig.update_layout(
+        template="plotly_white",
+        barmode="group",
+        yaxis_title="children",
+        height=340,
+        margin={"l": 60, "r": 20, "t": 20, "b": 60},
+        legend={"orientation": "h", "y": -0.25},
+    )
+    return fig
+
+
 # -- data ------------------------------------------------------------------------------------
 
 
-def _per_seed_from_evaluations(store: CampaignStore, ind: dict) -> dict[str, Any]:
-    """Per-seed fitness of an individual at its highest evaluated stage (val split)."""
+def _per_seed_from_evaluations(
+    store: CampaignStore, ind: dict, prefer: str | None = None
+) -> dict[str, Any]:
+    """Per-seed fitness of an individual at its highest evaluated stage (val split), or at
+    stage ``prefer`` when it has evaluations there."""
     h = ind.get("hash")
     evals = store.evaluations(hash=h) if h else []
     evals = [e for e in evals if (e.get("split") or "val") == "val"]
     if not evals:
         return {"per_seed": [], "stage": None, "curves": []}
     stage = ind.get("stage_reached") or evals[-1]["stage"]
+    if prefer is not None and any(e["stage"] == prefer for e in evals):
+        stage = prefer
     picked = [e for e in evals if e["stage"] == stage] or evals
     picked.sort(key=lambda e: e["seed"])
     return {
@@ -406,12 +490,68 @@ def _per_seed_from_evaluations(store: CampaignStore, ind: dict) -> dict[str, Any
     }
 
 
-def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> list[dict]:
-    """Comparison rows: summary's (winner + seeded baselines), tuned baselines, or fallback."""
-    def kind(name: str) -> str:
-        return "winner" if name == "winner" else "tuned" if "(tuned" in name else "seeded"
+def _row_kind(row: dict) -> str:
+    """A comparison row's kind: its ``kind`` field, or (older stores) guessed from its name."""
+    kind = row.get("kind")
+    if kind == "seeded":
+        return "seed"
+    if kind in KIND_LABELS:
+        return str(kind)
+    name = str(row.get("name"))
+    return "winner" if name == "winner" else "tuned" if "(tuned" in name else "seed"
 
-    rows = [dict(r, kind=kind(str(r.get("name")))) for r in summary.get("comparison") or []]
+
+def _tuning_items(row: dict) -> list[dict[str, Any]]:
+    """A tuned/budget-matched row's tuned hyperparameters: ``[{name, value, at_edge}]``.
+
+    Reads ``row["tuning"]`` (``best``/``best_point``/``params``: the chosen point, a dict or a
+    bare lr; ``at_grid_edge``: a bool, a list of names or a ``{name: bool}`` dict), falling
+    back to the older top-level ``lr`` / ``at_grid_edge`` fields.
+    """
+    tuning = row.get("tuning") if isinstance(row.get("tuning"), dict) else {}
+    best: Any = None
+    for key in ("best", "best_point", "best_params", "params"):
+        if tuning.get(key) is not None:
+            best = tuning[key]
+            break
+    if best is None and row.get("lr") is not None and _row_kind(row) != "winner":
+        best = {"lr": row["lr"]}
+    if best is None:
+        return []
+    if not isinstance(best, dict):
+        best = {"lr": best}
+    edge = tuning.get("at_grid_edge", row.get("at_grid_edge"))
+    items = []
+    for name, value in best.items():
+        if isinstance(edge, dict):
+            at_edge = bool(edge.get(name))
+        elif isinstance(edge, list | tuple | set):
+            at_edge = name in edge
+        else:  # one flag for the whole point: the grid is over lr
+            at_edge = bool(edge) and (name == "lr" or len(best) == 1)
+        items.append({"name": str(name), "value": format_value(value), "at_edge": at_edge})
+    return items
+
+
+def _tuning_notes(row: dict) -> list[str]:
+    """Search bookkeeping of a tuned row: Optuna trials, pruned trials, paid evaluations, grid."""
+    tuning = row.get("tuning") if isinstance(row.get("tuning"), dict) else {}
+    notes = []
+    for key, label in (("n_trials", "trials"), ("pruned", "pruned"), ("paid", "evaluations paid")):
+        if tuning.get(key) is not None:
+            notes.append(f"{format_value(tuning[key])} {label}")
+    grid = tuning.get("grid") or tuning.get("lr_grid")
+    if isinstance(grid, list | tuple) and grid:
+        notes.append("grid " + ", ".join(format_value(g) for g in grid))
+    elif isinstance(row.get("sweep"), dict) and row["sweep"]:
+        notes.append("grid " + ", ".join(map(str, row["sweep"])))
+    return notes
+
+
+def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> list[dict]:
+    """Comparison rows: summary's (winner, seeds, tuned, budget-matched), tuned baselines meta
+    (older stores), or (running campaign) the evaluations paid so far."""
+    rows = [dict(r, kind=_row_kind(r)) for r in summary.get("comparison") or []]
     if not rows:  # campaign still running: derive from the evaluations paid so far
         cands = ([("winner", winner)] if winner else []) + [
             (i["uid"], i) for i in store.individuals() if i.get("operator") == "seed"
@@ -429,25 +569,227 @@ def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> lis
                     "val_accuracy_mean": am,
                     "n_seeds": len(d["per_seed"]),
                     "per_seed": d["per_seed"],
-                    "kind": "winner" if name == "winner" else "seeded",
+                    "seed_numbers": d.get("seed_ids"),
+                    "kind": "winner" if name == "winner" else "seed",
                 }
             )
-    baselines = store.get_meta("baselines") or []
+    # older stores list tuned baselines only in the "baselines" meta; a summary whose rows carry
+    # a "kind" lists every compared optimizer itself
+    new_schema = any("kind" in r for r in summary.get("comparison") or [])
+    baselines = [] if new_schema else store.get_meta("baselines") or []
     if isinstance(baselines, dict):
         baselines = [dict(v, name=v.get("name", k)) for k, v in baselines.items()]
-    shown = {r.get("name") for r in rows}
+    shown = {r.get("name") for r in rows} | {r.get("key") for r in rows if r.get("key")}
     for b in baselines:
+        if b.get("key") and b["key"] in shown:
+            continue
         name = str(b.get("name", "baseline"))
         name = name if "tuned" in name else f"{name} (tuned)"
         if name not in shown:  # the runner also lists its tuned baselines in the summary
-            rows.append(dict(b, name=name, kind="tuned"))
+            kind = _row_kind(b) if b.get("kind") in KIND_LABELS else "tuned"
+            rows.append(dict(b, name=name, kind=kind))
     for r in rows:
         if r.get("fitness_mean") is None and r.get("per_seed"):
             r["fitness_mean"], r["fitness_std"] = _mean_std(list(r["per_seed"]))
         r.setdefault("n_seeds", len(r.get("per_seed") or []))
+        r["kind_label"] = KIND_LABELS.get(r["kind"], r["kind"])
+        seeds = r.get("seed_numbers") or []
+        per_seed = r.get("per_seed") or []
+        r["seed_pairs"] = list(
+            zip(seeds if len(seeds) == len(per_seed) else [None] * len(per_seed), per_seed,
+                strict=True)
+        )
+        r["tuned_params"] = _tuning_items(r)
+        r["tuning_notes"] = _tuning_notes(r)
     best = max((r["fitness_mean"] for r in rows if r.get("fitness_mean") is not None), default=None)
     for r in rows:
         r["is_best"] = best is not None and r.get("fitness_mean") == best
+    return rows
+
+
+# -- why: structure, verdicts, operators -----------------------------------------------------
+
+
+def _block_str(block: Any) -> str:
+    """``kind (hp=value, ...)`` for one genome table; ``—`` when the genome has none."""
+    if not isinstance(block, dict) or not block:
+        return "—"
+    rest = [f"{k}={format_value(v)}" for k, v in block.items() if k != "kind"]
+    kind = str(block.get("kind", "?"))
+    return f"{kind} ({', '.join(rest)})" if rest else kind
+
+
+def _term_str(term: Any) -> str:
+    if not isinstance(term, dict):
+        return format_value(term)
+    extra = [
+        f"{k}={format_value(v)}"
+        for k, v in term.items()
+        if k not in ("kind", "weight", "normalize")
+    ]
+    parts = [str(term.get("kind", "?")), f"weight {format_value(term.get('weight', 1.0))}"]
+    parts.append("normalized" if term.get("normalize") else "not normalized")
+    return " · ".join(parts) + (f" ({', '.join(extra)})" if extra else "")
+
+
+def _formula_of(genome: dict) -> str | None:
+    """The genome's one-line formula (imports the genome package, hence torch: only on demand)."""
+    try:
+        from evoopt.genome.genome import Genome
+
+        return Genome.from_dict(genome).formula()
+    except Exception:
+        return None
+
+
+def _structure(store: CampaignStore, comparison: list[dict]) -> dict[str, Any] | None:
+    """The winner's genome against each compared optimizer's, part by part.
+
+    Genomes come from each comparison row's ``genome`` (a ``Genome.to_dict()``) or, when the
+    row has none, from the store's individual with the row's uid.
+    """
+    columns = []
+    for row in comparison:
+        genome, formula = row.get("genome"), row.get("formula")
+        ind = store.get_individual(row["uid"]) if row.get("uid") else None
+        if not isinstance(genome, dict) and ind is not None:
+            genome = ind.get("genome")
+        if not isinstance(genome, dict):
+            continue
+        if formula is None and ind is not None and ind.get("genome") == genome:
+            formula = ind.get("formula")
+        if formula is None:
+            formula = _formula_of(genome)
+        cells: dict[str, Any] = {
+            "terms": [_term_str(t) for t in genome.get("terms") or []] or ["—"],
+            "lr": format_value(genome.get("lr")),
+        }
+        for part, _ in STRUCTURE_PARTS:
+            if part not in cells:
+                cells[part] = _block_str(genome.get(part))
+        columns.append(
+            {
+                "name": row.get("name"),
+                "kind": row["kind"],
+                "kind_label": row["kind_label"],
+                "formula": formula,
+                "cells": cells,
+            }
+        )
+    if not columns:
+        return None
+    ref = next((c for c in columns if c["kind"] == "winner"), None)
+    rows = []
+    for part, label in STRUCTURE_PARTS:
+        cells = [
+            {"value": c["cells"][part], "differs": ref is not None and c is not ref
+             and c["cells"][part] != ref["cells"][part]}
+            for c in columns
+        ]
+        rows.append({"part": part, "label": label, "cells": cells})
+    missing = [r.get("name") for r in comparison if r.get("name") not in
+               {c["name"] for c in columns}]
+    return {"columns": columns, "rows": rows, "missing": missing, "has_winner": ref is not None}
+
+
+def _verdicts(summary: dict, comparison: list[dict]) -> list[dict] | None:
+    """The summary's paired verdicts, or None when the summary has none (nothing is computed)."""
+    raw = summary.get("verdicts")
+    if not raw:
+        return None
+    names = {r.get("key"): r.get("name") for r in comparison if r.get("key")}
+    kinds = {r.get("key"): r.get("kind_label") for r in comparison if r.get("key")}
+    rows = []
+    for v in raw:
+        ci = v.get("ci95") or [None, None]
+        verdict = str(v.get("verdict") or "")
+        rows.append(
+            dict(
+                v,
+                opponent=v.get("name") or names.get(v.get("against")) or v.get("against"),
+                opponent_kind=kinds.get(v.get("against")),
+                ci_lo=ci[0] if len(ci) > 0 else None,
+                ci_hi=ci[1] if len(ci) > 1 else None,
+                verdict=verdict,
+                css=verdict if verdict in VERDICTS else "unknown",
+            )
+        )
+    return rows
+
+
+def _stage_order(config: Any, store: CampaignStore) -> dict[str, int]:
+    """Fidelity stage name -> index, in the config's order.
+
+    The reserved "final" stage (the re-evaluation at the last stage's budget on the final
+    seeds) ranks with the last stage, so an individual re-evaluated at the end is not counted
+    as further along than one that merely reached the last search stage.
+    """
+    stages = config.get("stages") if isinstance(config, dict) else None
+    names = [s.get("name") for s in stages or [] if isinstance(s, dict) and s.get("name")]
+    if not names:  # no config: the order stages first appear in the evaluations
+        names = list(dict.fromkeys(e["stage"] for e in store.evaluations() if e.get("stage")))
+        names = [n for n in names if n != "final"]
+    order = {n: k for k, n in enumerate(names)}
+    order.setdefault("final", max(len(order) - 1, 0))
+    return order
+
+
+def _operator_rows(summary: dict, individuals: list[dict], order: dict[str, int]
+                   ) -> tuple[list[dict], str]:
+    """Per-operator success: the summary's ``operators`` when present, else from the store."""
+    raw = summary.get("operators")
+    if isinstance(raw, dict):
+        raw = [dict(v, operator=v.get("operator", k)) for k, v in raw.items()]
+    if isinstance(raw, list) and raw:
+        rows, source = [dict(r) for r in raw if isinstance(r, dict)], "summary"
+    else:
+        rows, source = operator_success(individuals, order), "store"
+    for r in rows:
+        n, k = r.get("children") or 0, r.get("improvements") or 0
+        if r.get("success_rate") is None:
+            r["success_rate"] = k / n if n else 0.0
+    rows.sort(key=lambda r: (-(r.get("improvements") or 0), -r["success_rate"],
+                             str(r.get("operator"))))
+    top = rows[0].get("improvements") if rows else None
+    for r in rows:
+        r["is_top"] = bool(top) and r.get("improvements") == top
+    return rows, source
+
+
+def _improvements(individuals: list[dict], order: dict[str, int]) -> dict[str, bool | None]:
+    """uid -> whether it beat its best parent (None: a seed, or never scored)."""
+    by_uid = {r["uid"]: r for r in individuals}
+    out: dict[str, bool | None] = {}
+    for r in individuals:
+        parents = [by_uid[p] for p in r.get("parents") or () if p in by_uid]
+        out[r["uid"]] = improved(r, parents, order) if parents else None
+    return out
+
+
+def _step_rows(steps: list, individuals: list[dict], improved_by: dict[str, bool | None],
+               order: dict[str, int]) -> list[dict]:
+    """The winner's line with each step's operator and whether it improved on its parents."""
+    by_uid = {r["uid"]: r for r in individuals}
+    rows = []
+    for st in steps:
+        ind = st.individual
+        scored = [
+            by_uid[p] for p in ind.get("parents") or ()
+            if p in by_uid and by_uid[p].get("fitness") is not None
+        ]
+        best = max(
+            scored,
+            key=lambda r: (order.get(r.get("stage_reached") or "", -1), r["fitness"]),
+            default=None,
+        )
+        rows.append(
+            {
+                "step": st,
+                "operator": ind.get("operator"),
+                "improved": improved_by.get(ind["uid"]),
+                "best_parent": best,
+            }
+        )
     return rows
 
 
@@ -495,6 +837,10 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
     tree = _tree_nodes(store.ancestry(winner_uid)) if winner else None
     steps = line_steps(store, winner_uid) if winner else []
     comparison = _comparison(store, summary, winner)
+    config = meta.get("config") or {}
+    order = _stage_order(config, store)
+    operators, operators_source = _operator_rows(summary, individuals, order)
+    improved_by = _improvements(individuals, order)
     winner_summary = dict(summary.get("winner") or {})
     if winner and not winner_summary:
         d = _per_seed_from_evaluations(store, winner)
@@ -509,7 +855,6 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
         }
     export = store.directory / (summary.get("exported") or EXPORT_NAME)
     code = export.read_text("utf-8", errors="replace") if export.is_file() else None
-    config = meta.get("config") or {}
     wall = summary.get("wall_time_s", meta.get("wall_time_s"))
     if wall is None and generations:
         wall = sum(g.get("wall_time_s") or 0.0 for g in generations)
@@ -518,12 +863,17 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
         "ancestry": _fig_html(ancestry_figure(tree, winner_uid), "fig-ancestry") if tree else None,
         "seeds": _fig_html(seeds_figure(comparison), "fig-seeds") if comparison else None,
         "curves": None,
+        "operators": (
+            _fig_html(operators_figure(operators), "fig-operators") if operators else None
+        ),
     }
     curves = []
     for row in comparison:
         ind = store.get_individual(row["uid"]) if row.get("uid") else None
+        if ind is None and row.get("hash"):
+            ind = {"hash": row["hash"]}
         if ind is not None:
-            cs = _per_seed_from_evaluations(store, ind)["curves"]
+            cs = _per_seed_from_evaluations(store, ind, prefer="final")["curves"]
             if cs:
                 curves.append((str(row["name"]), cs))
     if curves:
@@ -543,8 +893,19 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
         "winner": winner,
         "winner_summary": winner_summary,
         "tree": tree,
-        "steps": steps,
+        "steps": _step_rows(steps, individuals, improved_by, order),
+        "improved_by": improved_by,
+        "improving_steps": [
+            (st.individual["uid"], st.individual.get("operator"))
+            for st in steps
+            if improved_by.get(st.individual["uid"])
+        ],
         "comparison": comparison,
+        "structure": _structure(store, comparison),
+        "verdicts": _verdicts(summary, comparison),
+        "operators": operators,
+        "operators_source": operators_source,
+        "timings": summary.get("timings") if isinstance(summary.get("timings"), dict) else None,
         "code": code,
         "export_name": export.name,
         "figs": figs,
