@@ -540,3 +540,12 @@ def test_max_terms_bounds_mutation_and_crossover() -> None:
         check_perturb_hparam(one, child, change)  # falls back to a perturbation
         child, _ = crossover(g, random_genome(rng(seed)), rng(seed), max_terms=1)
         assert len(child.terms) == 1
+
+
+def test_perturb_leaves_a_lone_terms_weight_alone() -> None:
+    """Only lr·w acts: perturbing a lone term's weight would only move lr a second way."""
+    rng = np.random.default_rng(0)
+    adam = seed_genome("adam")
+    changes = [OPERATORS["perturb_hparam"](adam, rng)[1] for _ in range(200)]
+    assert not any(c.startswith("terms[0].weight") for c in changes)
+    assert any(c.startswith("lr ") for c in changes)

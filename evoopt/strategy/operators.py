@@ -135,7 +135,10 @@ def _other_kind(slot: str, current: str | None, rng: np.random.Generator,
 
 
 def _float_hparams(g: Genome) -> list[tuple[str, str | None, int | None, HParam]]:
-    """Every float hyperparameter: (path for messages, slot, term index, spec); lr first."""
+    """Every float hyperparameter: (path for messages, slot, term index, spec); lr first.
+
+    A lone term's weight is left out: only lr·w acts, and the canonical form folds it into lr.
+    """
     out: list[tuple[str, str | None, int | None, HParam]] = [("lr", None, None, LR)]
     for slot in CROSSOVER_SLOTS:
         block = getattr(g, slot)
@@ -144,7 +147,7 @@ def _float_hparams(g: Genome) -> list[tuple[str, str | None, int | None, HParam]
                     if not h.is_bool]
     for i, t in enumerate(g.terms):
         out += [(f"terms[{i}].{h.name}", "terms", i, h) for h in t.primitive.hparams
-                if not h.is_bool]
+                if not h.is_bool and not (h.name == "weight" and len(g.terms) == 1)]
     return out
 
 
@@ -218,27 +221,33 @@ def mutation_operator(name: str, *, default_rate: float, structural: bool = True
 
 # ----------------------------------------------------------------------------------------------
 # Operators. Each ``_op`` may assume its ``applies`` predicate holds (and may still return None).
+_PERTURB_LOG_SIGMA = (math.log(0.02), math.log(0.3))
+
+
 @mutation_operator("perturb_hparam", default_rate=0.35, structural=False)
 def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
     """Perturb one float hyperparameter (lr included), chosen uniformly among all of the
-    genome's, by a Gaussian step on its declared scale, bounded by its search and valid ranges."""
+    genome's, by a Gaussian step on its declared scale, bounded by its search and valid ranges.
+    The step's width is itself drawn log-uniformly (2%–30% of the search range), so the same
+    operator both explores and refines a promising genome."""
     candidates = _float_hparams(g)
     path, slot, index, h = candidates[int(rng.integers(len(candidates)))]
+    sigma = float(np.exp(rng.uniform(*_PERTURB_LOG_SIGMA)))
     parts = _parts(g)
     if slot is None:
         old = g.lr
-        new = perturb_hparam(h, old, rng)
+        new = perturb_hparam(h, old, rng, sigma)
         parts["lr"] = new
     elif slot == "terms":
         assert index is not None
         term = g.terms[index]
         old = term[h.name]
-        new = perturb_hparam(h, old, rng)
+        new = perturb_hparam(h, old, rng, sigma)
         parts["terms"] = (*g.terms[:index], term.replace(**{h.name: new}), *g.terms[index + 1:])
     else:
         block = getattr(g, slot)
         old = block[h.name]
-        new = perturb_hparam(h, old, rng)
+        new = perturb_hparam(h, old, rng, sigma)
         parts[slot] = block.replace(**{h.name: new})
     return Genome(**parts), f"{path} {_arrow(old, new)}"
 
