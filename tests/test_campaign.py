@@ -78,10 +78,55 @@ def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
     assert names[0] == "winner" and {"adam", "adan"} <= set(names)
     assert all(row["n_seeds"] == 2 and row["test_accuracy_mean"] is not None
                for row in summary["comparison"])
-    tuned = next(row for row in summary["comparison"] if row["name"].startswith("adam (tuned"))
-    assert len(tuned["sweep"]) == 3 and tuned["n_seeds"] == 2
-    best_lr = max(tuned["sweep"], key=lambda k: tuned["sweep"][k])  # ties: the smaller lr
-    assert f"{tuned['lr']:.3g}" == best_lr
+
+
+def test_summary_rows_verdicts_and_baselines(finished: Path) -> None:
+    """The summary schema the report and the lead rely on; baselines via the shared protocol."""
+    from evoopt.fitness.baselines import get_baseline
+    from evoopt.stats import paired_comparison
+
+    with CampaignStore(finished, readonly=True) as store:
+        summary = store.get_meta("summary")
+        meta_baselines = store.get_meta("baselines")
+        evaluations = store.evaluations()
+    rows = {row["key"]: row for row in summary["comparison"]}
+    assert list(rows) == ["winner", "adam", "adan", "baseline:adam"]
+    assert [rows[k]["kind"] for k in rows] == ["winner", "seed", "seed", "tuned"]
+    for row in rows.values():
+        assert row["seed_numbers"] == [100, 101] and len(row["per_seed"]) == 2
+        assert len(row["test_per_seed"]) == 2 and row["genome"]["terms"]
+        assert row["formula"] and row["n_seeds"] == 2
+    tuned = rows["baseline:adam"]
+    assert tuned["name"] == "adam (tuned)" and tuned["uid"] == "baseline:adam"
+    grid = get_baseline("adam", [0.5, 1.0, 2.0]).grid["lr"]
+    sweep = tuned["tuning"]["sweep"]
+    assert [r["point"]["lr"] for r in sweep] == list(grid) and tuned["n_seeds"] == 2
+    best = max(sweep, key=lambda r: (r["fitness_mean"], -r["point"]["lr"]))
+    assert tuned["tuning"]["best"] == best["point"] == {"lr": tuned["genome"]["lr"]}
+    assert tuned["tuning"]["at_grid_edge"] == {"lr": best["point"]["lr"] in (grid[0], grid[-1])}
+    assert meta_baselines == [tuned]
+    # the sweep ran at the last stage on its seeds (val), the re-run on the final seeds
+    sweep_evals = [e for e in evaluations if e["uid"].startswith("baseline:adam@")]
+    assert {(e["stage"], e["seed"], e["split"]) for e in sweep_evals} <= {
+        ("full", 0, "val"), ("full", 1, "val")}
+    finals = {(e["seed"], e["split"]) for e in evaluations if e["uid"] == "baseline:adam"}
+    assert finals <= {(s, sp) for s in (100, 101) for sp in ("val", "test")}
+    # verdicts: the winner against every other row, paired by seed, on val and test
+    verdicts = summary["verdicts"]
+    assert {(v["against"], v["split"]) for v in verdicts} == {
+        (k, sp) for k in ("adam", "adan", "baseline:adam") for sp in ("val", "test")}
+    for v in verdicts:
+        field = "per_seed" if v["split"] == "val" else "test_per_seed"
+        expected = paired_comparison(rows["winner"][field], rows[v["against"]][field])
+        assert v["mean_diff"] == pytest.approx(expected.mean_diff)
+        assert v["paired_se"] == pytest.approx(expected.paired_se) and v["n"] == 2
+        assert v["verdict"] in ("better", "worse", "indistinguishable")
+    assert set(summary["timings"]) == {"search_s", "baselines_s", "budget_matched_s", "final_s"}
+    assert summary["timings"]["search_s"] > 0 and summary["timings"]["budget_matched_s"] == 0
+    assert isinstance(summary["operators"], list)
+    assert all(set(o) >= {"operator", "children", "improvements", "success_rate"}
+               for o in summary["operators"])
+
 
 def test_duplicates_are_never_paid_twice(finished: Path) -> None:
     with CampaignStore(finished, readonly=True) as store:
@@ -141,12 +186,12 @@ def test_hurdle_stops_candidates_and_counts_savings(tmp_path: Path, data_dir: Pa
     stages = [{"name": "screen", "seeds": [0], "overrides": {"steps": 20}},
               {"name": "full", "seeds": [0, 1], "hurdle": 0.99}]
     run_tiny(tmp_path / "hurdle", data_dir, stages=stages,
-             campaign={"generations": 1}, final={"test_split": False, "tuned": []})
+             campaign={"generations": 1}, final={"test_split": False, "baselines": []})
     with CampaignStore(tmp_path / "hurdle", readonly=True) as store:
         rows = store.individuals()
         generation = store.generations()[0]
         full = [e for e in store.evaluations() if e["stage"] == "full"
-                and not e["uid"].startswith("baseline:")]  # the tuned-lr sweep runs at "full"
+                and not e["uid"].startswith("baseline:")]  # baselines' sweeps run at "full"
     stopped = [r for r in rows if r["status"] == "stopped_at_hurdle"]
     assert stopped and all(r["operator"] != "seed" for r in stopped)
     assert all(r["stage_reached"] == "screen" for r in stopped)
@@ -216,6 +261,12 @@ BAD_CONFIGS = [
      "stages[0].hurdle: the first stage has no hurdle"),
     ({"stages": [{"name": "a", "seeds": []}]}, "stages[0].seeds: expected a non-empty list"),
     ({"stages": [{"name": "a", "seeds": [0], "budget": 3}]}, "stages[0].budget: unknown field"),
+    ({"final": {"baselines": ["adam", "adamw"]}},
+     "final.baselines: unknown baseline(s) ['adamw'] (choose from: adam, adamw-cosine"),
+    ({"final": {"budget_matched": "random"}}, 'final.budget_matched: must be "none" or "optuna"'),
+    ({"final": {"budget_matched_budget": -1}}, "final.budget_matched_budget: must be ≥ 0"),
+    ({"final": {"lr_factors": [1, 0]}}, "final.lr_factors: expected positive multipliers"),
+    ({"final": {"tuned": ["adam"]}}, "final.tuned: unknown field"),
 ]
 
 
@@ -263,11 +314,47 @@ def test_report_lineage_and_history_on_the_real_campaign(finished: Path, tmp_pat
         assert len(history["evaluations"]) == len(store.evaluations())
 
 
+def test_budget_matched_optuna_row_and_resume(tmp_path: Path, data_dir: Path) -> None:
+    """final.budget_matched = "optuna": AdamW tuned with the campaign's budget, evaluations in
+    the store under optuna:trial-N, the study in DIR/optuna.sqlite; a rerun pays nothing more."""
+    out = tmp_path / "optuna"
+    changes = dict(campaign={"generations": 1, "population": 3},
+                   final={"top_k": 1, "test_split": False, "baselines": [],
+                          "budget_matched": "optuna", "budget_matched_budget": 6})
+    summary = run_tiny(out, data_dir, **changes)
+    assert (out / "optuna.sqlite").exists()
+    rows = {row["key"]: row for row in summary["comparison"]}
+    assert list(rows) == ["winner", "adam", "adan", "optuna-adamw"]
+    row = rows["optuna-adamw"]
+    assert row["kind"] == "budget_matched" and row["uid"].startswith("optuna:trial-")
+    assert row["n_seeds"] == 2 and row["genome"]["weight_decay"]["kind"] == "decoupled"
+    tuning = row["tuning"]
+    assert 6 <= tuning["paid"] < 6 + 3 and tuning["budget"] == 6
+    assert tuning["n_trials"] >= 2 and tuning["best"]["lr"] == row["genome"]["lr"]
+    assert {v["against"] for v in summary["verdicts"]} == {"adam", "adan", "optuna-adamw"}
+    with CampaignStore(out, readonly=True) as store:
+        evals = store.evaluations()
+        search = [e for e in evals if e["uid"].startswith("optuna:")]
+        assert {e["stage"] for e in search} == {"screen", "full", "final"}
+        assert store.get_meta("budget_matched")["paid"] == tuning["paid"]
+    assert summary["search_evaluations"] == sum(
+        1 for e in evals if e["stage"] != "final" and not e["uid"].startswith("optuna:"))
+    # rerun the finished campaign: the study and every evaluation are reused
+    again = run_tiny(out, data_dir, **changes)
+    with CampaignStore(out, readonly=True) as store:
+        assert len(store.evaluations()) == len(evals)
+    assert again["comparison"][-1]["tuning"]["paid"] == tuning["paid"]
+    assert again["comparison"][-1]["per_seed"] == row["per_seed"]
+    # budget 0 means: as many paid evaluations as the campaign's search
+    config = parse_config(tiny_config(final={"budget_matched": "optuna"}))
+    assert config.final_budget_matched_budget == 0
+
+
 def test_campaign_on_ray_workers(tmp_path: Path, data_dir: Path) -> None:
     """The runner's default path: its own machine-sized Ray pool, results in completion order."""
     config = parse_config(tiny_config(
         campaign={"generations": 1, "population": 3}, ray={"enabled": True, "num_workers": 2},
-        final={"top_k": 1, "test_split": False, "tuned": []}))
+        final={"top_k": 1, "test_split": False, "baselines": []}))
     summary = CampaignRunner(config, tmp_path / "ray", data_dir=str(data_dir)).run()
     with CampaignStore(tmp_path / "ray", readonly=True) as store:
         workers = {e["worker"].split(":pid")[0] for e in store.evaluations()}

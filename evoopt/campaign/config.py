@@ -9,7 +9,11 @@ Layout::
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
     [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool,
-                 tuned = ["adam"] (lr-tuned baselines), lr_grid = [0.1, 0.33, 1, 3, 10]
+                 baselines = ["adam", "adamw-cosine", "lion-cosine", "nesterov-cosine"]
+                 (evoopt.fitness.baselines.FAIR_BASELINES, tuned by the fair protocol),
+                 lr_factors = [0.25, 0.5, 1, 2, 4] (optional: multipliers of each baseline's
+                 centre lr), budget_matched = "none" | "optuna", budget_matched_budget = 0
+                 (paid evaluations of the Optuna AdamW search; 0 = as many as the search paid)
     [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
 """
 
@@ -22,10 +26,12 @@ from typing import Any
 
 import tomllib
 
+from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES
 from evoopt.genome import MAX_TERMS
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
 
 REQUIRED_SEEDS = ("adam", "adan")
+BUDGET_MATCHED = ("none", "optuna")
 
 
 class ConfigError(ValueError):
@@ -63,8 +69,10 @@ class CampaignConfig:
     final_seeds: tuple[int, ...] = (100, 101, 102)
     final_compare: tuple[str, ...] = REQUIRED_SEEDS
     final_test_split: bool = True
-    final_tuned: tuple[str, ...] = ("adam",)
-    final_lr_grid: tuple[float, ...] = (0.1, 1 / 3, 1.0, 3.0, 10.0)
+    final_baselines: tuple[str, ...] = DEFAULT_BASELINES
+    final_lr_factors: tuple[float, ...] | None = None
+    final_budget_matched: str = "none"
+    final_budget_matched_budget: int = 0
     ray_enabled: bool = True
     ray_address: str | None = None
     ray_num_workers: int = 0
@@ -78,9 +86,9 @@ class CampaignConfig:
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
         d = dict(d)
         d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
-        for key in ("seeds", "final_seeds", "final_compare", "final_tuned", "final_lr_grid",
-                    "lr_screen"):
-            if key in d:
+        for key in ("seeds", "final_seeds", "final_compare", "final_baselines",
+                    "final_lr_factors", "lr_screen"):
+            if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
 
@@ -99,7 +107,9 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                 "overrides": ("task_overrides", dict)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
               "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
-              "tuned": ("final_tuned", list), "lr_grid": ("final_lr_grid", list)},
+              "baselines": ("final_baselines", list), "lr_factors": ("final_lr_factors", list),
+              "budget_matched": ("final_budget_matched", str),
+              "budget_matched_budget": ("final_budget_matched_budget", int)},
     "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
             "num_workers": ("ray_num_workers", int),
             "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
@@ -165,7 +175,7 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     for key, where in (("final_seeds", "final.seeds"),):
         if key in values:
             values[key] = _seed_list(where, values[key])
-    for key in ("seeds", "final_compare", "final_tuned"):
+    for key in ("seeds", "final_compare", "final_baselines"):
         if key in values:
             values[key] = tuple(values[key])
     if "lr_screen" in values:
@@ -175,12 +185,13 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
             raise ConfigError(f"variation.lr_screen: expected lr multipliers > 0 other than 1, "
                               f"got {factors!r}")
         values["lr_screen"] = tuple(float(f) for f in factors)
-    if "final_lr_grid" in values:
-        grid = values["final_lr_grid"]
+    if "final_lr_factors" in values:
+        grid = values["final_lr_factors"]
         if not grid or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
-                               for f in grid):
-            raise ConfigError(f"final.lr_grid: expected positive lr multipliers, got {grid!r}")
-        values["final_lr_grid"] = tuple(float(f) for f in grid)
+                               and math.isfinite(f) for f in grid):
+            raise ConfigError(f"final.lr_factors: expected positive multipliers of each "
+                              f"baseline's centre lr, got {grid!r}")
+        values["final_lr_factors"] = tuple(float(f) for f in grid)
     config = CampaignConfig(**values)
     stage_seeds = {s for st in config.stages for s in st.seeds}
     if set(config.final_seeds) & stage_seeds:
@@ -212,6 +223,19 @@ def _check_ranges(v: dict[str, Any]) -> None:
     need("split", "fitness.split", v.get("split") == "val",
          '"val" only: the test split is for final reports (final.test_split)')
     need("final_top_k", "final.top_k", v.get("final_top_k", 1) >= 1, "must be ≥ 1")
+    need("final_budget_matched", "final.budget_matched",
+         v.get("final_budget_matched") in BUDGET_MATCHED, 'must be "none" or "optuna"')
+    need("final_budget_matched_budget", "final.budget_matched_budget",
+         v.get("final_budget_matched_budget", 0) >= 0,
+         "must be ≥ 0 (0 = the paid evaluations of the campaign's search)")
+    if "final_baselines" in v:
+        names = v["final_baselines"]
+        unknown = [n for n in names if not isinstance(n, str) or n not in FAIR_BASELINES]
+        if unknown:
+            raise ConfigError(f"final.baselines: unknown baseline(s) {unknown!r} (choose from: "
+                              f"{', '.join(FAIR_BASELINES)})")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"final.baselines: names repeat: {names!r}")
     need("ray_num_workers", "ray.num_workers", v.get("ray_num_workers", 0) >= 0,
          "must be ≥ 0 (0 = one per CPU)")
     need("ray_cpus_per_worker", "ray.cpus_per_worker", v.get("ray_cpus_per_worker", 1) > 0,

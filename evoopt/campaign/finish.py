@@ -1,25 +1,44 @@
-"""Finishing a campaign: re-evaluate the top candidates on fresh seeds, pick, simplify, export.
+"""Finishing a campaign: re-evaluate the top candidates, tune the baselines, compare, export.
 
-The winner is the best of the ``final.top_k`` candidates on ``final.seeds`` (seeds no stage
-used) at the last stage's budget, compared with the seeded Adam and Adan on the same seeds and
-budget (and, with ``final.test_split``, on the official test split: reported, never selected on).
-The winner is simplified to its canonical form (dead terms and state removed, duplicate terms
-merged) when the two follow the same probe trajectory, then exported with the core exporter.
+On the final seeds (``final.seeds``, which no stage used) at the last stage's budget:
+
+1. the ``final.top_k`` candidates and the seeded ``final.compare`` genomes are re-evaluated on
+   the validation split; the winner is the best of the top-k (any failed seed counts as the
+   worst; with ``final.test_split`` everyone is also evaluated on the official test split:
+   reported, never selected on);
+2. the fair baselines ``final.baselines`` are tuned by the one protocol of
+   :mod:`evoopt.fitness.baselines` (grid sweep on the last stage's seeds, validation split, then
+   the best point on the final seeds);
+3. with ``final.budget_matched = "optuna"``, AdamW is tuned by the budget-matched Optuna search
+   of :mod:`evoopt.fitness.optuna_search` over the campaign's own fidelity stages, with as many
+   paid evaluations as the campaign's search paid (or ``final.budget_matched_budget``); the
+   study lives in ``DIR/optuna.sqlite`` and resumes with the campaign;
+4. the winner is compared with every other row **paired by seed** (:mod:`evoopt.stats`);
+5. the winner is simplified to its canonical form when the two follow the same probe trajectory,
+   then exported with the core exporter.
+
+Every evaluation goes through the runner's evaluator and is committed to the store (uids
+``baseline:<name>@<point>`` for sweep points, ``baseline:<name>`` for the tuned re-runs,
+``optuna:trial-<n>``), so an interrupted finish resumes without paying twice.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import statistics
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from evoopt.campaign.runner import aggregate_fitness, resolve_seed
+from evoopt.campaign.common import aggregate_fitness
+from evoopt.campaign.operator_stats import operator_success
 from evoopt.campaign.store import CampaignStore
 from evoopt.fitness import WORST_FITNESS
+from evoopt.fitness.baselines import get_baseline, tune_baselines
 from evoopt.genome import Genome
 from evoopt.genome.behaviour import numerically_equivalent
 from evoopt.genome.export import class_name_for, export_genome
+from evoopt.stats import mean_std, paired_comparison
 
 if TYPE_CHECKING:
     from evoopt.campaign.runner import CampaignRunner
@@ -27,63 +46,97 @@ if TYPE_CHECKING:
 
 EXPORT_FILE = "best_optimizer.py"
 GENOME_FILE = "best_genome.toml"
+OPTUNA_FILE = "optuna.sqlite"
+FINAL_STAGE = "final"
+# uid prefixes of evaluations that are not the campaign's search
+PROTOCOL_UIDS = ("baseline:", "optuna:")
 
 
-def _stats(rows: list[dict[str, Any]], key: str) -> tuple[float | None, float | None]:
-    xs = [r[key] for r in rows if r.get(key) is not None]
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), statistics.pstdev(xs)
+def _scores(store: CampaignStore, eval_hash: str, seeds: Sequence[int], split: str = "val",
+            stage: str = FINAL_STAGE) -> dict[str, Any]:
+    """Per-seed fitness (in ``seeds`` order; a missing seed counts as the worst) and summaries."""
+    by_seed = {e["seed"]: e for e in store.find_evaluations(eval_hash, stage, split)}
+    evs = [by_seed[s] for s in seeds if s in by_seed]
+    per_seed = [float(by_seed[s]["fitness"]) if s in by_seed else WORST_FITNESS for s in seeds]
+    mean, std = mean_std(per_seed)
+    acc, _ = mean_std([e["val_accuracy"] for e in evs])
+    return {"aggregate": aggregate_fitness(evs) if len(evs) == len(seeds) else WORST_FITNESS,
+            "fitness_mean": mean, "fitness_std": std, "accuracy_mean": acc,
+            "per_seed": per_seed, "n_seeds": len(evs)}
 
 
-def _final_scores(store: CampaignStore, eval_hash: str, seeds: tuple[int, ...],
-                  split: str = "val", stage: str = "final") -> dict[str, Any]:
-    evs = [e for e in store.find_evaluations(eval_hash, stage, split) if e["seed"] in seeds]
-    _, std = _stats(evs, "fitness")
-    acc, _ = _stats(evs, "val_accuracy")
-    return {"fitness_mean": aggregate_fitness(evs), "fitness_std": std,
-            "val_accuracy_mean": acc, "n_seeds": len(evs),
-            "per_seed": [e["fitness"] for e in evs]}
+class CampaignEvaluate:
+    """The :data:`~evoopt.fitness.protocol.EvaluateFn` of a campaign: every (item, seed) goes
+    through ``runner.evaluate_many`` (the campaign's evaluator; already stored evaluations are
+    reused) under the item's key as uid and its genome's canonical hash.
 
-
-def tune_baselines(runner: CampaignRunner, scores_of: Any) -> list[dict[str, Any]]:
-    """The fair-baseline protocol inside a campaign, through its evaluator and store.
-
-    Each ``final.tuned`` seed genome's lr is swept over ``final.lr_grid`` × its own lr at the
-    last stage's budget and seeds (validation split; the genome's own lr reuses the stage's
-    evaluations of the seed); the best lr is re-run on
-    the final seeds — the winner's budget and seeds — and on the test split when asked.
+    ``stage`` indexes the campaign's stages (task and stage name); an evaluation on the final
+    seeds (disjoint from every stage's seeds) is stored under stage ``final`` at the last stage's
+    task, like the candidates' re-evaluation.
     """
-    cfg = runner.config
-    last = cfg.stages[-1]
-    task = runner.stage_tasks[-1]
-    rows = []
-    for name in cfg.final_tuned:
-        base = resolve_seed(name)
-        grid = []
-        for factor in cfg.final_lr_grid:
-            try:
-                grid.append(base.with_lr(base.lr * factor))
-            except ValueError:  # outside the genome's valid lr range
+
+    def __init__(self, runner: CampaignRunner) -> None:
+        self.runner = runner
+
+    def __call__(self, items: list[tuple[str, Genome]], seeds: Sequence[int], split: str,
+                 stage: int = -1) -> dict[str, list[float]]:
+        cfg, store = self.runner.config, self.runner.store
+        seed_list = tuple(int(s) for s in seeds)
+        index = stage % len(cfg.stages)
+        if set(seed_list) <= set(cfg.final_seeds):
+            name, task = FINAL_STAGE, self.runner.stage_tasks[-1]
+        else:
+            name, task = cfg.stages[index].name, self.runner.stage_tasks[index]
+        self.runner.evaluate_many([(key, g, g.hash) for key, g in items], name, task,
+                                  seed_list, split)
+        return {key: _scores(store, g.hash, seed_list, split, name)["per_seed"]
+                for key, g in items}
+
+
+def search_paid(store: CampaignStore) -> int:
+    """Paid evaluations of the campaign's search (every stage; not the finish's)."""
+    return sum(1 for e in store.evaluations() if e["stage"] != FINAL_STAGE
+               and not str(e["uid"]).startswith(PROTOCOL_UIDS))
+
+
+def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
+         genome: dict[str, Any], eval_hash: str, seeds: Sequence[int], tested: bool,
+         **extra: Any) -> dict[str, Any]:
+    val = _scores(store, eval_hash, seeds, "val")
+    row: dict[str, Any] = {
+        "key": key, "kind": kind, "name": name, "uid": uid,
+        "formula": _formula(genome), "genome": genome,
+        "fitness_mean": val["fitness_mean"], "fitness_std": val["fitness_std"],
+        "val_accuracy_mean": val["accuracy_mean"], "per_seed": val["per_seed"],
+        "seed_numbers": list(seeds), "n_seeds": val["n_seeds"],
+        "test_accuracy_mean": None, "test_per_seed": None, "test_fitness_std": None}
+    if tested:
+        test = _scores(store, eval_hash, seeds, "test")
+        row.update(test_accuracy_mean=test["accuracy_mean"], test_per_seed=test["per_seed"],
+                   test_fitness_std=test["fitness_std"])
+    row.update(extra)
+    return row
+
+
+def _formula(genome: dict[str, Any]) -> str | None:
+    try:
+        return Genome.from_dict(genome).formula()
+    except ValueError:
+        return None
+
+
+def _verdicts(comparison: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The winner against every other row, paired by seed: val fitness, and test accuracy."""
+    winner = comparison[0]
+    out = []
+    for split, field in (("val", "per_seed"), ("test", "test_per_seed")):
+        for row in comparison[1:]:
+            a, b = winner.get(field), row.get(field)
+            if not a or not b or len(a) != len(b):
                 continue
-        who = [(f"baseline:{name}", g, g.hash) for g in grid]
-        runner._evaluate(who, last.name, task, last.seeds, cfg.split)
-        sweep = {g.hash: _final_scores(runner.store, g.hash, last.seeds, cfg.split,
-                                       last.name)["fitness_mean"] for g in grid}
-        best = max(grid, key=lambda g: (sweep[g.hash], -g.lr))
-        runner._evaluate([(f"baseline:{name}", best, best.hash)], "final", task,
-                         cfg.final_seeds, "val")
-        row = {"name": f"{name} (tuned lr={best.lr:.3g})", "uid": None, "lr": best.lr,
-               "sweep": {f"{g.lr:.3g}": sweep[g.hash] for g in grid},
-               "at_grid_edge": best.lr in (grid[0].lr, grid[-1].lr), **scores_of(best.hash)}
-        if cfg.final_test_split:
-            runner._evaluate([(f"baseline:{name}", best, best.hash)], "final", task,
-                             cfg.final_seeds, "test")
-            test = _final_scores(runner.store, best.hash, cfg.final_seeds, "test")
-            row["test_accuracy_mean"] = test["val_accuracy_mean"]
-            row["test_fitness_std"] = test["fitness_std"]
-        rows.append(row)
-    return rows
+            out.append({"against": row["key"], "name": row["name"], "split": split,
+                        **paired_comparison(a, b).to_dict()})
+    return out
 
 
 def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any]:
@@ -92,6 +145,9 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     order = {s.name: k for k, s in enumerate(cfg.stages)}
     rows = store.individuals()
     by_uid = {r["uid"]: r for r in rows}
+    search_s = float(sum(g["wall_time_s"] or 0.0 for g in store.generations()))
+    final_seeds = tuple(cfg.final_seeds)
+    splits = ("val", "test") if cfg.final_test_split else ("val",)
 
     def eval_hash(r: dict[str, Any]) -> str:
         return by_uid[r["cached_from"]]["hash"] if r["cached_from"] else r["hash"]
@@ -107,42 +163,89 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     compare: dict[str, dict[str, Any]] = {}
     for name, genome in zip(cfg.seeds, runner.seeds, strict=True):
         if name in cfg.final_compare:
-            seed_row = next(r for r in rows if r["operator"] == "seed" and
-                            r["hash"] == genome.hash)
-            compare[name] = seed_row
+            compare[name] = next(r for r in rows if r["operator"] == "seed" and
+                                 r["hash"] == genome.hash)
     if not top:
         failed = [e for e in store.evaluations() if e["status"] != "ok"]
         example = f" (e.g. {failed[0]['status']}: {failed[0]['message']})" if failed else ""
         raise ValueError(f"no candidate of campaign {cfg.name} finished an evaluation "
                          f"successfully{example}; nothing to re-evaluate or export")
+
+    # 1. candidates and seeds on the final seeds
+    t0 = time.time()
     entries = {eval_hash(r): r for r in [*top.values(), *compare.values()]}
     final_task = runner.stage_tasks[-1]
+    runner.report_progress(None, "final")
     who = [(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in entries.items()]
-    runner._report(None, "final")
-    runner._evaluate(who, "final", final_task, cfg.final_seeds, "val")
-
-    def scores(r: dict[str, Any], split: str) -> dict[str, Any]:
-        return _final_scores(store, eval_hash(r), cfg.final_seeds, split)
-
-    final = {h: scores(r, "val") for h, r in entries.items()}
-    winner_hash = max(top, key=lambda h: final[h]["fitness_mean"])
+    runner.evaluate_many(who, FINAL_STAGE, final_task, final_seeds, "val")
+    final = {h: _scores(store, h, final_seeds) for h in entries}
+    winner_hash = max(top, key=lambda h: final[h]["aggregate"])
     winner = top[winner_hash]
-    comparison = [{"name": "winner", "uid": winner["uid"], **final[winner_hash]}]
-    comparison += [{"name": n, "uid": r["uid"], **final[eval_hash(r)]} for n, r in
-                   compare.items()]
-    if cfg.final_test_split:
-        tested = [winner, *compare.values()]
-        runner._evaluate([(r["uid"], Genome.from_dict(r["genome"]), eval_hash(r))
-                          for r in tested], "final", final_task, cfg.final_seeds, "test")
-        for row, r in zip(comparison, tested, strict=True):
-            test = scores(r, "test")
-            row["test_accuracy_mean"] = test["val_accuracy_mean"]
-            row["test_fitness_std"] = test["fitness_std"]
+    tested = cfg.final_test_split
+    if tested:
+        runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), eval_hash(r))
+                              for r in (winner, *compare.values())],
+                             FINAL_STAGE, final_task, final_seeds, "test")
+    comparison = [_row(store, "winner", "winner", "winner", winner["uid"], winner["genome"],
+                       winner_hash, final_seeds, tested)]
+    comparison += [_row(store, name, "seed", name, r["uid"], r["genome"], eval_hash(r),
+                        final_seeds, tested) for name, r in compare.items()]
+    final_s = time.time() - t0
 
-    tuned = tune_baselines(runner, scores_of=lambda h: _final_scores(store, h, cfg.final_seeds))
-    comparison += tuned
-    store.set_meta("baselines", tuned)
+    # 2. fair baselines, one protocol
+    t0 = time.time()
+    evaluate = CampaignEvaluate(runner)
+    specs = [get_baseline(n, cfg.final_lr_factors) for n in cfg.final_baselines]
+    last = cfg.stages[-1]
+    tuned_rows = []
+    for t in tune_baselines(specs, evaluate, last.seeds, final_seeds, splits) if specs else []:
+        d = t.to_dict()
+        tuned_rows.append(_row(
+            store, t.key, "tuned", f"{t.name} (tuned)", t.key, d["genome"], t.genome.hash,
+            final_seeds, tested, lr=t.genome.lr, at_grid_edge=any(t.at_grid_edge.values()),
+            tuning={"best": d["best"], "at_grid_edge": d["at_grid_edge"],
+                    "grid": {dim: list(v) for dim, v in get_baseline(
+                        t.name, cfg.final_lr_factors).grid.items()},
+                    "sweep_seeds": d["sweep_seeds"], "sweep_stage": last.name,
+                    "sweep": [{"point": r["point"], "fitness_mean": r["fitness_mean"],
+                               "per_seed": r["per_seed"], "status": r["status"]}
+                              for r in d["sweep"]]}))
+    comparison += tuned_rows
+    store.set_meta("baselines", tuned_rows)
+    baselines_s = time.time() - t0
 
+    # 3. budget-matched Optuna AdamW search
+    t0 = time.time()
+    budget_matched_s = 0.0
+    if cfg.final_budget_matched == "optuna":
+        from evoopt.fitness.optuna_search import NAME as OPTUNA_NAME
+        from evoopt.fitness.optuna_search import budget_matched_search
+
+        budget = cfg.final_budget_matched_budget or search_paid(store)
+        result = budget_matched_search(
+            evaluate, [(s.name, s.seeds) for s in cfg.stages], budget,
+            runner.out_dir / OPTUNA_FILE, seed=cfg.seed, batch=cfg.population)
+        info = {k: v for k, v in result.to_dict().items() if k != "trials"}
+        store.set_meta("budget_matched", result.to_dict())
+        if result.genome is not None:
+            for split in splits:
+                evaluate([(result.final_key, result.genome)], final_seeds, split)
+            comparison.append(_row(
+                store, OPTUNA_NAME, "budget_matched", f"{OPTUNA_NAME} (budget-matched)",
+                result.final_key, result.genome.to_dict(), result.genome.hash, final_seeds,
+                tested, tuning={"best": info["best_params"], "best_trial": info["best_trial"],
+                                "best_value": info["best_value"], "n_trials": info["n_trials"],
+                                "pruned": info["n_pruned"], "failed": info["n_failed"],
+                                "paid": info["paid"], "budget": info["budget"],
+                                "stages": info["stages"]}))
+        budget_matched_s = time.time() - t0
+
+    # 4. paired verdicts, operators
+    verdicts = _verdicts(comparison)
+    operators = operator_success(store.individuals(),
+                                 {**order, FINAL_STAGE: len(cfg.stages) - 1})
+
+    # 5. simplify and export the winner
     genome = Genome.from_dict(winner["genome"])
     simplified = genome.canonical()
     simplified_ok = numerically_equivalent(genome, simplified)
@@ -151,25 +254,30 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     class_name = class_name_for(dataclasses.replace(exported, name=cfg.name)) + "Optimizer"
     source = export_genome(exported, class_name, provenance={
         "campaign": cfg.name, "uid": winner["uid"],
-        "final_fitness_mean": final[winner_hash]["fitness_mean"]})
+        "final_fitness_mean": final[winner_hash]["aggregate"]})
     (runner.out_dir / EXPORT_FILE).write_text(source)
     exported.save(runner.out_dir / GENOME_FILE)
 
     generations = store.generations()
     summary = {
         "winner": {"uid": winner["uid"], "hash": winner["hash"], "formula": exported.formula(),
-                   "fitness_mean": final[winner_hash]["fitness_mean"],
+                   "fitness_mean": final[winner_hash]["aggregate"],
                    "fitness_std": final[winner_hash]["fitness_std"],
                    "seeds": final[winner_hash]["per_seed"],  # per-seed fitness
-                   "seed_numbers": list(cfg.final_seeds), "simplified": simplified_ok,
+                   "seed_numbers": list(final_seeds), "simplified": simplified_ok,
                    "class_name": class_name},
         "comparison": comparison,
+        "verdicts": verdicts,
+        "operators": operators,
+        "timings": {"search_s": search_s, "baselines_s": baselines_s,
+                    "budget_matched_s": budget_matched_s, "final_s": final_s},
         "evaluations_done": len(store.evaluations()),
-        # reuse during the generations, plus during this final phase (e.g. a tuned baseline's
-        # own lr found among the seed's evaluations)
+        # reuse during the generations, plus during this final phase (e.g. a baseline's grid
+        # point found among the campaign's evaluations)
         "evaluations_cached": sum(g["n_cached"] or 0 for g in generations)
         + runner.counters["cached"] - cached_before,
         "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
+        "search_evaluations": search_paid(store),
         "generations": strategy.generation,
         "exported": EXPORT_FILE,
         "genome_file": GENOME_FILE,

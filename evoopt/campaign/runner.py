@@ -22,21 +22,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoopt.campaign.common import aggregate_fitness, resolve_seed
 from evoopt.campaign.config import CampaignConfig
+from evoopt.campaign.finish import finish_campaign
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
 from evoopt.fitness import WORST_FITNESS, TaskSpec, load_task
 from evoopt.fitness.data import ensure_cifar10
-from evoopt.genome import Genome, load_genome, seed_genome
+from evoopt.genome import Genome
 from evoopt.genome.behaviour import behaviour_hash
 from evoopt.strategy.strategy import Candidate, Strategy, StrategyConfig
 
 ProgressHook = Callable[[dict[str, Any]], None]
-
-
-def resolve_seed(name: str) -> Genome:
-    """A seed genome by shipped name (``adam``) or by file path."""
-    return load_genome(name) if name.endswith((".toml", ".json")) else seed_genome(name)
 
 
 def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | None = None,
@@ -174,7 +171,7 @@ class CampaignRunner:
                 formula=c.genome.formula(), status="pending", change=c.change,
                 cached_from=rep if kind else None, cache_kind=kind, created_at=time.time())
             tracked.append(_Tracked(c, eval_hash, cached=kind is not None))
-        self._report(gen, "evaluating")
+        self.report_progress(gen, "evaluating")
         for index, stage in enumerate(self.config.stages):
             alive = [t for t in tracked if not t.stopped]
             if index > 0:
@@ -199,7 +196,7 @@ class CampaignRunner:
         strategy.tell(results)
         self._commit_generation(gen, tracked, t0, done_before, cached_before, saved_before)
         self.store.set_meta("strategy_state", strategy.get_state())
-        self._report(gen, "done")
+        self.report_progress(gen, "done")
 
     def _commit_generation(self, gen: int, tracked: list[_Tracked], t0: float,
                            done_before: int, cached_before: int, saved_before: int) -> None:
@@ -234,17 +231,23 @@ class CampaignRunner:
     def _run_stage(self, index: int, alive: list[_Tracked]) -> None:
         stage = self.config.stages[index]
         task = self.stage_tasks[index]
-        self._evaluate([(t.candidate.uid, t.candidate.genome, t.eval_hash) for t in alive],
-                       stage.name, task, stage.seeds, self.config.split)
+        self.evaluate_many([(t.candidate.uid, t.candidate.genome, t.eval_hash) for t in alive],
+                           stage.name, task, stage.seeds, self.config.split)
         for t in alive:
             rows = {r["seed"]: r for r in self.store.find_evaluations(t.eval_hash, stage.name,
                                                                        self.config.split)}
             t.scores[stage.name] = aggregate_fitness([rows[s] for s in stage.seeds])
             t.stage_index = index
 
-    def _evaluate(self, who: list[tuple[str, Genome, str]], stage: str, task: TaskSpec,
-                  seeds: tuple[int, ...], split: str) -> None:
-        """Make sure every (eval hash, stage, seed, split) exists in the store, paying once."""
+    def evaluate_many(self, who: list[tuple[str, Genome, str]], stage: str, task: TaskSpec,
+                      seeds: tuple[int, ...], split: str) -> None:
+        """Make sure every (eval hash, stage, seed, split) exists in the store, paying once.
+
+        ``who``: ``(uid, genome, eval hash)``; a missing evaluation is run on the evaluator
+        (in parallel where it can) and committed under ``uid`` as it arrives; one already stored
+        under the same eval hash is reused (counted in ``counters["cached"]``). Public: the
+        finish (``evoopt.campaign.finish``) evaluates baselines and searches through it.
+        """
         assert self.evaluator is not None
         requests: dict[str, tuple[EvalRequest, str, str]] = {}
         for uid, genome, eval_hash in who:
@@ -268,7 +271,7 @@ class CampaignRunner:
             self._commit_evaluation(outcome, uid, eval_hash, stage)
             self.counters["running"] -= 1
             self.counters["done"] += 1
-            self._report(None, "evaluating", outcome=outcome)
+            self.report_progress(None, "evaluating", outcome=outcome)
 
     def _commit_evaluation(self, outcome: EvalOutcome, uid: str, eval_hash: str,
                            stage: str) -> None:
@@ -282,21 +285,16 @@ class CampaignRunner:
             worker=outcome.worker, train_loss_curve=r.get("train_loss_curve", []),
             created_at=time.time())
 
-    def _report(self, generation: int | None, phase: str,
-                outcome: EvalOutcome | None = None) -> None:
+    def report_progress(self, generation: int | None, phase: str,
+                        outcome: EvalOutcome | None = None) -> None:
+        """Call the progress hook with the counters (``phase``: evaluating, done, final)."""
         self.progress({"generation": generation, "phase": phase, **self.counters,
                        "generations": self.config.generations,
                        "last": outcome.result if outcome else None})
 
     # -- finish --------------------------------------------------------------------------------
     def _finish(self, strategy: Strategy) -> dict[str, Any]:
-        from evoopt.campaign.finish import finish_campaign
-
         return finish_campaign(self, strategy)
 
 
-def aggregate_fitness(rows: list[dict[str, Any]]) -> float:
-    """Mean fitness over seeds; any failed seed makes the whole evaluation the worst."""
-    if not rows or any(r["status"] != "ok" for r in rows):
-        return WORST_FITNESS
-    return statistics.fmean(r["fitness"] for r in rows)
+__all__ = ["CampaignRunner", "aggregate_fitness", "make_evaluator", "resolve_seed"]

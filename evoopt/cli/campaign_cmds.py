@@ -27,14 +27,23 @@ console = Console()
 
 
 def _estimated_evaluations(config: Any) -> int:
+    from evoopt.fitness.baselines import get_baseline
+
     per_candidate = sum(len(s.seeds) for s in config.stages)
     children = config.population - config.elitism if config.selection == "tournament" \
         else max(1, config.population // 2)
     n = max(config.population, len(config.seeds)) + children * (config.generations - 1)
-    finals = (config.final_top_k + len(config.final_compare)) * len(config.final_seeds)
-    tuned = len(config.final_tuned) * (len(config.final_lr_grid) * len(config.stages[-1].seeds)
-                                       + len(config.final_seeds))
-    return n * per_candidate + (finals + tuned) * (2 if config.final_test_split else 1)
+    search = n * per_candidate
+    splits = 2 if config.final_test_split else 1
+    n_final = len(config.final_seeds)
+    finals = (config.final_top_k + len(config.final_compare)) * n_final * splits
+    specs = [get_baseline(b, config.final_lr_factors) for b in config.final_baselines]
+    tuned = sum(len(s.points()) for s in specs) * len(config.stages[-1].seeds) \
+        + len(specs) * n_final * splits
+    optuna = 0
+    if config.final_budget_matched == "optuna":
+        optuna = (config.final_budget_matched_budget or search) + n_final * splits
+    return search + finals + tuned + optuna
 
 
 def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
@@ -78,34 +87,35 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _verdict(a: dict[str, Any], b: dict[str, Any]) -> str:
-    """Difference of mean validation fitness and whether it exceeds twice its standard error."""
-    delta = a["fitness_mean"] - b["fitness_mean"]
-    se = (((a["fitness_std"] or 0) ** 2) / max(1, a["n_seeds"] - 1)
-          + ((b["fitness_std"] or 0) ** 2) / max(1, b["n_seeds"] - 1)) ** 0.5
-    if abs(delta) <= 2 * se:
-        word = "indistinguishable: |Δ| ≤ 2 SE"
-    else:
-        word = "better: Δ > 2 SE" if delta > 0 else "worse: Δ < −2 SE"
-    return f"{delta:+.4f} (SE {se:.4f}; {word})"
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{mean:.4f} ± {std or 0:.4f}"
 
 
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
-    table = Table(title=f"{out}: winner vs seeds on fresh seeds (validation split)")
-    for col in ("", "uid", "val fitness (mean ± std)", "test accuracy", "seeds"):
+    table = Table(title=f"{out}: winner vs seeds and baselines on the final seeds")
+    for col in ("", "kind", "uid", "val fitness (mean ± std)", "test accuracy", "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get("test_accuracy_mean")
-        table.add_row(row["name"], row["uid"] or "-",
-                      f"{row['fitness_mean']:.4f} ± {row['fitness_std'] or 0:.4f}",
+        table.add_row(row["name"], row.get("kind", ""), row["uid"] or "-",
+                      _pm(row["fitness_mean"], row["fitness_std"]),
                       "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
     console.print(table)
-    rows = {row["name"].split(" (tuned")[0] + (" (tuned)" if "tuned" in row["name"] else ""):
-            row for row in summary["comparison"]}
-    winner = rows["winner"]
-    for name in ("adam", "adan", "adam (tuned)"):
-        if name in rows and winner["fitness_mean"] is not None:
-            console.print(f"winner − {name}: {_verdict(winner, rows[name])}", highlight=False)
+    for v in summary.get("verdicts") or []:
+        p = "-" if v["p_value"] is None else f"{v['p_value']:.3g}"
+        console.print(f"winner − {v['name']} ({v['split']}): {v['mean_diff']:+.4f} (paired SE "
+                      f"{v['paired_se']:.4f}, p={p}, n={v['n']}): {v['verdict']}",
+                      markup=False, highlight=False)
+    operators = [o for o in summary.get("operators") or [] if o.get("improvements")]
+    if operators:
+        console.print("improvements by operator: " + ", ".join(
+            f"{o['operator']} {o['improvements']}/{o['children']}" for o in operators),
+            markup=False, highlight=False)
+    timings = summary.get("timings")
+    if timings:
+        console.print("time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
+                                           for k, v in timings.items()),
+                      markup=False, highlight=False)
     console.print(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}",
                   markup=False, highlight=False)
     console.print(f"evaluations: {summary['evaluations_done']} paid, "

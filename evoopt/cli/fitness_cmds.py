@@ -105,66 +105,100 @@ def evaluate(
 def baselines(
     task: str = typer.Option("cifar10-cpu", "--task", "-t",
                              help="Task name in fitness/ or a task TOML file."),
-    optimizers: str = typer.Option("adam,adamw,adan,lion,nesterov", "--optimizers",
-                                   help="Comma-separated seed genome names."),
-    lr_grid: str = typer.Option("0.1,0.3333,1,3,10", "--lr-grid",
-                                help="Comma-separated multipliers of each genome's own lr."),
+    optimizers: str = typer.Option(
+        "adam,adamw-cosine,lion-cosine,nesterov-cosine", "--optimizers",
+        help="Comma-separated fair baselines (evoopt.fitness.baselines.FAIR_BASELINES); "
+             "empty with --search optuna to run the search alone."),
+    lr_grid: str | None = typer.Option(
+        None, "--lr-grid", help="Comma-separated multipliers of each baseline's centre lr "
+        "(default 0.25,0.5,1,2,4: 5 points a factor 2 apart)."),
     seeds: int = typer.Option(2, "--seeds", "-n", min=1,
                               help="Seeds for the sweep (0..N-1) and, fresh, for the re-run "
-                                   "of the best lr (1000..1000+N-1)."),
+                                   "of the best point (1000..1000+N-1)."),
     split: str = typer.Option("val", "--split",
                               help="Split of the final re-run (the sweep always uses val)."),
+    search: str = typer.Option("none", "--search",
+                               help="none, or optuna: also run the budget-matched Optuna "
+                                    "AdamW search (needs --budget)."),
+    budget: int = typer.Option(0, "--budget", min=0,
+                               help="Paid training runs of the Optuna search."),
+    search_seed: int = typer.Option(0, "--search-seed", help="Seed of the TPE sampler."),
     data_dir: Path | None = typer.Option(None, "--data-dir",
                                          help="Folder holding cifar-10-batches-py/."),
     overrides: list[str] = typer.Option([], "--set", help="Override a task field: field=value."),
-    output: Path | None = typer.Option(None, "-o", "--output",
-                                       help="Write OUTPUT.csv (summary) and OUTPUT.json (all)."),
+    output: Path | None = typer.Option(
+        None, "-o", "--output", help="Write OUTPUT.csv (summary) and OUTPUT.json (all); the "
+        "Optuna study goes to OUTPUT.optuna.sqlite (a rerun resumes it)."),
 ) -> None:
-    """Tune each baseline's lr on val, re-run the best on fresh seeds, tabulate mean ± std."""
+    """Tune the fair baselines on val, re-run the best on fresh seeds, tabulate mean ± std."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from evoopt.fitness import DataError
-    from evoopt.fitness.baselines import run_baselines
-    from evoopt.genome import GenomeError, seed_genome
+    from evoopt.fitness.baselines import get_baseline, run_baselines
 
     if split not in ("val", "test"):
         raise _fail(f"--split must be val or test, got {split!r}")
+    if search not in ("none", "optuna"):
+        raise _fail(f"--search must be none or optuna, got {search!r}")
+    if search == "optuna" and budget < 1:
+        raise _fail("--search optuna needs --budget N (paid training runs, N ≥ 1)")
+    if search == "none" and budget:
+        raise _fail("--budget applies to --search optuna only")
     spec = _load_task(task, overrides)
     names = [s.strip() for s in optimizers.split(",") if s.strip()]
+    if not names and search == "none":
+        raise _fail("--optimizers: no baseline named")
     try:
-        factors = [float(x) for x in lr_grid.split(",") if x.strip()]
-        for n in names:
-            seed_genome(n)
+        factors = None if lr_grid is None else [float(x) for x in lr_grid.split(",")
+                                                if x.strip()]
     except ValueError as e:
         raise _fail(f"--lr-grid: {e}") from None
-    except GenomeError as e:
-        raise _fail(str(e)) from None
-    total = len(names) * (len(set(factors)) + 1) * seeds
+    try:
+        specs = [get_baseline(n, factors) for n in names]
+    except ValueError as e:
+        raise _fail(f"--optimizers / --lr-grid: {e}") from None
+    storage = None
+    if search == "optuna" and output is not None:
+        base = output.with_suffix("") if output.suffix in (".csv", ".json") else output
+        storage = base.with_name(base.name + ".optuna.sqlite")
+        storage.parent.mkdir(parents=True, exist_ok=True)
+    total = sum(len(s.points()) + 1 for s in specs) * seeds + (budget + seeds) * (
+        search == "optuna")
     with Progress("{task.description}", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err_console) as bar:
         job = bar.add_task("baselines", total=total)
 
-        def tick(name: str, phase: str, lr: float, seed: int, r: Any) -> None:
-            bar.update(job, advance=1,
-                       description=f"{name} {phase} lr={lr:.3g} seed={seed}: {r.status}")
+        def tick(key: str, on: str, seed: int, r: Any) -> None:
+            bar.update(job, advance=1, description=f"{key} {on} seed={seed}: {r.status}")
 
         try:
             report = run_baselines(spec, names, factors, sweep_seeds=seeds, split=split,
-                                   data_dir=data_dir, progress=tick)
+                                   data_dir=data_dir, progress=tick,
+                                   search_budget=budget if search == "optuna" else 0,
+                                   search_storage=storage, search_seed=search_seed)
         except (DataError, ValueError) as e:
             raise _fail(str(e)) from None
-    table = Table(title=f"baselines on {spec.name}: lr tuned on val, "
-                        f"best re-run on fresh seeds ({split})")
-    for col in ("optimizer", "best lr", "× own lr", "fitness", "accuracy", "loss", "failed"):
-        table.add_column(col, justify="left" if col == "optimizer" else "right")
+    table = Table(title=f"baselines on {spec.name}: tuned on val, best re-run on fresh seeds "
+                        f"({split})")
+    for col in ("optimizer", "kind", "best lr", "wd", "schedule", "fitness", "accuracy", "loss",
+                "failed"):
+        table.add_column(col, justify="left" if col in ("optimizer", "kind", "schedule")
+                         else "right")
     for row in report.summary.to_dict(orient="records"):
-        edge = " (grid edge)" if row["at_grid_edge"] else ""
+        edge = f" (grid edge: {row['grid_edge']})" if row.get("grid_edge") else ""
+        wd = row.get("best_weight_decay")
         table.add_row(
-            row["optimizer"], f"{row['best_lr']:.3g}", f"{row['lr_factor']:.3g}{edge}",
-            f"{row['fitness_mean']:.4f} ± {row['fitness_std']:.4f}",
+            row["optimizer"] + edge, row["kind"], f"{row['best_lr']:.3g}",
+            "-" if wd is None or wd != wd else f"{wd:.3g}", row["schedule"],
+            f"{_fmt(row['fitness_mean'])} ± {_fmt(row['fitness_std'])}",
             f"{_fmt(row['accuracy_mean'])} ± {_fmt(row['accuracy_std'])}",
             f"{_fmt(row['loss_mean'])} ± {_fmt(row['loss_std'])}", str(row["n_failed"]))
     console.print(table)
+    if report.search is not None:
+        sr = report.search
+        console.print(f"optuna-adamw: {sr['n_trials']} trials ({sr['n_pruned']} pruned), "
+                      f"{sr['paid']} paid runs of budget {sr['budget']}; best trial "
+                      f"{sr['best_trial']}: {sr['formula']}", markup=False, highlight=False)
     if output is not None:
         csv_path, json_path = report.write(output)
         console.print(f"wrote {csv_path} and {json_path}", markup=False, highlight=False)
