@@ -45,6 +45,9 @@ if TYPE_CHECKING:
     from evoopt.strategy.strategy import Strategy
 
 EXPORT_FILE = "best_optimizer.py"
+# Trials asked at a time by the budget-matched search: enough to keep a few workers busy, few
+# enough that TPE updates its model often (a user would run it about this parallel).
+OPTUNA_BATCH = 8
 GENOME_FILE = "best_genome.toml"
 OPTUNA_FILE = "optuna.sqlite"
 FINAL_STAGE = "final"
@@ -224,7 +227,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         budget = cfg.final_budget_matched_budget or search_paid(store)
         result = budget_matched_search(
             evaluate, [(s.name, s.seeds) for s in cfg.stages], budget,
-            runner.out_dir / OPTUNA_FILE, seed=cfg.seed, batch=cfg.population)
+            runner.out_dir / OPTUNA_FILE, seed=cfg.seed,
+            batch=min(cfg.population, OPTUNA_BATCH))
         info = {k: v for k, v in result.to_dict().items() if k != "trials"}
         store.set_meta("budget_matched", result.to_dict())
         if result.genome is not None:
