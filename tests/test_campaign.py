@@ -69,8 +69,18 @@ def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
         assert r["fitness"] is not None and r["status"] != "pending"
     keys = [(e["hash"], e["stage"], e["seed"], e["split"]) for e in evaluations]
     assert len(keys) == len(set(keys)), "an evaluation was paid twice"
-    assert {e["stage"] for e in evaluations} == {"screen", "full", "final"}
+    assert {e["stage"] for e in evaluations} == {"screen", "full", "selection", "final"}
     assert all(e["split"] == "val" for e in evaluations if e["stage"] != "final")
+    # The winner is picked among the top-k on the selection seeds; the final seeds, which no
+    # selection saw, are paid only for the winner, the compared seeds and the baselines.
+    selection = summary["winner"]["selection"]
+    assert selection["seeds"] == [300, 301] and len(selection["candidates"]) == 2
+    best = max(selection["candidates"], key=lambda c: c["fitness_mean"])
+    assert summary["winner"]["uid"] == best["uid"]
+    assert {e["seed"] for e in evaluations if e["stage"] == "selection"} == {300, 301}
+    finalists = {e["hash"] for e in evaluations if e["stage"] == "final"
+                 and not e["uid"].startswith("baseline:")}
+    assert len(finalists) <= 3  # winner, adam, adan (a seed may be the winner)
     # Adam learns on the tiny task: its full-stage validation accuracy is above chance.
     adam = next(r for r in seeds if r["hash"] == seed_genome("adam").hash)
     assert adam["stage_reached"] == "full" and adam["fitness"] > 0.15
@@ -267,6 +277,8 @@ BAD_CONFIGS = [
     ({"final": {"budget_matched_budget": -1}}, "final.budget_matched_budget: must be ≥ 0"),
     ({"final": {"lr_factors": [1, 0]}}, "final.lr_factors: expected positive multipliers"),
     ({"final": {"tuned": ["adam"]}}, "final.tuned: unknown field"),
+    ({"final": {"selection_seeds": [101, 400]}}, "final.selection_seeds: must be fresh seeds"),
+    ({"stages": [{"name": "selection", "seeds": [0]}]}, "stages[0].name: 'selection' is reserved"),
 ]
 
 

@@ -8,7 +8,8 @@ Layout::
                  lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure)
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
-    [final]      top_k, seeds = [..], compare = ["adam", "adan"], test_split = bool,
+    [final]      top_k, seeds = [..], selection_seeds = [..] (fresh seeds the top_k are
+                 re-measured on to pick the winner), compare = ["adam", "adan"], test_split = bool,
                  baselines = ["adam", "adamw-cosine", "lion-cosine", "nesterov-cosine"]
                  (evoopt.fitness.baselines.FAIR_BASELINES, tuned by the fair protocol),
                  lr_factors = [0.25, 0.5, 1, 2, 4] (optional: multipliers of each baseline's
@@ -31,6 +32,8 @@ from evoopt.genome import MAX_TERMS
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
 
 REQUIRED_SEEDS = ("adam", "adan")
+#: Stage names the finish phase stores its evaluations under.
+RESERVED_STAGE_NAMES = ("final", "selection")
 BUDGET_MATCHED = ("none", "optuna")
 
 
@@ -67,6 +70,7 @@ class CampaignConfig:
     stages: tuple[Stage, ...] = (Stage("full", (0,)),)
     final_top_k: int = 3
     final_seeds: tuple[int, ...] = (100, 101, 102)
+    final_selection_seeds: tuple[int, ...] = ()
     final_compare: tuple[str, ...] = REQUIRED_SEEDS
     final_test_split: bool = True
     final_baselines: tuple[str, ...] = DEFAULT_BASELINES
@@ -86,7 +90,8 @@ class CampaignConfig:
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
         d = dict(d)
         d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
-        for key in ("seeds", "final_seeds", "final_compare", "final_baselines",
+        for key in ("seeds", "final_seeds", "final_selection_seeds", "final_compare",
+                    "final_baselines",
                     "final_lr_factors", "lr_screen"):
             if d.get(key) is not None:
                 d[key] = tuple(d[key])
@@ -106,6 +111,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "fitness": {"task": ("task", str), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
+              "selection_seeds": ("final_selection_seeds", list),
               "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
               "baselines": ("final_baselines", list), "lr_factors": ("final_lr_factors", list),
               "budget_matched": ("final_budget_matched", str),
@@ -172,7 +178,8 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
         raise ConfigError("campaign.name: missing")
     _check_ranges(values)
     values["stages"] = _parse_stages(data.get("stages"))
-    for key, where in (("final_seeds", "final.seeds"),):
+    for key, where in (("final_seeds", "final.seeds"),
+                       ("final_selection_seeds", "final.selection_seeds")):
         if key in values:
             values[key] = _seed_list(where, values[key])
     for key in ("seeds", "final_compare", "final_baselines"):
@@ -197,6 +204,11 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     if set(config.final_seeds) & stage_seeds:
         raise ConfigError(f"final.seeds: must be fresh seeds, not used by any stage "
                           f"(overlap: {sorted(set(config.final_seeds) & stage_seeds)})")
+    used = stage_seeds | set(config.final_seeds)
+    if set(config.final_selection_seeds) & used:
+        raise ConfigError(f"final.selection_seeds: must be fresh seeds, used by no stage and not "
+                          f"final.seeds (overlap: "
+                          f"{sorted(set(config.final_selection_seeds) & used)})")
     return config
 
 
@@ -278,7 +290,7 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
                 raise ConfigError(f"{where}.{key}: unknown field (allowed: name, seeds, "
                                   "overrides, hurdle)")
         name = _typed(f"{where}.name", table.get("name", f"stage{i}"), str)
-        if name == "final" or name in {s.name for s in stages}:
+        if name in RESERVED_STAGE_NAMES or name in {s.name for s in stages}:
             raise ConfigError(f"{where}.name: {name!r} is reserved or repeated")
         seeds = _seed_list(f"{where}.seeds", table.get("seeds", [0]))
         overrides = _typed(f"{where}.overrides", table.get("overrides", {}), dict)

@@ -2,10 +2,11 @@
 
 On the final seeds (``final.seeds``, which no stage used) at the last stage's budget:
 
-1. the ``final.top_k`` candidates and the seeded ``final.compare`` genomes are re-evaluated on
-   the validation split; the winner is the best of the top-k (any failed seed counts as the
-   worst; with ``final.test_split`` everyone is also evaluated on the official test split:
-   reported, never selected on);
+1. the winner is the best of the ``final.top_k`` candidates re-evaluated on
+   ``final.selection_seeds`` (any failed seed counts as the worst), or, without selection seeds,
+   the search's best; the winner and the seeded ``final.compare`` genomes are evaluated on the
+   final seeds, which no selection has seen (with ``final.test_split`` also on the official
+   test split: reported, never selected on);
 2. the fair baselines ``final.baselines`` are tuned by the one protocol of
    :mod:`evoopt.fitness.baselines` (grid sweep on the last stage's seeds, validation split, then
    the best point on the final seeds);
@@ -51,6 +52,7 @@ OPTUNA_BATCH = 8
 GENOME_FILE = "best_genome.toml"
 OPTUNA_FILE = "optuna.sqlite"
 FINAL_STAGE = "final"
+SELECTION_STAGE = "selection"  # the top-k re-measured on final.selection_seeds
 # uid prefixes of evaluations that are not the campaign's search
 PROTOCOL_UIDS = ("baseline:", "optuna:")
 
@@ -98,7 +100,7 @@ class CampaignEvaluate:
 
 def search_paid(store: CampaignStore) -> int:
     """Paid evaluations of the campaign's search (every stage; not the finish's)."""
-    return sum(1 for e in store.evaluations() if e["stage"] != FINAL_STAGE
+    return sum(1 for e in store.evaluations() if e["stage"] not in (FINAL_STAGE, SELECTION_STAGE)
                and not str(e["uid"]).startswith(PROTOCOL_UIDS))
 
 
@@ -174,16 +176,30 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         raise ValueError(f"no candidate of campaign {cfg.name} finished an evaluation "
                          f"successfully{example}; nothing to re-evaluate or export")
 
-    # 1. candidates and seeds on the final seeds
+    # 1. the winner: the top-k re-measured on fresh selection seeds (one lucky score does not
+    # stick), else the search's own best; then it and the seeds on the final seeds, which no
+    # selection has seen
     t0 = time.time()
-    entries = {eval_hash(r): r for r in [*top.values(), *compare.values()]}
     final_task = runner.stage_tasks[-1]
     runner.report_progress(None, "final")
+    selection_seeds = tuple(cfg.final_selection_seeds)
+    selection: list[dict[str, Any]] = []
+    winner_hash = next(iter(top))  # ranked first by (stage reached, score)
+    if selection_seeds and len(top) > 1:
+        runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), h)
+                              for h, r in top.items()],
+                             SELECTION_STAGE, final_task, selection_seeds, "val")
+        picked = {h: _scores(store, h, selection_seeds, "val", SELECTION_STAGE) for h in top}
+        winner_hash = max(top, key=lambda h: picked[h]["aggregate"])
+        selection = [{"uid": top[h]["uid"], "formula": top[h]["formula"],
+                      "search_fitness": top[h]["fitness"],
+                      "fitness_mean": picked[h]["fitness_mean"],
+                      "per_seed": picked[h]["per_seed"]} for h in top]
+    winner = top[winner_hash]
+    entries = {eval_hash(r): r for r in [winner, *compare.values()]}
     who = [(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in entries.items()]
     runner.evaluate_many(who, FINAL_STAGE, final_task, final_seeds, "val")
     final = {h: _scores(store, h, final_seeds) for h in entries}
-    winner_hash = max(top, key=lambda h: final[h]["aggregate"])
-    winner = top[winner_hash]
     tested = cfg.final_test_split
     if tested:
         runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), eval_hash(r))
@@ -269,7 +285,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
                    "fitness_std": final[winner_hash]["fitness_std"],
                    "seeds": final[winner_hash]["per_seed"],  # per-seed fitness
                    "seed_numbers": list(final_seeds), "simplified": simplified_ok,
-                   "class_name": class_name},
+                   "class_name": class_name,
+                   "selection": {"seeds": list(selection_seeds), "candidates": selection}},
         "comparison": comparison,
         "verdicts": verdicts,
         "operators": operators,
