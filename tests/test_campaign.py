@@ -19,7 +19,7 @@ from evoopt.campaign.runner import CampaignRunner
 from evoopt.campaign.status import campaign_status
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import SerialEvaluator
-from evoopt.genome import load_genome, seed_genome
+from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,6 +90,41 @@ def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
                for row in summary["comparison"])
 
 
+def test_refinement_tunes_the_best_structure_within_the_search_budget(finished: Path) -> None:
+    """[refine]: a TPE search over the best individual's hyperparameters, structure fixed,
+    starting at the incumbent; its runs are the search's (the budget-matched search gets them)."""
+    from evoopt.campaign.finish import search_paid
+
+    with CampaignStore(finished, readonly=True) as store:
+        refine = store.get_meta("refine")
+        evaluations = store.evaluations()
+        individuals = {r["uid"]: r for r in store.individuals()}
+        paid = search_paid(store)
+    assert refine["incumbent"] in individuals and refine["budget"] == 6
+    assert refine["paid"] >= 6 and refine["n_trials"] >= 2
+    runs = [e for e in evaluations if e["uid"].startswith("refine:trial-")]
+    assert runs and {e["stage"] for e in runs} <= {"screen", "full"}
+    assert paid == sum(1 for e in evaluations if e["stage"] in ("screen", "full")
+                       and not e["uid"].startswith(("baseline:", "optuna:")))
+    incumbent = Genome.from_dict(individuals[refine["incumbent"]]["genome"])
+    trials = [Genome.from_dict(g) for g in refine_genomes(finished)]
+    assert trials[0].hash == incumbent.hash  # the study starts at the incumbent
+    assert all(t.structure == incumbent.structure for t in trials)
+    refined = [r for r in individuals.values() if r["operator"] == "tpe_refine"]
+    for r in refined:  # present only when a trial beat the incumbent at the last stage
+        assert r["parents"] == [refine["incumbent"]] and r["stage_reached"] == "full"
+        assert r["fitness"] > individuals[refine["incumbent"]]["fitness"]
+
+
+def refine_genomes(directory: Path) -> list[dict]:
+    import optuna
+
+    study = optuna.load_study(study_name="evoopt-refine",
+                              storage=f"sqlite:///{directory / 'refine.sqlite'}")
+    return [t.user_attrs["genome"] for t in sorted(study.trials, key=lambda t: t.number)
+            if "genome" in t.user_attrs]
+
+
 def test_summary_rows_verdicts_and_baselines(finished: Path) -> None:
     """The summary schema the report and the lead rely on; baselines via the shared protocol."""
     from evoopt.fitness.baselines import get_baseline
@@ -131,7 +166,8 @@ def test_summary_rows_verdicts_and_baselines(finished: Path) -> None:
         assert v["mean_diff"] == pytest.approx(expected.mean_diff)
         assert v["paired_se"] == pytest.approx(expected.paired_se) and v["n"] == 2
         assert v["verdict"] in ("better", "worse", "indistinguishable")
-    assert set(summary["timings"]) == {"search_s", "baselines_s", "budget_matched_s", "final_s"}
+    assert set(summary["timings"]) == {"search_s", "refine_s", "baselines_s",
+                                       "budget_matched_s", "final_s"}
     assert summary["timings"]["search_s"] > 0 and summary["timings"]["budget_matched_s"] == 0
     assert isinstance(summary["operators"], list)
     assert all(set(o) >= {"operator", "children", "improvements", "success_rate"}

@@ -8,6 +8,8 @@ Layout::
                  lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure)
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
+    [refine]     evaluations = N (paid runs of a TPE search over the best structure's
+                 hyperparameters after the generations; part of the search's budget)
     [final]      top_k, seeds = [..], selection_seeds = [..] (fresh seeds the top_k are
                  re-measured on to pick the winner), compare = ["adam", "adan"], test_split = bool,
                  baselines = ["adam", "adamw-cosine", "lion-cosine", "nesterov-cosine"]
@@ -68,6 +70,7 @@ class CampaignConfig:
     split: str = "val"
     task_overrides: dict[str, Any] = field(default_factory=dict)
     stages: tuple[Stage, ...] = (Stage("full", (0,)),)
+    refine_evaluations: int = 0
     final_top_k: int = 3
     final_seeds: tuple[int, ...] = (100, 101, 102)
     final_selection_seeds: tuple[int, ...] = ()
@@ -110,6 +113,7 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
                   "lr_screen": ("lr_screen", list)},
     "fitness": {"task": ("task", str), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
+    "refine": {"evaluations": ("refine_evaluations", int)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
               "selection_seeds": ("final_selection_seeds", list),
               "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
@@ -235,6 +239,8 @@ def _check_ranges(v: dict[str, Any]) -> None:
     need("split", "fitness.split", v.get("split") == "val",
          '"val" only: the test split is for final reports (final.test_split)')
     need("final_top_k", "final.top_k", v.get("final_top_k", 1) >= 1, "must be ≥ 1")
+    need("refine_evaluations", "refine.evaluations", v.get("refine_evaluations", 0) >= 0,
+         "must be ≥ 0 (0 = no refinement)")
     need("final_budget_matched", "final.budget_matched",
          v.get("final_budget_matched") in BUDGET_MATCHED, 'must be "none" or "optuna"')
     need("final_budget_matched_budget", "final.budget_matched_budget",

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from evoopt.campaign.common import aggregate_fitness
 from evoopt.campaign.operator_stats import operator_success
+from evoopt.campaign.refine import refine_best
 from evoopt.campaign.store import CampaignStore
 from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.baselines import get_baseline, tune_baselines
@@ -150,7 +151,7 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     order = {s.name: k for k, s in enumerate(cfg.stages)}
     rows = store.individuals()
     by_uid = {r["uid"]: r for r in rows}
-    search_s = float(sum(g["wall_time_s"] or 0.0 for g in store.generations()))
+    generations_s = float(sum(g["wall_time_s"] or 0.0 for g in store.generations()))
     final_seeds = tuple(cfg.final_seeds)
     splits = ("val", "test") if cfg.final_test_split else ("val",)
 
@@ -175,6 +176,14 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         example = f" (e.g. {failed[0]['status']}: {failed[0]['message']})" if failed else ""
         raise ValueError(f"no candidate of campaign {cfg.name} finished an evaluation "
                          f"successfully{example}; nothing to re-evaluate or export")
+
+    # 0. refinement: TPE over the best structure's hyperparameters (the search's last phase)
+    t0 = time.time()
+    evaluate = CampaignEvaluate(runner)
+    refined = refine_best(runner, evaluate, ranked[0], strategy.generation)
+    if refined is not None:  # first in line: it beat the incumbent at the last stage
+        top = {refined["hash"]: refined, **top}
+    refine_s = time.time() - t0
 
     # 1. the winner: the top-k re-measured on fresh selection seeds (one lucky score does not
     # stick), else the search's own best; then it and the seeds on the final seeds, which no
@@ -213,7 +222,6 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
 
     # 2. fair baselines, one protocol
     t0 = time.time()
-    evaluate = CampaignEvaluate(runner)
     specs = [get_baseline(n, cfg.final_lr_factors) for n in cfg.final_baselines]
     last = cfg.stages[-1]
     tuned_rows = []
@@ -290,7 +298,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         "comparison": comparison,
         "verdicts": verdicts,
         "operators": operators,
-        "timings": {"search_s": search_s, "baselines_s": baselines_s,
+        "timings": {"search_s": generations_s + refine_s, "refine_s": refine_s,
+                    "baselines_s": baselines_s,
                     "budget_matched_s": budget_matched_s, "final_s": final_s},
         "evaluations_done": len(store.evaluations()),
         # reuse during the generations, plus during this final phase (e.g. a baseline's grid

@@ -81,6 +81,40 @@ def adamw_search_space(trial: optuna.Trial) -> Genome:
     return adamw_genome(params)
 
 
+def genome_search_space(genome: Genome) -> tuple[Callable[[optuna.Trial], Genome],
+                                                   dict[str, float]]:
+    """TPE over ``genome``'s own hyperparameters (:meth:`Genome.tunable`), its structure fixed.
+
+    Each is searched on its registry scale over its registry search range (widened to hold the
+    current value): ``log`` → log-uniform, ``log1m`` (decay rates) → ``1 − x`` log-uniform,
+    ``linear`` → uniform; a negative weight keeps its sign. Returns the space and the genome's
+    own point in it (to start the study at the incumbent).
+    """
+    dims = []
+    for path, spec, value in genome.tunable():
+        lo, hi = spec.search or (spec.low, spec.high)
+        sign = -1.0 if value < 0 else 1.0
+        if spec.scale == "log1m":
+            a, b, x, log = 1.0 - hi, 1.0 - lo, 1.0 - value, True
+        elif spec.scale == "log":
+            a, b, x, log = lo, hi, abs(value), True
+        else:
+            a, b, x, log = lo, hi, value, False
+        a, b = min(a, x), max(b, x)
+        if log and a <= 0:
+            continue  # no log scale through zero: keep the value
+        dims.append((path, spec.scale, sign, a, b, log, x))
+
+    def space(trial: optuna.Trial) -> Genome:
+        values = {}
+        for path, scale, sign, a, b, log, _ in dims:
+            x = trial.suggest_float(path, a, b, log=log)
+            values[path] = 1.0 - x if scale == "log1m" else sign * x
+        return genome.with_values(values)
+
+    return space, {path: x for path, _, _, _, _, _, x in dims}
+
+
 @dataclass
 class SearchResult:
     """The search's outcome; ``best_*`` and ``genome`` are None when no trial reached the last
@@ -97,10 +131,11 @@ class SearchResult:
     budget: int
     stages: list[tuple[str, list[int]]]
     trials: list[dict[str, Any]] = field(repr=False, default_factory=list)
+    key_prefix: str = KEY_PREFIX
 
     @property
     def final_key(self) -> str:
-        return f"{KEY_PREFIX}{self.best_trial}"
+        return f"{self.key_prefix}{self.best_trial}"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -131,6 +166,9 @@ def budget_matched_search(
     batch: int = 1,
     *,
     space: Callable[[optuna.Trial], Genome] = adamw_search_space,
+    study_name: str = STUDY_NAME,
+    key_prefix: str = KEY_PREFIX,
+    start_at: dict[str, Any] | None = None,
     n_startup_trials: int = 5,
     progress: Callable[[dict[str, Any]], None] | None = None,
 ) -> SearchResult:
@@ -155,8 +193,10 @@ def budget_matched_search(
     storage = optuna.storages.RDBStorage(f"sqlite:///{Path(storage_path)}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        study = optuna.create_study(study_name=STUDY_NAME, storage=storage,
+        study = optuna.create_study(study_name=study_name, storage=storage,
                                     direction="maximize", load_if_exists=True)
+        if start_at is not None and not study.trials:  # a new study starts at the incumbent
+            study.enqueue_trial(start_at)
         study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials),
                                                    constant_liar=True)
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials,
@@ -182,11 +222,11 @@ def budget_matched_search(
         for k, (name, seeds) in enumerate(stage_list):
             if not alive:
                 break
-            items = [(f"{KEY_PREFIX}{num}", g) for num, (_, g) in alive.items()]
+            items = [(f"{key_prefix}{num}", g) for num, (_, g) in alive.items()]
             results = evaluate(items, seeds, "val", stage=k)
             check_results(items, seeds, results)
             for num, (trial, _) in list(alive.items()):
-                scores = [float(x) for x in results[f"{KEY_PREFIX}{num}"]]
+                scores = [float(x) for x in results[f"{key_prefix}{num}"]]
                 failed = any(x <= WORST_FITNESS for x in scores)
                 value = WORST_FITNESS if failed else float(mean_std(scores)[0])
                 attrs = trial.user_attrs
@@ -209,11 +249,11 @@ def budget_matched_search(
                 if progress is not None:
                     progress({"trial": num, "stage": k, "value": value, "paid": _paid(study),
                               "budget": budget})
-    return _result(study, stage_list, budget)
+    return _result(study, stage_list, budget, key_prefix)
 
 
-def _result(study: optuna.Study, stages: list[tuple[str, list[int]]], budget: int
-            ) -> SearchResult:
+def _result(study: optuna.Study, stages: list[tuple[str, list[int]]], budget: int,
+            key_prefix: str = KEY_PREFIX) -> SearchResult:
     last = len(stages) - 1
     trials = study.get_trials(deepcopy=False)
     reached = [t for t in trials if t.state == TrialState.COMPLETE and not t.user_attrs.get(
@@ -234,7 +274,7 @@ def _result(study: optuna.Study, stages: list[tuple[str, list[int]]], budget: in
         n_pruned=sum(t.state == TrialState.PRUNED for t in trials),
         n_failed=sum(t.state == TrialState.FAIL or bool(t.user_attrs.get("failed"))
                      for t in trials),
-        paid=_paid(study), budget=budget, stages=stages, trials=rows)
+        paid=_paid(study), budget=budget, stages=stages, trials=rows, key_prefix=key_prefix)
 
 
 SCREEN_FRACTION = 0.4

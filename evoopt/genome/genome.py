@@ -31,6 +31,7 @@ from evoopt.genome.primitives import (
     PHASES,
     Builder,
     GenomeError,
+    HParam,
     Primitive,
     primitive,
 )
@@ -240,6 +241,49 @@ class Genome:
     @property
     def has_schedule(self) -> bool:
         return self.schedule.kind != "constant"
+
+    def tunable(self) -> list[tuple[str, HParam, float]]:
+        """Every float hyperparameter as ``(path, spec, value)``: ``lr``, the tables' in slot
+        order (``momentum.beta``), then the terms' (``terms[1].weight``).
+
+        The weight of the first term with the largest |weight| is left out: only lr·w acts, so
+        that term's weight and lr are one degree of freedom (the canonical form fixes it at 1).
+        """
+        out: list[tuple[str, HParam, float]] = [("lr", LR, self.lr)]
+        for slot in BLOCK_SLOTS:
+            block = getattr(self, slot)
+            if block is not None:
+                out += [(f"{slot}.{h.name}", h, float(block[h.name]))
+                        for h in block.primitive.hparams if not h.is_bool]
+        weights = [abs(float(t["weight"])) for t in self.terms]
+        scale_term = weights.index(max(weights))
+        for i, t in enumerate(self.terms):
+            out += [(f"terms[{i}].{h.name}", h, float(t[h.name]))
+                    for h in t.primitive.hparams
+                    if not h.is_bool and not (h.name == "weight" and i == scale_term)]
+        return out
+
+    def with_values(self, values: Mapping[str, float]) -> Genome:
+        """This genome with the hyperparameters named by :meth:`tunable` paths replaced; each
+        value is checked against its bounds (:class:`GenomeError` names the path)."""
+        known = {path: spec for path, spec, _ in self.tunable()}
+        parts: dict[str, Any] = {"lr": self.lr, "terms": list(self.terms)}
+        parts |= {slot: getattr(self, slot) for slot in BLOCK_SLOTS}
+        for path, value in values.items():
+            if path not in known:
+                raise GenomeError(f"{path}: not a tunable hyperparameter of this genome "
+                                  f"(tunable: {', '.join(known)})")
+            checked = known[path].check(value, path)
+            if path == "lr":
+                parts["lr"] = checked
+            elif path.startswith("terms["):
+                index, name = int(path[6:path.index("]")]), path.split(".", 1)[1]
+                parts["terms"][index] = parts["terms"][index].replace(**{name: checked})
+            else:
+                slot, name = path.split(".", 1)
+                parts[slot] = parts[slot].replace(**{name: checked})
+        parts["terms"] = tuple(parts["terms"])
+        return Genome(**parts)
 
     def with_lr(self, lr: float) -> Genome:
         return replace(self, lr=LR.check(lr, "lr"))

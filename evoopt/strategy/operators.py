@@ -36,7 +36,7 @@ from types import MappingProxyType
 import numpy as np
 
 from evoopt.genome.genome import STATE_SLOTS, Block, Genome
-from evoopt.genome.primitives import LR, MAX_TERMS, REGISTRY, GenomeError, HParam
+from evoopt.genome.primitives import MAX_TERMS, REGISTRY, GenomeError
 from evoopt.genome.sampling import complete, perturb_hparam, random_block
 
 __all__ = [
@@ -134,23 +134,6 @@ def _other_kind(slot: str, current: str | None, rng: np.random.Generator,
     return kinds[int(rng.integers(len(kinds)))]
 
 
-def _float_hparams(g: Genome) -> list[tuple[str, str | None, int | None, HParam]]:
-    """Every float hyperparameter: (path for messages, slot, term index, spec); lr first.
-
-    A lone term's weight is left out: only lr·w acts, and the canonical form folds it into lr.
-    """
-    out: list[tuple[str, str | None, int | None, HParam]] = [("lr", None, None, LR)]
-    for slot in CROSSOVER_SLOTS:
-        block = getattr(g, slot)
-        if block is not None:
-            out += [(f"{slot}.{h.name}", slot, None, h) for h in block.primitive.hparams
-                    if not h.is_bool]
-    for i, t in enumerate(g.terms):
-        out += [(f"terms[{i}].{h.name}", "terms", i, h) for h in t.primitive.hparams
-                if not h.is_bool and not (h.name == "weight" and len(g.terms) == 1)]
-    return out
-
-
 def _valid(child: Genome) -> Genome:
     """Round trip through from_dict: checks every hyperparameter against its bounds."""
     Genome.from_dict(child.to_dict())
@@ -230,26 +213,11 @@ def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
     genome's, by a Gaussian step on its declared scale, bounded by its search and valid ranges.
     The step's width is itself drawn log-uniformly (2%–30% of the search range), so the same
     operator both explores and refines a promising genome."""
-    candidates = _float_hparams(g)
-    path, slot, index, h = candidates[int(rng.integers(len(candidates)))]
+    candidates = g.tunable()
+    path, h, old = candidates[int(rng.integers(len(candidates)))]
     sigma = float(np.exp(rng.uniform(*_PERTURB_LOG_SIGMA)))
-    parts = _parts(g)
-    if slot is None:
-        old = g.lr
-        new = perturb_hparam(h, old, rng, sigma)
-        parts["lr"] = new
-    elif slot == "terms":
-        assert index is not None
-        term = g.terms[index]
-        old = term[h.name]
-        new = perturb_hparam(h, old, rng, sigma)
-        parts["terms"] = (*g.terms[:index], term.replace(**{h.name: new}), *g.terms[index + 1:])
-    else:
-        block = getattr(g, slot)
-        old = block[h.name]
-        new = perturb_hparam(h, old, rng, sigma)
-        parts[slot] = block.replace(**{h.name: new})
-    return Genome(**parts), f"{path} {_arrow(old, new)}"
+    new = perturb_hparam(h, old, rng, sigma)
+    return g.with_values({path: new}), f"{path} {_arrow(old, new)}"
 
 
 @mutation_operator("add_term", default_rate=0.10,
