@@ -180,9 +180,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     # 0. refinement: TPE over the best structure's hyperparameters (the search's last phase)
     t0 = time.time()
     evaluate = CampaignEvaluate(runner)
-    refined = refine_best(runner, evaluate, ranked[0], strategy.generation)
-    if refined is not None:  # first in line: it beat the incumbent at the last stage
-        top = {refined["hash"]: refined, **top}
+    for refined in refine_best(runner, evaluate, ranked[0], strategy.generation):
+        top.setdefault(refined["hash"], refined)  # judged with the others on fresh seeds
     refine_s = time.time() - t0
 
     # 1. the winner: the top-k re-measured on fresh selection seeds (one lucky score does not

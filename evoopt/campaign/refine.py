@@ -6,9 +6,9 @@ random perturbation does. After the generations, the best individual's genome is
 Optuna's TPE over :func:`~evoopt.fitness.optuna_search.genome_search_space` (structure fixed,
 the study starting at the incumbent) on the campaign's own fidelity stages with median pruning,
 spending ``refine.evaluations`` paid runs. Those runs are the search's (they count in its
-budget, so a budget-matched baseline gets them too). A better genome joins the store as an
-individual whose operator is ``tpe_refine`` and whose parent is the incumbent, and competes for
-the win like the other top candidates.
+budget, so a budget-matched baseline gets them too). The best refined genomes join the store as
+individuals whose operator is ``tpe_refine`` and whose parent is the incumbent, and compete for
+the win with the other top candidates on the finish's fresh selection seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.optuna_search import budget_matched_search, genome_search_space
 from evoopt.fitness.protocol import EvaluateFn
 from evoopt.genome import Genome
@@ -29,15 +30,22 @@ STUDY_NAME = "evoopt-refine"
 KEY_PREFIX = "refine:trial-"
 OPERATOR = "tpe_refine"
 BATCH = 8  # trials asked at a time (as the budget-matched search)
+CANDIDATES = 2  # best refined trials that join the top candidates
 
 
 def refine_best(runner: CampaignRunner, evaluate: EvaluateFn, incumbent: dict[str, Any],
-                generation: int) -> dict[str, Any] | None:
-    """Refine ``incumbent`` (a store row); the new individual's row, or None when no trial beat
-    the incumbent at the last stage (or refinement is off)."""
+                generation: int) -> list[dict[str, Any]]:
+    """Refine ``incumbent`` (a store row); the store rows of the refined candidates (best first),
+    empty when refinement is off or no trial other than the incumbent reached the last stage.
+
+    The incumbent was picked as the best of hundreds on the stages' seeds, so its score there is
+    inflated (the winner's curse): a refined trial is not asked to beat it on those seeds.
+    Instead the best ``CANDIDATES`` trials that differ from it join the campaign's top
+    candidates, and the finish re-measures all of them on fresh selection seeds.
+    """
     cfg, store = runner.config, runner.store
     if cfg.refine_evaluations <= 0:
-        return None
+        return []
     genome = Genome.from_dict(incumbent["genome"])
     space, start = genome_search_space(genome)
     result = budget_matched_search(
@@ -46,21 +54,43 @@ def refine_best(runner: CampaignRunner, evaluate: EvaluateFn, incumbent: dict[st
         space=space, study_name=STUDY_NAME, key_prefix=KEY_PREFIX, start_at=start)
     store.set_meta("refine", {k: v for k, v in result.to_dict().items() if k != "trials"}
                    | {"incumbent": incumbent["uid"]})
-    if result.genome is None or result.genome.hash == genome.hash:
-        return None
-    uid = f"refine-{result.best_trial}"
-    before = dict(start)
-    _, after = genome_search_space(result.genome)
-    changed = [f"{k} {_fmt(before[k])}→{_fmt(after[k])}" for k in before
-               if k in after and f"{before[k]:.4g}" != f"{after[k]:.4g}"]
+    last = len(cfg.stages) - 1
+    finished = sorted((t for t in result.trials if t["state"] == "COMPLETE"
+                       and t["stage_reached"] == last and t["value"] is not None
+                       and not t["failed"] and t["value"] > WORST_FITNESS),
+                      key=lambda t: (-t["value"], t["number"]))
+    rows: list[dict[str, Any]] = []
+    seen = {genome.hash}
+    for trial in finished:
+        refined = Genome.from_dict(trial["genome"], source=f"refine trial {trial['number']}")
+        if refined.hash in seen:
+            continue
+        seen.add(refined.hash)
+        rows.append(_add_individual(runner, incumbent, start, refined, trial, result.n_trials,
+                                    generation))
+        if len(rows) == CANDIDATES:
+            break
+    return rows
+
+
+def _add_individual(runner: CampaignRunner, incumbent: dict[str, Any], start: dict[str, float],
+                    refined: Genome, trial: dict[str, Any], n_trials: int,
+                    generation: int) -> dict[str, Any]:
+    store = runner.store
+    uid = f"refine-{trial['number']}"
+    _, after = genome_search_space(refined)
+    changed = [f"{k} {_fmt(start[k])}→{_fmt(after[k])}" for k in start
+               if k in after and _fmt(start[k]) != _fmt(after[k])]
     store.add_individual(
         uid=uid, generation=generation, operator=OPERATOR, parents=[incumbent["uid"]],
-        genome=result.genome.to_dict(), hash=result.genome.hash,
-        behaviour_hash=behaviour_hash(result.genome), formula=result.genome.formula(),
-        fitness=result.best_value, stage_reached=cfg.stages[-1].name, status="evaluated",
-        change=f"TPE trial {result.best_trial} of {result.n_trials} ({result.paid} runs): "
-               + ", ".join(changed), created_at=time.time())
-    return store.get_individual(uid)
+        genome=refined.to_dict(), hash=refined.hash, behaviour_hash=behaviour_hash(refined),
+        formula=refined.formula(), fitness=trial["value"],
+        stage_reached=runner.config.stages[-1].name, status="evaluated",
+        change=f"TPE trial {trial['number']} of {n_trials}: " + ", ".join(changed),
+        created_at=time.time())
+    row = store.get_individual(uid)
+    assert row is not None
+    return row
 
 
 def _fmt(x: float) -> str:

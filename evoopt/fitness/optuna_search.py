@@ -263,7 +263,8 @@ def _result(study: optuna.Study, stages: list[tuple[str, list[int]]], budget: in
              "params": dict(t.params), "paid": int(t.user_attrs.get("paid", 0)),
              "stage_reached": t.user_attrs.get("stage_reached"),
              "stage_values": t.user_attrs.get("stage_values", {}),
-             "retry_of": t.user_attrs.get("retry_of")} for t in trials]
+             "retry_of": t.user_attrs.get("retry_of"), "genome": t.user_attrs.get("genome"),
+             "failed": bool(t.user_attrs.get("failed"))} for t in trials]
     return SearchResult(
         best_trial=None if best is None else best.number,
         best_value=None if best is None else float(best.value),
