@@ -66,21 +66,22 @@ def refine_best(runner: CampaignRunner, evaluate: EvaluateFn, incumbent: dict[st
         if refined.hash in seen:
             continue
         seen.add(refined.hash)
-        rows.append(_add_individual(runner, incumbent, start, refined, trial, result.n_trials,
+        rows.append(_add_individual(runner, incumbent, refined, trial, result.n_trials,
                                     generation))
         if len(rows) == CANDIDATES:
             break
     return rows
 
 
-def _add_individual(runner: CampaignRunner, incumbent: dict[str, Any], start: dict[str, float],
-                    refined: Genome, trial: dict[str, Any], n_trials: int,
-                    generation: int) -> dict[str, Any]:
+def _add_individual(runner: CampaignRunner, incumbent: dict[str, Any], refined: Genome,
+                    trial: dict[str, Any], n_trials: int, generation: int) -> dict[str, Any]:
     store = runner.store
     uid = f"refine-{trial['number']}"
-    _, after = genome_search_space(refined)
-    changed = [f"{k} {_fmt(start[k])}→{_fmt(after[k])}" for k in start
-               if k in after and _fmt(start[k]) != _fmt(after[k])]
+    before = {path: value for path, _, value in
+              Genome.from_dict(incumbent["genome"]).tunable()}
+    after = {path: value for path, _, value in refined.tunable()}
+    changed = [f"{k} {_fmt(before[k])}→{_fmt(after[k])}" for k in before
+               if k in after and _fmt(before[k]) != _fmt(after[k])]
     store.add_individual(
         uid=uid, generation=generation, operator=OPERATOR, parents=[incumbent["uid"]],
         genome=refined.to_dict(), hash=refined.hash, behaviour_hash=behaviour_hash(refined),
