@@ -245,8 +245,8 @@ def test_hurdle_stops_candidates_and_counts_savings(tmp_path: Path, data_dir: Pa
     with CampaignStore(tmp_path / "hurdle", readonly=True) as store:
         rows = store.individuals()
         generation = store.generations()[0]
-        full = [e for e in store.evaluations() if e["stage"] == "full"
-                and not e["uid"].startswith("baseline:")]  # baselines' sweeps run at "full"
+        full = [e for e in store.evaluations() if e["stage"] == "full"  # baselines' sweeps and
+                and not e["uid"].startswith(("baseline:", "refine:"))]  # refinement run there
     stopped = [r for r in rows if r["status"] == "stopped_at_hurdle"]
     assert stopped and all(r["operator"] != "seed" for r in stopped)
     assert all(r["stage_reached"] == "screen" for r in stopped)
@@ -279,23 +279,29 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path
                              "--data-dir", str(data_dir)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    done = 0
     while time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
         try:
             with sqlite3.connect(f"file:{killed / 'campaign.sqlite'}?mode=ro", uri=True) as db:
-                done = db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0]
+                committed = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
         except sqlite3.Error:
             continue
-        if done >= 9:  # mid generation 1: generation 0 alone pays 12 evaluations
+        if committed >= 1:  # generation 0 committed, generation 1 under way
             os.kill(proc.pid, signal.SIGKILL)
             break
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the campaign ended before it could be killed"
     assert campaign_status(killed)["state"] == "interrupted"
     before = _fingerprint(killed)[1]
+    with CampaignStore(killed, readonly=True) as store:
+        wall_before = store.get_meta("wall_time_s")
+    assert wall_before is not None and wall_before > 0  # recorded at generation 0's commit
+    t0 = time.time()
     subprocess.run([*base, "resume", str(killed), "--serial"], check=True, env=env,
                    capture_output=True)
+    with CampaignStore(killed, readonly=True) as store:
+        wall_after = store.get_meta("wall_time_s")
+    assert wall_before < wall_after <= wall_before + time.time() - t0  # sessions add up
     after_individuals, after_evaluations = _fingerprint(killed)
     assert set(before) <= set(after_evaluations), "a finished evaluation was lost"
     assert (after_individuals, after_evaluations) == _fingerprint(straight)
@@ -395,7 +401,8 @@ def test_budget_matched_optuna_row_and_resume(tmp_path: Path, data_dir: Path) ->
         assert {e["stage"] for e in search} == {"screen", "full", "final"}
         assert store.get_meta("budget_matched")["paid"] == tuning["paid"]
     assert summary["search_evaluations"] == sum(
-        1 for e in evals if e["stage"] != "final" and not e["uid"].startswith("optuna:"))
+        1 for e in evals if e["stage"] not in ("final", "selection")
+        and not e["uid"].startswith("optuna:"))
     # rerun the finished campaign: the study and every evaluation are reused
     again = run_tiny(out, data_dir, **changes)
     with CampaignStore(out, readonly=True) as store:

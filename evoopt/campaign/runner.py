@@ -96,7 +96,10 @@ class CampaignRunner:
         store.set_meta("pid", os.getpid())
         if store.get_meta("started_at") is None:
             store.set_meta("started_at", time.time())
-        t_start = time.time()
+        # wall time of earlier sessions of this campaign (however they ended) plus this one's,
+        # recorded at every generation boundary and at the end
+        self._wall_before = float(store.get_meta("wall_time_s", 0.0) or 0.0)
+        self._t_start = time.time()
         strategy = self._strategy()
         self._rebuild_dedupe(strategy.generation)
         self.counters["done"] = len(store.evaluations())
@@ -111,14 +114,15 @@ class CampaignRunner:
             store.set_meta("state", "interrupted")
             raise
         finally:
-            store.set_meta("wall_time_s", (store.get_meta("wall_time_s_before", 0.0) or 0.0)
-                           + time.time() - t_start)
+            self._record_wall_time()
             if owns_evaluator:
                 self.evaluator.close()
-        store.set_meta("wall_time_s_before", store.get_meta("wall_time_s"))
         store.set_meta("state", "finished")
         store.set_meta("finished_at", time.time())
         return summary
+
+    def _record_wall_time(self) -> None:
+        self.store.set_meta("wall_time_s", self._wall_before + time.time() - self._t_start)
 
     def _strategy(self) -> Strategy:
         cfg = self.config
@@ -196,6 +200,7 @@ class CampaignRunner:
         strategy.tell(results)
         self._commit_generation(gen, tracked, t0, done_before, cached_before, saved_before)
         self.store.set_meta("strategy_state", strategy.get_state())
+        self._record_wall_time()
         self.report_progress(gen, "done")
 
     def _commit_generation(self, gen: int, tracked: list[_Tracked], t0: float,
