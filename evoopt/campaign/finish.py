@@ -1,5 +1,9 @@
 """Finishing a campaign: re-evaluate the top candidates, tune the baselines, compare, export.
 
+0. with ``[refine] evaluations``, the best individual's hyperparameters are refined by TPE
+   (:mod:`evoopt.campaign.refine`, the search's last phase); the best refined genomes join the
+   top candidates;
+
 On the final seeds (``final.seeds``, which no stage used) at the last stage's budget:
 
 1. the winner is the best of the ``final.top_k`` candidates re-evaluated on

@@ -209,8 +209,9 @@ _PERTURB_LOG_SIGMA = (math.log(0.02), math.log(0.3))
 
 @mutation_operator("perturb_hparam", default_rate=0.35, structural=False)
 def _perturb(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-    """Perturb one float hyperparameter (lr included), chosen uniformly among all of the
-    genome's, by a Gaussian step on its declared scale, bounded by its search and valid ranges.
+    """Perturb one float hyperparameter, chosen uniformly among :meth:`Genome.tunable` (lr
+    included; the weight that only rescales lr is not), by a Gaussian step on its declared
+    scale, bounded by its search and valid ranges.
     The step's width is itself drawn log-uniformly (2%–30% of the search range), so the same
     operator both explores and refines a promising genome."""
     candidates = g.tunable()
