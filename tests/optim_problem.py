@@ -20,8 +20,12 @@ def trajectory(
     steps: int = 60,
     seed: int = 0,
     param_groups: bool = False,
+    late_start: int = 0,
 ) -> torch.Tensor:
-    """Train a tiny MLP on fixed random batches; return the final flattened parameters."""
+    """Train a tiny MLP on fixed random batches; return the final flattened parameters.
+
+    With ``late_start=k`` the first layer's bias gets no gradient (``grad is None``) for the
+    first ``k`` steps, so its per-parameter step count lags the others'."""
     params = make_params(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(steps, 16, 6, generator=gen, dtype=torch.float64)
@@ -31,7 +35,8 @@ def trajectory(
     )
     for t in range(steps):
         opt.zero_grad()
-        h = torch.tanh(x[t] @ params[0].T + params[1])
+        bias = params[1] if t >= late_start else params[1].detach()
+        h = torch.tanh(x[t] @ params[0].T + bias)
         loss = torch.nn.functional.cross_entropy(h @ params[2].T + params[3], y[t])
         loss.backward()
         opt.step()

@@ -17,59 +17,7 @@ import textwrap
 
 from evoopt import __version__
 from evoopt.genome.genome import Genome
-from evoopt.genome.program import Op, Program
-
-_SINGLE = {
-    "clone": "{out} = {0}.clone()",
-    "neg": "{out} = {0}.neg()",
-    "sqrt": "{out} = {0}.sqrt()",
-    "sign": "{out} = {0}.sign()",
-    "sub": "{out} = {0}.sub({1})",
-    "add": "{out} = {0}.add({1}, alpha={s})",
-    "mul_": "{0}.mul_({s})",
-    "div_": "{0}.div_({s})",
-    "adds_": "{0}.add_({s})",
-    "add_": "{0}.add_({1}, alpha={s})",
-    "lerp_": "{0}.lerp_({1}, {s})",
-    "addcmul_": "{0}.addcmul_({1}, {2}, value={s})",
-    "addcdiv_": "{0}.addcdiv_({1}, {2}, value={s})",
-    "copy_": "{0}.copy_({1})",
-}
-_FOREACH = {
-    "clone": "{out} = [t.clone() for t in {0}]",
-    "neg": "{out} = torch._foreach_neg({0})",
-    "sqrt": "{out} = torch._foreach_sqrt({0})",
-    "sign": "{out} = torch._foreach_sign({0})",
-    "sub": "{out} = torch._foreach_sub({0}, {1})",
-    "add": "{out} = torch._foreach_add({0}, {1}, alpha={s})",
-    "mul_": "torch._foreach_mul_({0}, {s})",
-    "div_": "torch._foreach_div_({0}, {s})",
-    "adds_": "torch._foreach_add_({0}, {s})",
-    "add_": "torch._foreach_add_({0}, {1}, alpha={s})",
-    "lerp_": "torch._foreach_lerp_({0}, {1}, {s})",
-    "addcmul_": "torch._foreach_addcmul_({0}, {1}, {2}, value={s})",
-    "addcdiv_": "torch._foreach_addcdiv_({0}, {1}, {2}, value={s})",
-    "copy_": "torch._foreach_copy_({0}, {1})",
-}
-
-
-def plural(slot: str) -> str:
-    return f"{slot}s"
-
-
-_SINGLE_INTO = {
-    "sub": "{out} = torch.sub({0}, {1}, out={into})",
-    "add": "{out} = torch.add({0}, {1}, alpha={s}, out={into})",
-    "sqrt": "{out} = torch.sqrt({0}, out={into})",
-}
-
-
-def render_op(op: Op, foreach: bool) -> str:
-    names = [plural(a) if foreach else a for a in op.args]
-    out = (plural(op.out) if foreach else op.out) if op.out else None
-    table = _SINGLE_INTO if op.into and not foreach else (_FOREACH if foreach else _SINGLE)
-    line = table[op.kind].format(*names, out=out, s=op.scalar, into=op.into)
-    return f"if {op.when}:\n    {line}" if op.when else line
+from evoopt.genome.program import plural, render_step_functions
 
 
 def class_name_for(genome: Genome) -> str:
@@ -98,9 +46,11 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     extra = ["total_steps"] if genome.has_schedule else []
     buffers = program.buffers
     lists = ["params", "grads", *(plural(b) for b in buffers)]
+    if program.uses_step:
+        lists.append("state_steps")
+    counters = program.counters()
     uses_math = any("math." in e for _, e in program.lets)
-    single = _function_body(program, foreach=False)
-    multi = _function_body(program, foreach=True)
+    step_lets = program.step_lets()
 
     doc_args = [f"        {n}: {spec.doc} (default: {value!r})." for n, (spec, value) in
                 args.items()]
@@ -121,16 +71,24 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "        foreach: bool | None = None,",
         "        maximize: bool = False,",
     ]
-    call_kw = [f'                {n}=group["{n}"],' for n in [*hp_names, *extra]]
-    fn_params = ",\n".join(f"    {x}: list[Tensor]" for x in lists)
-    fn_kw = "\n".join([f"    {n}: float," for n in hp_names]
-                      + [f"    {n}: int," for n in extra])
-    state_init = [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
-                  'preserve_format)' for b in buffers]
+    call_kw = [f'                {n}=group["{n}"],' for n in hp_names]
+    call_kw += [f'                {n}=group["{"step" if n == "group_step" else n}"],'
+                for n in counters]
+    state_init = (['                state["step"] = torch.tensor(0.0, dtype=torch.float64)']
+                  if program.uses_step else [])
+    state_init += [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
+                   'preserve_format)' for b in buffers]
     state_lists = [f'            {plural(b)}.append(state["{b}"])' for b in buffers]
-    algorithm = _indent(["once per group and step:",
-                         *([f"    {n} = {e}" for n, e in program.lets] or ["    (nothing)"]),
-                         "for each parameter:", *_indent(single.ops_only, 4)], 8)
+    if program.uses_step:
+        state_lists.append('            state_steps.append(state["step"])')
+    group_lets = [f"    {n} = {e}" for n, e in program.lets if (n, e) not in step_lets]
+    algorithm = _indent([
+        "once per group and step (group_step counts the optimizer's steps):",
+        *(group_lets or ["    (nothing)"]),
+        "for each parameter:",
+        *(["    step = its own step count, plus one"] if program.uses_step else []),
+        *[f"    {n} = {e}" for n, e in step_lets],
+        *_indent([op.render(foreach=False) for op in program.ops], 4)], 8)
     formula = _wrap_formula(genome.formula(), indent=4)
     meta = {"evoopt_version": __version__, "genome_hash": genome.hash, **(provenance or {})}
     genome_literal = _literal(genome.to_dict() | {"name": genome.name}, len("GENOME = "))
@@ -166,7 +124,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "",
         *_indent(formula, 4),
         "",
-        "    Algorithm (one step, per parameter group; ``step`` counts from 1)::",
+        "    Algorithm (one step, per parameter group; steps count from 1)::",
         "",
         *algorithm,
         "",
@@ -210,7 +168,8 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "            params.append(p)",
         "            grads.append(p.grad)",
         *(["            state = self.state[p]",
-           "            if len(state) == 0:", *state_init, *state_lists] if buffers else []),
+           "            if len(state) == 0:", *state_init, *state_lists]
+          if state_init else []),
         "",
         "    @torch.no_grad()",
         "    def step(self, closure: Callable[[], float] | None = None) -> float | None:",
@@ -235,36 +194,15 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "            func = _multi_tensor_step if foreach else _single_tensor_step",
         "            func(",
         *[f"                {x}," for x in lists],
-        '                step=group["step"],',
         *call_kw,
         '                maximize=group["maximize"],',
         "            )",
         "        return loss",
         "",
-        *(_CLIP_HELPER if program.clip else []),
         "",
-        *_step_function("_single_tensor_step", fn_params, fn_kw, program.clip, foreach=False,
-                        body=[*_indent(single.lets, 4),
-                              "    for i, param in enumerate(params):",
-                              "        grad = grads[i]",
-                              *[f"        {b} = {plural(b)}[i]" for b in buffers],
-                              *_indent(single.ops_only, 8)]),
-        "",
-        "",
-        *_step_function("_multi_tensor_step", fn_params, fn_kw, program.clip, foreach=True,
-                        body=[*_indent(multi.lets, 4), *_indent(multi.ops_only, 4)]),
+        *render_step_functions(program, hp_names),
         "",
     ])
-
-
-def _step_function(name: str, params: str, keywords: str, clip: str | None, *, foreach: bool,
-                   body: list[str]) -> list[str]:
-    """One of the two module-level step implementations (per-tensor loop or foreach)."""
-    negate = "torch._foreach_neg(grads)" if foreach else "[-g for g in grads]"
-    clipping = [f"    grads = _clip_grads_by_global_norm(grads, {clip}, foreach={foreach})"]
-    return [f"def {name}(", params + ",", "    *,", "    step: int,", keywords,
-            "    maximize: bool,", ") -> None:", "    if maximize:", f"        grads = {negate}",
-            *(clipping if clip else []), *body]
 
 
 def _call(func: str, args: list[str], indent: int) -> list[str]:
@@ -287,36 +225,6 @@ def _wrap_formula(formula: str, indent: int) -> list[str]:
     lines = textwrap.wrap(rule, 92 - indent, break_on_hyphens=False) or [rule]
     lines += textwrap.wrap(notes, 92 - indent, break_on_hyphens=False)
     return [pad + ln for ln in lines]
-
-
-class _Body:
-    def __init__(self, lets: list[str], ops_only: list[str]) -> None:
-        self.lets = lets
-        self.ops_only = ops_only
-
-
-def _function_body(program: Program, foreach: bool) -> _Body:
-    lets = [f"{name} = {expr}" for name, expr in program.lets]
-    return _Body(lets, [render_op(op, foreach) for op in program.ops])
-
-
-_CLIP_HELPER = [
-    "",
-    "def _clip_grads_by_global_norm(",
-    "    grads: list[Tensor], max_norm: float, foreach: bool",
-    ") -> list[Tensor]:",
-    '    """Scaled copies of grads whose joint L2 norm is at most max_norm (no host sync)."""',
-    "    if foreach:",
-    "        norms = torch._foreach_norm(grads)",
-    "    else:",
-    "        norms = [torch.linalg.vector_norm(g) for g in grads]",
-    "    total = torch.linalg.vector_norm(torch.stack(norms))",
-    "    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)",
-    "    if foreach:",
-    "        return list(torch._foreach_mul(grads, coef))",
-    "    return [g.mul(coef) for g in grads]",
-    "",
-]
 
 
 def load_exported_class(source: str, class_name: str) -> type:

@@ -8,12 +8,7 @@ from typing import Any
 import torch
 
 from evoopt.genome.genome import Genome
-from evoopt.genome.program import (
-    ScalarEvaluator,
-    clip_grads_by_global_norm,
-    run_foreach,
-    run_single_tensor,
-)
+from evoopt.genome.program import compile_step_functions
 
 
 class GenomeOptimizer(torch.optim.Optimizer):
@@ -21,10 +16,13 @@ class GenomeOptimizer(torch.optim.Optimizer):
 
     Hyperparameters are stored per parameter group under the names the exporter gives its
     constructor arguments (``lr``, ``beta1``, ``eps``, ``momentum_weight``, ...), so a group can
-    override any of them. The step counter is per group (``group["step"]``); per-parameter
-    state holds only the buffers this genome uses. ``total_steps`` is required when the genome
-    has a learning-rate schedule. ``foreach=None`` picks ``torch._foreach_*`` kernels on CUDA
-    and the per-tensor loop elsewhere (faster on CPU), as torch does.
+    override any of them. As in torch.optim, ``step`` is counted per parameter (``state["step"]``,
+    when the genome reads it); ``group["step"]`` counts the optimizer's steps and drives the
+    learning-rate schedule. Per-parameter state holds only what this genome uses.
+    ``total_steps`` is required when the genome has a learning-rate schedule. ``foreach=None``
+    picks ``torch._foreach_*`` kernels on CUDA and the per-tensor loop elsewhere (faster on
+    CPU), as torch does. It runs the step functions the exporter prints
+    (:func:`evoopt.genome.program.render_step_functions`).
     """
 
     def __init__(self, params: Iterable[Any], genome: Genome, *, total_steps: int | None = None,
@@ -35,7 +33,9 @@ class GenomeOptimizer(torch.optim.Optimizer):
         builder = genome.build()
         self.genome = genome
         self.program = builder.program
-        self._scalars = ScalarEvaluator(self.program)
+        self._functions = compile_step_functions(self.program, list(builder.args))
+        self._counters = self.program.counters()
+        self._uses_step = self.program.uses_step
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
         defaults |= {"total_steps": total_steps, "foreach": foreach, "maximize": maximize}
         self._specs = {name: spec for name, (spec, _) in builder.args.items()}
@@ -49,19 +49,22 @@ class GenomeOptimizer(torch.optim.Optimizer):
         group.setdefault("step", 0)
 
     def _init_group(self, group: dict[str, Any], params: list[torch.Tensor],
-                    grads: list[torch.Tensor], states: list[dict[str, torch.Tensor]]) -> None:
+                    grads: list[torch.Tensor], buffers: dict[str, list[torch.Tensor]]) -> None:
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError("GenomeOptimizer does not support sparse gradients")
             state = self.state[p]
-            for name in self.program.buffers:
-                if name not in state:
+            if len(state) == 0:
+                if self._uses_step:
+                    state["step"] = torch.tensor(0.0, dtype=torch.float64)
+                for name in self.program.buffers:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
             params.append(p)
             grads.append(p.grad)
-            states.append({name: state[name] for name in self.program.buffers})
+            for name, values in buffers.items():
+                values.append(state[name])
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -73,21 +76,19 @@ class GenomeOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
-            states: list[dict[str, torch.Tensor]] = []
-            self._init_group(group, params, grads, states)
+            names = [*self.program.buffers, *(["step"] if self._uses_step else [])]
+            buffers: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+            self._init_group(group, params, grads, buffers)
             if not params:
                 continue
             group["step"] += 1
             foreach = group["foreach"]
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
-            if group["maximize"]:
-                grads = list(torch._foreach_neg(grads)) if foreach else [-g for g in grads]
-            if self.program.clip is not None:
-                grads = clip_grads_by_global_norm(grads, group[self.program.clip], foreach)
-            env = self._scalars.environment(
-                {name: group[name] for name in self._specs}
-                | {"step": group["step"], "total_steps": group["total_steps"]})
-            run = run_foreach if foreach else run_single_tensor
-            run(self.program, self._scalars, env, params, grads, states)
+            counters = {"group_step": group["step"], "total_steps": group["total_steps"]}
+            self._functions["foreach" if foreach else "single"](
+                params, grads, *buffers.values(),
+                **{name: group[name] for name in self._specs},
+                **{name: counters[name] for name in self._counters},
+                maximize=group["maximize"])
         return loss

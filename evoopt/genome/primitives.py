@@ -210,7 +210,8 @@ def primitive(slot: str, kind: str) -> Primitive:
 
 
 # ----------------------------------------------------------------------------------------------
-# Learning-rate schedules: scale the base lr by a function of step / total_steps.
+# Learning-rate schedules: scale the base lr by a function of group_step / total_steps, where
+# group_step counts the optimizer's steps (as an lr scheduler would), not one parameter's.
 WARMUP = HParam("warmup_fraction", 0.05, 0.0, 1.0, open_high=True, search=(0.01, 0.3), scale="log",
                 arg="warmup_fraction", doc="fraction of total_steps spent warming up linearly")
 FINAL = HParam("final_lr_fraction", 0.0, 0.0, 1.0, search=(0.0, 0.3), arg="final_lr_fraction",
@@ -239,13 +240,13 @@ register(Primitive(
     "warmup({warmup_fraction})", (WARMUP,),
     emit=_schedule(lambda a: [
         ("warmup_steps", f"max(1.0, {a['warmup_fraction']} * total_steps)"),
-        ("lr_factor", "min(1.0, step / warmup_steps)"),
+        ("lr_factor", "min(1.0, group_step / warmup_steps)"),
     ])))
 register(Primitive(
     "schedule", "cosine", "scalars", "cosine decay from the base lr to final_lr_fraction * lr",
     "cosine(→{final_lr_fraction})", (FINAL,),
     emit=_schedule(lambda a: [
-        ("progress", "min(1.0, (step - 1) / total_steps)"),
+        ("progress", "min(1.0, (group_step - 1) / total_steps)"),
         _cosine(a, "progress"),
     ])))
 register(Primitive(
@@ -254,16 +255,18 @@ register(Primitive(
     emit=_schedule(lambda a: [
         ("warmup_steps", f"max(1.0, {a['warmup_fraction']} * total_steps)"),
         ("progress",
-         "min(1.0, max(0.0, step - warmup_steps) / max(1.0, total_steps - warmup_steps))"),
+         "min(1.0, max(0.0, group_step - warmup_steps)"
+         " / max(1.0, total_steps - warmup_steps))"),
         ("cosine", _cosine(a, "progress")[1]),
-        ("lr_factor", "min(1.0, step / warmup_steps) * cosine"),
+        ("lr_factor", "min(1.0, group_step / warmup_steps) * cosine"),
     ])))
 register(Primitive(
     "schedule", "linear_decay", "scalars",
     "linear decay from the base lr to final_lr_fraction * lr",
     "linear(→{final_lr_fraction})", (FINAL,),
     emit=_schedule(lambda a: [
-        ("lr_factor", f"1 - (1 - {a['final_lr_fraction']}) * min(1.0, (step - 1) / total_steps)"),
+        ("lr_factor",
+         f"1 - (1 - {a['final_lr_fraction']}) * min(1.0, (group_step - 1) / total_steps)"),
     ])))
 
 # ----------------------------------------------------------------------------------------------

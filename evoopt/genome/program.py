@@ -1,10 +1,12 @@
 """A straight-line tensor program: what the interpreter runs and the exporter prints.
 
 Primitives (:mod:`evoopt.genome.primitives`) emit a :class:`Program` for a genome: scalar
-definitions (``lets``, evaluated once per parameter group and step) and tensor operations
-(``ops``, applied to every parameter). Two executors run it — one tensor at a time and with
-``torch._foreach_*`` kernels — and :mod:`evoopt.genome.export` renders the very same ops as
-source code for both paths, so exported code is numerically what was evaluated.
+definitions (``lets``; those that read the per-parameter ``step`` are evaluated per parameter,
+the others once per group and step) and tensor operations (``ops``, applied to every
+parameter). One table (:data:`OP_TABLE`) says what each op is on the per-tensor path and the
+``torch._foreach_*`` path; :func:`render_step_functions` renders a program as the two step
+functions, which the interpreter compiles and runs and :mod:`evoopt.genome.export` prints, so
+exported code is numerically what was evaluated.
 
 Scalar expressions are Python source written by the primitives in this package (never text
 from a genome file); genome numbers reach them only as hyperparameter values.
@@ -13,29 +15,57 @@ from a genome file); genome numbers reach them only as hyperparameter values.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
-# Tensor op vocabulary: kind -> (arity of tensor operands, has scalar, writes a new tensor).
-# In-place ops (trailing underscore) modify their first operand; the others bind ``out``.
-OP_KINDS: dict[str, tuple[int, bool, bool]] = {
-    "clone": (1, False, True),  # out = x.clone()
-    "neg": (1, False, True),  # out = -x
-    "sqrt": (1, False, True),  # out = sqrt(x)
-    "sign": (1, False, True),  # out = sign(x)
-    "sub": (2, False, True),  # out = x - y
-    "add": (2, True, True),  # out = x + s * y
-    "mul_": (1, True, False),  # x *= s
-    "div_": (1, True, False),  # x /= s
-    "adds_": (1, True, False),  # x += s
-    "add_": (2, True, False),  # x += s * y
-    "lerp_": (2, True, False),  # x += s * (y - x)
-    "addcmul_": (3, True, False),  # x += s * y * z
-    "addcdiv_": (3, True, False),  # x += s * y / z
-    "copy_": (2, False, False),  # x <- y
-}
+
+@dataclass(frozen=True)
+class OpKind:
+    """One kind of tensor operation, defined once: its operands and its source text on the
+    per-tensor path and the ``torch._foreach_*`` path. Operands are ``{0}``..``{2}``, the scalar
+    ``{s}``; in-place kinds (trailing underscore) modify their first operand, the others bind a
+    new tensor. ``into`` is the per-tensor form that writes into a dead tensor ``{into}``
+    instead of allocating (the foreach path allocates; on CUDA the caching allocator makes that
+    cheap)."""
+
+    name: str
+    arity: int
+    has_scalar: bool
+    single: str
+    foreach: str
+    into: str | None = None
+
+    @property
+    def new(self) -> bool:
+        return not self.name.endswith("_")
+
+
+#: The op table: the only place an op's meaning is written. The executors and the exporter
+#: both render these templates (:func:`render_step_functions`).
+OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
+    OpKind("clone", 1, False, "{0}.clone()", "[t.clone() for t in {0}]"),
+    OpKind("neg", 1, False, "{0}.neg()", "torch._foreach_neg({0})"),
+    OpKind("sqrt", 1, False, "{0}.sqrt()", "torch._foreach_sqrt({0})",
+           into="torch.sqrt({0}, out={into})"),
+    OpKind("sign", 1, False, "{0}.sign()", "torch._foreach_sign({0})"),
+    OpKind("sub", 2, False, "{0}.sub({1})", "torch._foreach_sub({0}, {1})",
+           into="torch.sub({0}, {1}, out={into})"),
+    OpKind("add", 2, True, "{0}.add({1}, alpha={s})", "torch._foreach_add({0}, {1}, alpha={s})",
+           into="torch.add({0}, {1}, alpha={s}, out={into})"),
+    OpKind("mul_", 1, True, "{0}.mul_({s})", "torch._foreach_mul_({0}, {s})"),
+    OpKind("div_", 1, True, "{0}.div_({s})", "torch._foreach_div_({0}, {s})"),
+    OpKind("adds_", 1, True, "{0}.add_({s})", "torch._foreach_add_({0}, {s})"),
+    OpKind("add_", 2, True, "{0}.add_({1}, alpha={s})", "torch._foreach_add_({0}, {1}, alpha={s})"),
+    OpKind("lerp_", 2, True, "{0}.lerp_({1}, {s})", "torch._foreach_lerp_({0}, {1}, {s})"),
+    OpKind("addcmul_", 3, True, "{0}.addcmul_({1}, {2}, value={s})",
+           "torch._foreach_addcmul_({0}, {1}, {2}, value={s})"),
+    OpKind("addcdiv_", 3, True, "{0}.addcdiv_({1}, {2}, value={s})",
+           "torch._foreach_addcdiv_({0}, {1}, {2}, value={s})"),
+    OpKind("copy_", 2, False, "{0}.copy_({1})", "torch._foreach_copy_({0}, {1})"),
+)}
 
 
 @dataclass(frozen=True)
@@ -47,18 +77,33 @@ class Op:
     args: tuple[str, ...]
     scalar: str | None = None
     when: str | None = None  # scalar condition: the op runs only when it is true
-    # A dead tensor the per-tensor path writes the result into (``out=``) instead of allocating;
-    # the foreach path allocates (on CUDA the caching allocator makes that cheap).
-    into: str | None = None
+    into: str | None = None  # a dead tensor the per-tensor path writes the result into
 
     def __post_init__(self) -> None:
-        arity, has_scalar, new = OP_KINDS[self.kind]
-        if len(self.args) != arity or (self.scalar is not None) != has_scalar:
+        kind = OP_TABLE[self.kind]
+        if len(self.args) != kind.arity or (self.scalar is not None) != kind.has_scalar:
             raise ValueError(f"malformed op {self}")
-        if new != (self.out is not None):
-            raise ValueError(f"op {self.kind} {'needs' if new else 'takes no'} output slot")
-        if self.into is not None and self.kind not in _INTO:
+        if kind.new != (self.out is not None):
+            raise ValueError(f"op {self.kind} {'needs' if kind.new else 'takes no'} output slot")
+        if self.into is not None and kind.into is None:
             raise ValueError(f"op {self.kind} cannot write into an existing tensor")
+
+    def render(self, foreach: bool) -> str:
+        """This op's source line on one path (slots are plural lists on the foreach path)."""
+        kind = OP_TABLE[self.kind]
+        names = [plural(a) if foreach else a for a in self.args]
+        if self.into is not None and not foreach:
+            text = kind.into.format(*names, s=self.scalar, into=self.into)  # type: ignore[union-attr]
+        else:
+            text = (kind.foreach if foreach else kind.single).format(*names, s=self.scalar)
+        if self.out is not None:
+            text = f"{plural(self.out) if foreach else self.out} = {text}"
+        return f"if {self.when}:\n    {text}" if self.when else text
+
+
+def plural(slot: str) -> str:
+    """The name of a slot's list on the foreach path."""
+    return f"{slot}s"
 
 
 @dataclass
@@ -84,123 +129,147 @@ class Program:
             self.buffers.append(name)
         return name
 
+    def counters(self) -> list[str]:
+        """The step counters the scalar expressions read besides the per-parameter ``step``:
+        ``group_step`` (the optimizer's step count, for lr schedules) and ``total_steps``."""
+        used = set().union(*(_names(e) for e in self._expressions()))
+        return [c for c in ("group_step", "total_steps") if c in used]
+
+    def step_lets(self) -> list[tuple[str, str]]:
+        """The lets that depend, directly or through other lets, on the per-parameter ``step``
+        (torch.optim counts steps per parameter: one whose gradient starts late has its own
+        bias correction). The other lets are evaluated once per group and step."""
+        dependent: set[str] = {"step"}
+        out = []
+        for name, expr in self.lets:
+            if _names(expr) & dependent:
+                dependent.add(name)
+                out.append((name, expr))
+        return out
+
+    @property
+    def uses_step(self) -> bool:
+        """Whether any scalar reads the per-parameter step count (then state holds ``step``)."""
+        dependent = {"step"} | {n for n, _ in self.step_lets()}
+        return any(_names(e) & dependent for e in self._expressions())
+
+    def _expressions(self) -> list[str]:
+        return ([e for _, e in self.lets] + [o.scalar for o in self.ops if o.scalar]
+                + [o.when for o in self.ops if o.when])
+
+
+def _names(expr: str) -> set[str]:
+    return set(re.findall(r"[A-Za-z_]\w*", expr))
+
 
 # ----------------------------------------------------------------------------------------------
-# Scalars
-SCALAR_GLOBALS: dict[str, object] = {"__builtins__": {}, "math": math, "min": min, "max": max}
+# Rendering: the step functions both executors run and the exporter prints.
+def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]:
+    """Source of ``_single_tensor_step`` and ``_multi_tensor_step`` (and their helpers) for
+    ``program``: the per-tensor loop and the ``torch._foreach_*`` implementation, rendered from
+    the same ops. Arguments: ``params``, ``grads``, one list per state buffer, ``state_steps``
+    when the program counts steps; keywords: ``hparams``, :meth:`Program.counters`,
+    ``maximize``. The text needs ``torch``, ``Tensor`` and ``math`` in its namespace."""
+    lists = ["params", "grads", *(plural(b) for b in program.buffers)]
+    if program.uses_step:
+        lists.append("state_steps")
+    step_lets = program.step_lets()
+    group_lets = [let for let in program.lets if let not in step_lets]
+    head = [f"    {n} = {e}" for n, e in group_lets]
+    per_step = [f"{n} = {e}" for n, e in step_lets]
 
+    def function(name: str, foreach: bool, body: list[str]) -> list[str]:
+        negate = "torch._foreach_neg(grads)" if foreach else "[-g for g in grads]"
+        clip = ([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, "
+                 f"foreach={foreach})"] if program.clip else [])
+        return [f"def {name}(", *[f"    {x}: list[Tensor]," for x in lists], "    *,",
+                *[f"    {n}: float," for n in hparams],
+                *[f"    {n}: int," for n in program.counters()],
+                "    maximize: bool,", ") -> None:",
+                "    if maximize:", f"        grads = {negate}", *clip, *head, *body]
 
-class ScalarEvaluator:
-    """Evaluates a program's scalar expressions (compiled once) in an environment of floats."""
-
-    def __init__(self, program: Program) -> None:
-        exprs = {e for _, e in program.lets}
-        exprs |= {o.scalar for o in program.ops if o.scalar is not None}
-        exprs |= {o.when for o in program.ops if o.when is not None}
-        self._code = {e: compile(e, f"<scalar {e}>", "eval") for e in exprs}
-        self._lets = program.lets
-
-    def environment(self, hparams: dict[str, float]) -> dict[str, float]:
-        env = dict(hparams)
-        for name, expr in self._lets:
-            env[name] = self(expr, env)
-        return env
-
-    def __call__(self, expr: str, env: dict[str, float]) -> float:
-        return eval(self._code[expr], SCALAR_GLOBALS, env)  # noqa: S307 - package-authored source
-
-
-# ----------------------------------------------------------------------------------------------
-# Executors: the same ops on one tensor at a time, or on lists with torch._foreach_* kernels.
-Tensors = dict[str, torch.Tensor]
-TensorLists = dict[str, list[torch.Tensor]]
-
-_SINGLE: dict[str, Callable[..., torch.Tensor | None]] = {
-    "clone": lambda x: x.clone(),
-    "neg": lambda x: x.neg(),
-    "sqrt": lambda x: x.sqrt(),
-    "sign": lambda x: x.sign(),
-    "sub": lambda x, y: x.sub(y),
-    "add": lambda x, y, s: x.add(y, alpha=s),
-    "mul_": lambda x, s: x.mul_(s),
-    "div_": lambda x, s: x.div_(s),
-    "adds_": lambda x, s: x.add_(s),
-    "add_": lambda x, y, s: x.add_(y, alpha=s),
-    "lerp_": lambda x, y, s: x.lerp_(y, s),
-    "addcmul_": lambda x, y, z, s: x.addcmul_(y, z, value=s),
-    "addcdiv_": lambda x, y, z, s: x.addcdiv_(y, z, value=s),
-    "copy_": lambda x, y: x.copy_(y),
-}
-
-# New-tensor ops that can write into a dead tensor instead: kind -> torch function
-_INTO: dict[str, Callable[..., torch.Tensor]] = {
-    "sub": lambda x, y, out: torch.sub(x, y, out=out),
-    "add": lambda x, y, s, out: torch.add(x, y, alpha=s, out=out),
-    "sqrt": lambda x, out: torch.sqrt(x, out=out),
-}
-
-_FOREACH: dict[str, Callable[..., list[torch.Tensor] | None]] = {
-    "clone": lambda x: [t.clone() for t in x],
-    "neg": lambda x: torch._foreach_neg(x),
-    "sqrt": lambda x: torch._foreach_sqrt(x),
-    "sign": lambda x: torch._foreach_sign(x),
-    "sub": lambda x, y: torch._foreach_sub(x, y),
-    "add": lambda x, y, s: torch._foreach_add(x, y, alpha=s),
-    "mul_": lambda x, s: torch._foreach_mul_(x, s),
-    "div_": lambda x, s: torch._foreach_div_(x, s),
-    "adds_": lambda x, s: torch._foreach_add_(x, s),
-    "add_": lambda x, y, s: torch._foreach_add_(x, y, alpha=s),
-    "lerp_": lambda x, y, s: torch._foreach_lerp_(x, y, s),
-    "addcmul_": lambda x, y, z, s: torch._foreach_addcmul_(x, y, z, value=s),
-    "addcdiv_": lambda x, y, z, s: torch._foreach_addcdiv_(x, y, z, value=s),
-    "copy_": lambda x, y: torch._foreach_copy_(x, y),
-}
-
-
-def _run(program: Program, scalars: ScalarEvaluator, env: dict[str, float], slots: dict,
-         table: dict[str, Callable]) -> None:
-    for op in program.ops:
-        if op.when is not None and not scalars(op.when, env):
-            continue
-        operands = [slots[a] for a in op.args]
-        if op.scalar is not None:
-            operands.append(scalars(op.scalar, env))
-        if op.into is not None and table is _SINGLE:
-            result = _INTO[op.kind](*operands, out=slots[op.into])
-        else:
-            result = table[op.kind](*operands)
-        if op.out is not None:
-            slots[op.out] = result
-
-
-def clip_grads_by_global_norm(grads: Sequence[torch.Tensor], max_norm: float,
-                              foreach: bool) -> list[torch.Tensor]:
-    """Scaled copies of ``grads`` whose joint L2 norm is at most ``max_norm`` (no host sync)."""
-    if foreach:
-        norms = torch._foreach_norm(list(grads))
+    single = ["    for i, param in enumerate(params):", "        grad = grads[i]",
+              *[f"        {b} = {plural(b)}[i]" for b in program.buffers]]
+    if program.uses_step:
+        single += ["        step_t = state_steps[i]", "        step_t += 1",
+                   "        step = step_t.item()"]
+    single += _indent([*per_step, *(op.render(foreach=False) for op in program.ops)], 8)
+    ops = [op.render(foreach=True) for op in program.ops]
+    if program.uses_step:
+        multi = ["    torch._foreach_add_(state_steps, 1)",
+                 "    # one part per step count: several only if some parameter's gradient started"
+                 " late",
+                 *_fit("    parts = _by_step(state_steps, ", lists[:-1], ")"),
+                 "    for step, part in parts:",
+                 *_fit("        ", lists[:-1], " = part", brackets="()"),
+                 *_indent([*per_step, *ops], 8)]
     else:
-        norms = [torch.linalg.vector_norm(g) for g in grads]
-    total = torch.linalg.vector_norm(torch.stack(norms))
-    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-    if foreach:
-        return list(torch._foreach_mul(list(grads), coef))
-    return [g.mul(coef) for g in grads]
+        multi = _indent(ops, 4)
+    return [*function("_single_tensor_step", False, single), "", "",
+            *function("_multi_tensor_step", True, multi),
+            *(_CLIP_HELPER if program.clip else []), *(_BY_STEP if program.uses_step else [])]
 
 
-def run_single_tensor(program: Program, scalars: ScalarEvaluator, env: dict[str, float],
-                      params: list[torch.Tensor], grads: list[torch.Tensor],
-                      state: list[Tensors]) -> None:
-    """Apply ``program`` to each parameter in turn."""
-    for param, grad, buffers in zip(params, grads, state, strict=True):
-        slots: Tensors = {"param": param, "grad": grad, **buffers}
-        _run(program, scalars, env, slots, _SINGLE)
+def _fit(head: str, names: Sequence[str], tail: str, brackets: str = "") -> list[str]:
+    """``head`` + the comma-separated names + ``tail`` on one line when it fits in 100
+    columns, else one name a line (inside ``brackets`` when the names need them)."""
+    line = f"{head}{', '.join(names)}{tail}"
+    if len(line) <= 100:
+        return [line]
+    pad = " " * (len(head) - len(head.lstrip()))
+    opening, closing = brackets or ("", "")
+    return [f"{head}{opening}".rstrip() if opening else head.rstrip(),
+            *[f"{pad}    {n}," for n in names], f"{pad}{closing}{tail.lstrip()}".rstrip()
+            if closing else f"{pad}{tail.strip()}"]
 
 
-def run_foreach(program: Program, scalars: ScalarEvaluator, env: dict[str, float],
-                params: list[torch.Tensor], grads: list[torch.Tensor],
-                state: list[Tensors]) -> None:
-    """Apply ``program`` to all parameters at once with ``torch._foreach_*`` kernels."""
-    slots: TensorLists = {"param": params, "grad": grads}
-    for name in program.buffers:
-        slots[name] = [s[name] for s in state]
-    _run(program, scalars, env, slots, _FOREACH)
+def _indent(lines: Sequence[str], n: int) -> list[str]:
+    pad = " " * n
+    return [pad + ln if ln else ln for ln in "\n".join(lines).split("\n")]
+
+
+_CLIP_HELPER = [
+    "",
+    "",
+    "def _clip_grads_by_global_norm(",
+    "    grads: list[Tensor], max_norm: float, foreach: bool",
+    ") -> list[Tensor]:",
+    '    """Scaled copies of grads whose joint L2 norm is at most max_norm (no host sync)."""',
+    "    if foreach:",
+    "        norms = torch._foreach_norm(grads)",
+    "    else:",
+    "        norms = [torch.linalg.vector_norm(g) for g in grads]",
+    "    total = torch.linalg.vector_norm(torch.stack(norms))",
+    "    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)",
+    "    if foreach:",
+    "        return list(torch._foreach_mul(grads, coef))",
+    "    return [g.mul(coef) for g in grads]",
+]
+
+_BY_STEP = [
+    "",
+    "",
+    "def _by_step(",
+    "    steps: list[Tensor], *lists: list[Tensor]",
+    ") -> list[tuple[float, tuple[list[Tensor], ...]]]:",
+    '    """The lists split by their parameter\'s step count: one part unless some parameter\'s',
+    '    gradient started late."""',
+    "    values = [s.item() for s in steps]",
+    "    parts: dict[float, list[int]] = {}",
+    "    for i, value in enumerate(values):",
+    "        parts.setdefault(value, []).append(i)",
+    "    if len(parts) == 1:",
+    "        return [(values[0], lists)]",
+    "    return [(v, tuple([xs[i] for i in index] for xs in lists)) for v, index in parts.items()]",
+]
+
+
+def compile_step_functions(program: Program, hparams: Sequence[str]) -> dict[str, Callable]:
+    """The rendered step functions, compiled: what the interpreter runs (the exporter prints the
+    same text). Returns ``{"single": _single_tensor_step, "foreach": _multi_tensor_step}``."""
+    source = "\n".join(render_step_functions(program, hparams))
+    namespace: dict[str, object] = {"torch": torch, "Tensor": torch.Tensor, "math": math,
+                                    "__name__": "evoopt_genome_program"}
+    exec(compile(source, "<genome program>", "exec"), namespace)  # noqa: S102 - package-authored
+    return {"single": namespace["_single_tensor_step"],  # type: ignore[dict-item]
+            "foreach": namespace["_multi_tensor_step"]}  # type: ignore[dict-item]
