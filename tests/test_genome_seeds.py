@@ -25,6 +25,11 @@ REFERENCES = {
     "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
     "nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
     "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, alpha=0.99, eps=1e-8),
+    "amsgrad": lambda ps: torch.optim.Adam(
+        ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, amsgrad=True
+    ),
+    "adamax": lambda ps: torch.optim.Adamax(ps, lr=2e-3, betas=(0.9, 0.999), eps=1e-8),
+    "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-2, eps=1e-10),
 }
 
 

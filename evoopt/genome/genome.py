@@ -352,13 +352,12 @@ class Genome:
         parts = []
         m_hat = self.momentum is not None and self.momentum.get("bias_correction", False)
         d_hat = self.grad_diff is not None and self.grad_diff["bias_correction"]
-        v_hat = self.second_moment is not None and self.second_moment.kind != "rmsprop"
         for t in self.terms:
             sym = t.primitive.describe(dict(t.values))
             if t.kind == "momentum" and m_hat or t.kind == "grad_diff" and d_hat:
                 sym += "̂"
             if t.get("normalize"):
-                sym = f"{sym}/(√{'v̂' if v_hat else 'v'}+ε)"
+                sym = f"{sym}/({self.second_moment.primitive.denominator})"
             w = float(t["weight"])
             parts.append(sym if w == 1.0 else f"{w:.4g}·{sym}")
         rule = "p ← p − lr·(" + " + ".join(parts) + ")" if len(parts) > 1 else \

@@ -174,6 +174,10 @@ class Primitive:
     # hyperparameters that act only through the product lr·x (decay tied to the lr): when the
     # canonical form folds a scale into lr, these are divided by it so the optimizer is unchanged
     lr_scaled: tuple[str, ...] = ()
+    # second moments: the denominator's symbol in formulas, and the kind that differs from this
+    # one only by bias correction (what toggle_bias_correction swaps it for), if any
+    denominator: str = ""
+    bias_twin: str = ""
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -343,16 +347,26 @@ register(Primitive(
 
 
 def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None]:
+    """The denominator of normalized terms. ``adam``/``rmsprop``/``adan``: √(EMA of x²) + eps
+    (bias-corrected but for rmsprop; adan's x = g + c·Δg); ``amsgrad``: Adam's with the running
+    maximum of v (torch.optim.Adam(amsgrad=True)); ``sum``: Adagrad's √(Σ g²) + eps."""
     def emit(b: Builder, block: Block, a: dict[str, str]) -> None:
         p = b.program
-        v = p.buffer("exp_avg_sq")
+        v = p.buffer(REGISTRY["second_moment"][form].buffers[0])
         x = "grad"
         if form == "adan":
             x = p.op("add", "grad", b.diff(), out="grad_mix", scalar=a["diff_coef"])
-        p.op("mul_", v, scalar=a["beta"])
-        p.op("addcmul_", v, x, x, scalar=f"1 - {a['beta']}")
+        if form == "sum":
+            p.op("addcmul_", v, x, x, scalar="1")
+        else:
+            p.op("mul_", v, scalar=a["beta"])
+            p.op("addcmul_", v, x, x, scalar=f"1 - {a['beta']}")
+        if form == "amsgrad":
+            v_max = p.buffer("max_exp_avg_sq")
+            p.op("maximum_", v_max, v)
+            v = v_max
         denom = p.op("sqrt", v, out="denom", into=x if x != "grad" else None)
-        if form != "rmsprop":
+        if form in ("adam", "adan", "amsgrad"):
             bc = b.bias_correction("bias_correction2", a["beta"])
             p.let("bias_correction2_sqrt", f"{bc} ** 0.5")
             p.op("div_", denom, scalar="bias_correction2_sqrt")
@@ -362,20 +376,45 @@ def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None
     return emit
 
 
+def _infinity_norm(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Adamax's u = max(β·u, |g| + eps), used as the denominator as it is."""
+    p = b.program
+    u = p.buffer("exp_inf")
+    p.op("mul_", u, scalar=a["beta"])
+    abs_grad = p.op("abs", "grad", out="abs_grad")
+    p.op("adds_", abs_grad, scalar=a["eps"])
+    p.op("maximum_", u, abs_grad)
+    b.denom = u
+
+
 _BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
 register(Primitive(
     "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
-    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",), emit=_second_moment("adam")))
+    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",), denominator="√v̂+ε",
+    bias_twin="rmsprop", emit=_second_moment("adam")))
 register(Primitive(
     "second_moment", "rmsprop", "state", "RMSprop's v: EMA of g², no bias correction; √v + eps",
-    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",),
-    emit=_second_moment("rmsprop")))
+    "v=EMA[{beta}](g²)", (_BETA2, EPS), buffers=("exp_avg_sq",), denominator="√v+ε",
+    bias_twin="adam", emit=_second_moment("rmsprop")))
 register(Primitive(
     "second_moment", "adan", "state", "Adan's n: EMA of (g + c·Δg)², bias-corrected; √n̂ + eps",
     "v=EMA[{beta}]((g+{diff_coef}·Δg)²)",
     (_BETA2, EPS, HParam("diff_coef", 0.92, 0.0, 10.0, search=(0.1, 2.0), scale="log",
                          arg="diff_coef", doc="weight of Δg inside the squared term")),
-    buffers=("exp_avg_sq", "prev_grad"), emit=_second_moment("adan")))
+    buffers=("exp_avg_sq", "prev_grad"), denominator="√v̂+ε", emit=_second_moment("adan")))
+register(Primitive(
+    "second_moment", "amsgrad", "state",
+    "AMSGrad: Adam's v, but the running maximum of it: √(max v)/√(1−β^t) + eps",
+    "v=EMA[{beta}](g²), v̄=max(v̄,v)", (_BETA2, EPS), buffers=("exp_avg_sq", "max_exp_avg_sq"),
+    denominator="√v̄̂+ε", emit=_second_moment("amsgrad")))
+register(Primitive(
+    "second_moment", "infinity_norm", "state",
+    "Adamax's exponentially weighted infinity norm: u = max(β·u, |g| + eps)",
+    "u=max({beta}·u,|g|+ε)", (_BETA2, EPS), buffers=("exp_inf",), denominator="u",
+    emit=_infinity_norm))
+register(Primitive(
+    "second_moment", "sum", "state", "Adagrad's accumulated squares: √(Σ g²) + eps",
+    "v=Σg²", (EPS,), buffers=("grad_sq_sum",), denominator="√v+ε", emit=_second_moment("sum")))
 
 # ----------------------------------------------------------------------------------------------
 # Terms: update directions; the update is p -= lr * sum_i weight_i * direction_i.

@@ -51,6 +51,7 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("sqrt", 1, False, "{0}.sqrt()", "torch._foreach_sqrt({0})",
            into="torch.sqrt({0}, out={into})"),
     OpKind("sign", 1, False, "{0}.sign()", "torch._foreach_sign({0})"),
+    OpKind("abs", 1, False, "{0}.abs()", "torch._foreach_abs({0})"),
     OpKind("sub", 2, False, "{0}.sub({1})", "torch._foreach_sub({0}, {1})",
            into="torch.sub({0}, {1}, out={into})"),
     OpKind("add", 2, True, "{0}.add({1}, alpha={s})", "torch._foreach_add({0}, {1}, alpha={s})",
@@ -65,6 +66,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("addcdiv_", 3, True, "{0}.addcdiv_({1}, {2}, value={s})",
            "torch._foreach_addcdiv_({0}, {1}, {2}, value={s})"),
     OpKind("copy_", 2, False, "{0}.copy_({1})", "torch._foreach_copy_({0}, {1})"),
+    OpKind("maximum_", 2, False, "torch.maximum({0}, {1}, out={0})",
+           "torch._foreach_maximum_({0}, {1})"),
 )}
 
 

@@ -60,8 +60,6 @@ __all__ = [
 CROSSOVER_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
 #: Weight-decay modes: ``none`` (no table) or a ``weight_decay`` kind of the registry.
 WEIGHT_DECAY_MODES = ("none", *sorted(REGISTRY["weight_decay"]))
-#: Second-moment kinds that differ only by bias correction (toggled by ``toggle_bias_correction``).
-_BIAS_CORRECTION_PAIR = {"adam": "rmsprop", "rmsprop": "adam"}
 
 _TRIES = 8  # attempts of a structural operator before falling back to a perturbation
 _MUTATE_TRIES = 10  # draws of mutate() looking for a child whose canonical hash differs
@@ -261,7 +259,7 @@ def _bias_correction_targets(g: Genome) -> list[str]:
     blocks = {slot: getattr(g, slot) for slot in ("momentum", "grad_diff")}
     targets = [slot for slot, block in blocks.items()
                if block is not None and "bias_correction" in dict(block.values)]
-    if g.second_moment is not None and g.second_moment.kind in _BIAS_CORRECTION_PAIR:
+    if g.second_moment is not None and g.second_moment.primitive.bias_twin:
         targets.append("second_moment")
     return targets
 
@@ -269,14 +267,14 @@ def _bias_correction_targets(g: Genome) -> list[str]:
 @mutation_operator("toggle_bias_correction", default_rate=0.05,
                    applies=lambda g, max_terms: bool(_bias_correction_targets(g)))
 def _toggle_bias_correction(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-    """Flip bias_correction of the momentum or grad_diff EMA, or swap the second moment
-    adam↔rmsprop."""
+    """Flip bias_correction of the momentum or grad_diff EMA, or swap the second moment for its
+    ``bias_twin`` (adam↔rmsprop)."""
     targets = _bias_correction_targets(g)
     slot = targets[int(rng.integers(len(targets)))]
     block: Block = getattr(g, slot)
     parts = _parts(g)
     if slot == "second_moment":
-        kind = _BIAS_CORRECTION_PAIR[block.kind]
+        kind = block.primitive.bias_twin
         parts[slot] = _rekind(block, kind, rng)
         return Genome(**parts), f"second_moment {block.kind}→{kind}"
     old = bool(block["bias_correction"])
