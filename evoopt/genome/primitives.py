@@ -387,6 +387,27 @@ def _infinity_norm(b: Builder, block: Block, a: dict[str, str]) -> None:
     b.denom = u
 
 
+def _radam(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """RAdam's rectified denominator: (√v + eps)/(√(1−β^t)·r_t) once the variance of the
+    adaptive lr is tractable (ρ_t > 5), else 1 (the step is then momentum SGD)."""
+    p = b.program
+    v = p.buffer("exp_avg_sq")
+    p.op("mul_", v, scalar=a["beta"])
+    p.op("addcmul_", v, "grad", "grad", scalar=f"1 - {a['beta']}")
+    denom = p.op("sqrt", v, out="denom")
+    p.op("adds_", denom, scalar=a["eps"])
+    bc = b.bias_correction("bias_correction2", a["beta"])
+    p.let("rho_inf", f"2 / (1 - {a['beta']}) - 1")
+    p.let("rho_t", f"rho_inf - 2 * step * {a['beta']} ** step / {bc}")
+    p.let("rectification", "((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2)"
+                           " * rho_t)) ** 0.5 if rho_t > 5 else 0.0")
+    p.let("rectified_scale", f"{bc} ** 0.5 * rectification")
+    p.op("div_", denom, scalar="rectified_scale", when="rho_t > 5")
+    p.op("mul_", denom, scalar="0.0", when="rho_t <= 5")
+    p.op("adds_", denom, scalar="1.0", when="rho_t <= 5")
+    b.denom = denom
+
+
 _BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
 register(Primitive(
     "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
@@ -412,6 +433,11 @@ register(Primitive(
     "Adamax's exponentially weighted infinity norm: u = max(β·u, |g| + eps)",
     "u=max({beta}·u,|g|+ε)", (_BETA2, EPS), buffers=("exp_inf",), denominator="u",
     emit=_infinity_norm))
+register(Primitive(
+    "second_moment", "radam", "state",
+    "RAdam's rectified √v: (√v + eps)/(√(1−β^t)·r_t) when ρ_t > 5, else 1",
+    "v=EMA[{beta}](g²), rectified", (_BETA2, EPS), buffers=("exp_avg_sq",),
+    denominator="r(√v+ε)", emit=_radam))
 register(Primitive(
     "second_moment", "sum", "state", "Adagrad's accumulated squares: √(Σ g²) + eps",
     "v=Σg²", (EPS,), buffers=("grad_sq_sum",), denominator="√v+ε", emit=_second_moment("sum")))
