@@ -303,7 +303,7 @@ def _toggle_normalize(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]
 @mutation_operator("change_normalization", default_rate=0.05,
                    applies=lambda g, max_terms: g.second_moment is not None)
 def _change_normalization(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-    """Change the second moment's kind among adam/rmsprop/adan, keeping beta and eps."""
+    """Change the second moment's kind, keeping the hyperparameters both share (beta, eps)."""
     block = g.second_moment
     assert block is not None
     kind = _other_kind("second_moment", block.kind, rng)
