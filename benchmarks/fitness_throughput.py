@@ -21,9 +21,9 @@ import argparse
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
-import tomllib
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset

@@ -9,10 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
-import tomllib
 
 from evoopt.campaign.config import ConfigError, load_config, parse_config
 from evoopt.campaign.runner import CampaignRunner

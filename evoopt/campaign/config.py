@@ -23,14 +23,16 @@ Layout::
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import tomllib
-
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES
 from evoopt.genome import MAX_TERMS
+from evoopt.paths import EXPERIMENTS_DIR, shipped_campaigns
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
 
 REQUIRED_SEEDS = ("adam", "adan")
@@ -311,8 +313,50 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-def load_config(path: str | Path) -> CampaignConfig:
-    path = Path(path)
+def campaign_config_path(name_or_path: str | Path) -> Path:
+    """A campaign config file: an existing path, or the name of a shipped campaign
+    (``quickstart`` is ``experiments/quickstart.toml``, found in a checkout or an installed wheel).
+    """
+    path = Path(name_or_path).expanduser()
+    raw = str(name_or_path)
+    if path.is_file():
+        return path
+    if raw.endswith(".toml") or os.sep in raw or "/" in raw:
+        raise ConfigError(f"{path}: campaign config not found")
+    shipped = EXPERIMENTS_DIR / f"{raw}.toml"
+    if not shipped.is_file():
+        raise ConfigError(f"unknown campaign {raw!r}; shipped campaigns: "
+                          f"{', '.join(shipped_campaigns()) or 'none found'} "
+                          "(or give the path of a .toml file)")
+    return shipped
+
+
+def copy_shipped_campaigns(directory: str | Path) -> list[Path]:
+    """Copy every shipped campaign config into ``directory`` (created if missing), to be edited.
+
+    Never overwrites: if any target exists, raises ``FileExistsError`` naming them and copies
+    nothing. Returns the written paths.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise FileExistsError(f"{directory} exists and is not a directory")
+    sources = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+    if not sources:
+        raise FileNotFoundError(f"no shipped campaigns found in {EXPERIMENTS_DIR}")
+    targets = [directory / src.name for src in sources]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing:
+        raise FileExistsError(f"refusing to overwrite {', '.join(existing)} (nothing was copied; "
+                              "move them away or choose another directory)")
+    directory.mkdir(parents=True, exist_ok=True)
+    for src, target in zip(sources, targets, strict=True):
+        shutil.copyfile(src, target)
+    return targets
+
+
+def load_config(name_or_path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign config: a path or a shipped campaign's name."""
+    path = campaign_config_path(name_or_path)
     try:
         data = tomllib.loads(path.read_text())
     except OSError as e:

@@ -1,4 +1,4 @@
-"""CLI commands for campaigns: run, resume, status."""
+"""CLI commands for campaigns: run, resume, status, init."""
 
 from __future__ import annotations
 
@@ -124,12 +124,17 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
                   f"{out / summary['exported']}", markup=False, highlight=False)
 
 
+ADDRESS_HELP = ("Join this Ray cluster: HOST:PORT of its head, or 'auto' (the cluster started on "
+                "this machine by `ray start`). Default: a private local Ray instance.")
+
+
 @app.command()
 def run(
-    config_file: Path = typer.Argument(..., help="Campaign config (experiments/*.toml)."),
+    config_file: str = typer.Argument(
+        ..., help="A campaign config file, or the name of a shipped campaign (quickstart, ...)."),
     out: Path | None = typer.Option(None, "--out", help="Campaign dir (default runs/<name>)."),
     data_dir: str | None = typer.Option(None, "--data-dir", help="Where cifar-10-batches-py is."),
-    address: str | None = typer.Option(None, "--address", help="Join this Ray cluster."),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in-process, without Ray."),
 ) -> None:
     """Run an evolution campaign; results are committed to DIR/campaign.sqlite as they arrive."""
@@ -145,16 +150,33 @@ def run(
     t0 = time.time()
     try:
         _run(config, out, data_dir, address, serial)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:
         raise fail(str(e)) from None
     console.print(f"wall time {time.time() - t0:.1f} s", highlight=False)
+
+
+@app.command()
+def init(
+    directory: Path = typer.Argument(..., help="Folder to copy the shipped campaigns into."),
+) -> None:
+    """Copy the shipped campaign configs into DIRECTORY to edit (never overwrites a file)."""
+    from evoopt.campaign.config import copy_shipped_campaigns
+
+    try:
+        written = copy_shipped_campaigns(directory)
+    except (FileExistsError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    for path in written:
+        console.print(f"wrote {path}", markup=False, highlight=False)
+    example = next((p for p in written if p.stem == "quickstart"), written[0])
+    console.print(f"edit one, then: evoopt run {example}", markup=False, highlight=False)
 
 
 @app.command()
 def resume(
     directory: Path = typer.Argument(..., help="A campaign directory."),
     data_dir: str | None = typer.Option(None, "--data-dir"),
-    address: str | None = typer.Option(None, "--address"),
+    address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     serial: bool = typer.Option(False, "--serial"),
 ) -> None:
     """Resume an interrupted campaign: finished evaluations are kept, none is repeated."""
@@ -171,7 +193,10 @@ def resume(
     with CampaignStore(directory, readonly=True) as store:
         config = CampaignConfig.from_dict(store.get_meta("config"))
         data_dir = data_dir or store.get_meta("data_dir")
-    _run(config, directory, data_dir, address, serial)
+    try:
+        _run(config, directory, data_dir, address, serial)
+    except ConnectionError as e:
+        raise fail(str(e)) from None
 
 
 @app.command()

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
-from evoopt.genome import REGISTRY, GenomeError, load_genome
+from evoopt.genome import REGISTRY, GenomeError, load_genome, seed_genome
 from evoopt.genome.export import export_genome
 
 console = Console()
@@ -51,10 +51,15 @@ def export(
 
 
 @app.command()
-def show(genome_file: Path = typer.Argument(..., help="A genome file (.toml/.json).")) -> None:
-    """Validate a genome file and print its formula, hash and canonical form."""
+def show(genome_file: str = typer.Argument(
+        ..., help="A genome file (.toml/.json), or the name of a seed genome (adam, lion, ...).")
+) -> None:
+    """Validate a genome and print its formula, hash and canonical form."""
+    path = Path(genome_file)
     try:
-        genome = load_genome(genome_file)
+        looks_like_path = path.suffix in (".toml", ".json") or len(path.parts) > 1
+        genome = load_genome(path) if path.exists() or looks_like_path \
+            else seed_genome(genome_file)
     except GenomeError as e:
         raise fail(str(e)) from None
     console.print(f"{genome.name}  hash {genome.hash}", markup=False, highlight=False)

@@ -27,11 +27,10 @@ from evoopt.evaluator.base import (
     EvaluatorStats,
     error_result,
 )
+from evoopt.evaluator.ray_cluster import ensure_ray
 from evoopt.evaluator.worker import FitnessWorker, RunnerFactory
 
 log = logging.getLogger(__name__)
-
-_PROJECT_ROOT = os.path.realpath(Path(__file__).resolve().parents[2])
 
 
 class FitnessActor:
@@ -91,39 +90,15 @@ class _Running:
     started: float = field(default_factory=time.monotonic)
 
 
-def _ensure_ray(address: str | None) -> bool:
-    """Connect to Ray (``address``) or start a quiet local instance. True if we started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    quiet: dict[str, Any] = {"log_to_driver": False, "configure_logging": False}
-    if address:
-        ray.init(address=address, **quiet)
-        return True
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Workers put the driver's cwd on sys.path and inherit its environment: when this checkout
-    # is neither installed nor the cwd, put it on PYTHONPATH (cheaper than a runtime_env).
-    if os.path.realpath(os.getcwd()) != _PROJECT_ROOT:
-        parts = os.environ.get("PYTHONPATH", "").split(os.pathsep)
-        if _PROJECT_ROOT not in parts:
-            os.environ["PYTHONPATH"] = os.pathsep.join([_PROJECT_ROOT, *filter(None, parts)])
-    ray.init(
-        include_dashboard=False,
-        logging_level=logging.WARNING,
-        **quiet,
-    )
-    return True
-
-
 class RayEvaluator(Evaluator):
     """Evaluates on a pool of Ray actors; yields outcomes in completion order.
 
     Args:
         num_workers: pool size; default ``CPUs // cpus_per_worker`` of the Ray cluster (and at
             most ``GPUs / gpus_per_worker`` when ``gpus_per_worker > 0``), at least 1.
-        address: join an existing cluster (``ray.init(address=...)``, e.g. ``"auto"``);
-            ``None`` starts a local instance sized to this machine (unless Ray is already up).
+        address: join an existing cluster (``HOST:PORT`` of its head, or ``"auto"``);
+            ``None`` starts a private local instance sized to this machine (unless Ray is
+            already up in this process). See ``evoopt.evaluator.ray_cluster``.
         data_dir: passed to every worker's FitnessRunner.
         cpus_per_worker: Ray ``num_cpus`` per actor; also the actor's torch thread count.
         gpus_per_worker: Ray ``num_gpus`` per actor; fractional values share one GPU
@@ -158,8 +133,6 @@ class RayEvaluator(Evaluator):
         hard_timeout_s: float | None = None,
         startup_timeout_s: float = 300.0,
     ) -> None:
-        import ray
-
         if cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
         if gpus_per_worker < 0:
@@ -170,8 +143,9 @@ class RayEvaluator(Evaluator):
             raise ValueError("max_inflight_per_worker must be >= 1")
 
         t0 = time.perf_counter()
-        self._owns_ray = _ensure_ray(address)
+        self._owns_ray = ensure_ray(address)  # before `import ray`: see configure_token_auth
         self.ray_init_s = time.perf_counter() - t0
+        import ray
 
         resources = ray.cluster_resources()
         if num_workers is None:
