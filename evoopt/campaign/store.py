@@ -247,6 +247,14 @@ def _check_header(path: Path) -> None:
     if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
         raise StoreCorruptError(f"{path}: not an SQLite database (corrupt, truncated or another "
                                 "program's file), so not a campaign store")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    size = path.stat().st_size
+    idle = not Path(f"{path}-wal").exists()  # no writer mid-checkpoint growing the file
+    if idle and head[24:28] == head[92:96] and size < page_size * pages:  # a valid count
+        raise StoreCorruptError(f"{path}: corrupt campaign store (truncated: {size} bytes of the "
+                                f"{page_size * pages} its header records)")
 
 
 class CampaignStore:
