@@ -26,7 +26,7 @@ import evoopt.cli
 from evoopt.campaign.config import ConfigError, load_config
 from evoopt.campaign.store import DB_NAME, SCHEMA_VERSION, CampaignStore
 from evoopt.fileio import atomic_output, atomic_write_text, check_output
-from evoopt.fitness.data import DataError, load_cifar10
+from evoopt.fitness.data import DataError, clear_cache, load_cifar10, write_fake_cifar10
 from evoopt.genome import GenomeOptimizer, load_genome, seed_genome
 from evoopt.genome.export import (
     MODULE_NAMES,
@@ -444,8 +444,6 @@ def test_crafted_cifar_batch_cannot_run_code(cifar_copy: Path, tmp_path: Path) -
 
 def test_official_pickle_layouts_still_load(tmp_path: Path) -> None:
     """numpy < 2 (numpy.core, the official files), numpy 2 and protocol 5 pickles all load."""
-    from evoopt.fitness.data import write_fake_cifar10
-
     root = write_fake_cifar10(tmp_path, n_train=20, n_test=10)
     batch = root / "data_batch_1"
     d = {b"data": np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3072), b"labels": [3, 4]}
@@ -454,7 +452,6 @@ def test_official_pickle_layouts_still_load(tmp_path: Path) -> None:
         batch.write_bytes(raw)
         arrays = load_cifar10(tmp_path, download=False)
         assert arrays.train_y[:2].tolist() == [3, 4]
-        from evoopt.fitness.data import clear_cache
         clear_cache()
 
 
