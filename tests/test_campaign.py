@@ -310,7 +310,7 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path
 
 BAD_CONFIGS = [
     ({"campaign": {"seeds": ["adam"]}}, "campaign.seeds: must include adam and adan"),
-    ({"campaign": {"population": 1}}, "campaign.population: must be ≥ 2"),
+    ({"campaign": {"population": 1}}, "campaign.population: must be in [2, 10000]"),
     ({"campaign": {"population": "8"}}, "campaign.population: expected an integer"),
     ({"selection": {"method": "roulette"}}, "selection.method: must be"),
     ({"selection": {"elitism": 9}}, "selection.elitism: must be in [0, population=4)"),

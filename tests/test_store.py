@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from evoopt.campaign.store import DB_NAME, CampaignStore, StoreError
+from evoopt.campaign.store import DB_NAME, SCHEMA_VERSION, CampaignStore, StoreError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,7 @@ def test_meta_round_trip(tmp_path: Path) -> None:
         assert store.get_meta("missing") is None
         assert store.get_meta("missing", {"d": 1}) == {"d": 1}
     with CampaignStore(tmp_path) as store:
-        assert store.all_meta() == dict(values, state="finished")
+        assert store.all_meta() == dict(values, state="finished", schema_version=SCHEMA_VERSION)
         assert store.get_meta("config") == values["config"]
 
 

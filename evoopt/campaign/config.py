@@ -24,14 +24,18 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from evoopt.campaign.common import resolve_seed
+from evoopt.fileio import InputError, read_text_file
+from evoopt.fitness import TaskError, load_task
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES
-from evoopt.genome import MAX_TERMS
+from evoopt.genome import MAX_TERMS, GenomeError
 from evoopt.paths import EXPERIMENTS_DIR, shipped_campaigns
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
 
@@ -39,6 +43,17 @@ REQUIRED_SEEDS = ("adam", "adan")
 #: Stage names the finish phase stores its evaluations under.
 RESERVED_STAGE_NAMES = ("final", "selection")
 BUDGET_MATCHED = ("none", "optuna")
+#: Hurdle keywords; a hurdle may also name a campaign seed or be a fitness in [-1, 1].
+HURDLE_KEYWORDS = ("none", "median")
+#: Bounds that keep a typo from asking for a campaign no machine can hold (the strategy keeps
+#: a population in memory; the runner asks for every child of a generation at once).
+MAX_POPULATION = 10_000
+MAX_GENERATIONS = 10_000
+MAX_WORKERS = 4096
+#: Largest training seed (seeds are stored as SQLite integers and seed numpy generators).
+MAX_SEED = 2**31 - 1
+#: A campaign name becomes the directory ``runs/<name>``: one plain path component.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class ConfigError(ValueError):
@@ -93,14 +108,25 @@ class CampaignConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
-        d = dict(d)
-        d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])}) for s in d["stages"])
-        for key in ("seeds", "final_seeds", "final_selection_seeds", "final_compare",
-                    "final_baselines",
-                    "final_lr_factors", "lr_screen"):
-            if d.get(key) is not None:
-                d[key] = tuple(d[key])
-        return cls(**d)
+        """Rebuild from :meth:`to_dict` (a stored config); a malformed dict raises
+        :class:`ConfigError` (the values themselves were validated when the campaign began)."""
+        try:
+            d = dict(d)
+            unknown = sorted(set(d) - {f.name for f in fields(cls)})
+            if unknown:
+                raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}")
+            d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])})
+                                for s in d["stages"])
+            for key in ("seeds", "final_seeds", "final_selection_seeds", "final_compare",
+                        "final_baselines",
+                        "final_lr_factors", "lr_screen"):
+                if d.get(key) is not None:
+                    d[key] = tuple(d[key])
+            return cls(**d)
+        except ConfigError:
+            raise
+        except (TypeError, KeyError, ValueError, AttributeError) as e:
+            raise ConfigError(f"not a campaign config ({type(e).__name__}: {e})") from None
 
 
 _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
@@ -147,9 +173,9 @@ def _name(kind: type | tuple[type, ...]) -> str:
 
 def _seed_list(where: str, value: Any) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in value):
-        raise ConfigError(f"{where}: expected a non-empty list of seeds (integers ≥ 0), "
-                          f"got {value!r}")
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value):
+        raise ConfigError(f"{where}: expected a non-empty list of seeds (integers in "
+                          f"[0, {MAX_SEED}]), got {value!r}")
     if len(set(value)) != len(value):
         raise ConfigError(f"{where}: seeds repeat: {value!r}")
     return tuple(value)
@@ -206,6 +232,8 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
                               f"baseline's centre lr, got {grid!r}")
         values["final_lr_factors"] = tuple(float(f) for f in grid)
     config = CampaignConfig(**values)
+    _check_genomes(config)
+    _check_tasks(config)
     stage_seeds = {s for st in config.stages for s in st.seeds}
     if set(config.final_seeds) & stage_seeds:
         raise ConfigError(f"final.seeds: must be fresh seeds, not used by any stage "
@@ -218,20 +246,71 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     return config
 
 
+def _check_genomes(config: CampaignConfig) -> None:
+    """Every genome the campaign names exists and is valid, and each is used as intended."""
+    for i, name in enumerate(config.seeds):
+        try:
+            resolve_seed(name)
+        except GenomeError as e:
+            raise ConfigError(f"campaign.seeds[{i}]: {e}") from None
+    if len(set(config.seeds)) != len(config.seeds):
+        raise ConfigError(f"campaign.seeds: names repeat: {list(config.seeds)!r}")
+    for i, name in enumerate(config.final_compare):
+        if not isinstance(name, str) or name not in config.seeds:
+            raise ConfigError(f"final.compare[{i}]: {name!r} is not one of the campaign's seeds "
+                              f"(campaign.seeds: {', '.join(config.seeds)}); only seeds are "
+                              "compared")
+    if len(set(config.final_compare)) != len(config.final_compare):
+        raise ConfigError(f"final.compare: names repeat: {list(config.final_compare)!r}")
+    for i, stage in enumerate(config.stages):
+        hurdle = stage.hurdle
+        if isinstance(hurdle, float):
+            if not (math.isfinite(hurdle) and -1.0 <= hurdle <= 1.0):
+                raise ConfigError(f"stages[{i}].hurdle: a fitness threshold must be a finite "
+                                  f"number in [-1, 1], got {hurdle!r}")
+        elif hurdle not in HURDLE_KEYWORDS and hurdle not in config.seeds:
+            raise ConfigError(f"stages[{i}].hurdle: expected \"none\", \"median\", a number or "
+                              f"one of the campaign's seeds ({', '.join(config.seeds)}), "
+                              f"got {hurdle!r}")
+
+
+def _check_tasks(config: CampaignConfig) -> None:
+    """The task exists and every override (campaign-wide, then per stage) gives a valid spec."""
+    try:
+        base = load_task(config.task)
+    except TaskError as e:
+        raise ConfigError(f"fitness.task: {e}") from None
+    try:
+        base = base.with_overrides(**config.task_overrides)
+    except TaskError as e:
+        raise ConfigError(f"fitness.overrides: {e}") from None
+    for i, stage in enumerate(config.stages):
+        try:
+            base.with_overrides(**stage.overrides)
+        except TaskError as e:
+            raise ConfigError(f"stages[{i}].overrides: {e}") from None
+
+
 def _check_ranges(v: dict[str, Any]) -> None:
     def need(attr: str, where: str, ok: bool, what: str) -> None:
         if attr in v and not ok:
             raise ConfigError(f"{where}: {what}, got {v[attr]!r}")
 
-    need("population", "campaign.population", v.get("population", 2) >= 2, "must be ≥ 2")
-    need("generations", "campaign.generations", v.get("generations", 1) >= 1, "must be ≥ 1")
+    need("name", "campaign.name", bool(NAME_PATTERN.fullmatch(v.get("name", "x"))),
+         "must be a plain directory name (letters, digits, '.', '_', '-'; no path separator "
+         "or '..'; at most 100 characters): it names runs/<name>")
+    need("seed", "campaign.seed", 0 <= v.get("seed", 0) < 2**63, "must be in [0, 2**63)")
+    need("population", "campaign.population", 2 <= v.get("population", 2) <= MAX_POPULATION,
+         f"must be in [2, {MAX_POPULATION}]")
+    need("generations", "campaign.generations",
+         1 <= v.get("generations", 1) <= MAX_GENERATIONS, f"must be in [1, {MAX_GENERATIONS}]")
     need("max_evaluations", "campaign.max_evaluations", v.get("max_evaluations", 0) >= 0,
          "must be ≥ 0 (0 = no budget)")
     need("selection", "selection.method", v.get("selection") in ("tournament", "regularized"),
          'must be "tournament" or "regularized"')
-    need("tournament_size", "selection.tournament_size", v.get("tournament_size", 2) >= 1,
-         "must be ≥ 1")
     pop = v.get("population", CampaignConfig.population)
+    need("tournament_size", "selection.tournament_size",
+         1 <= v.get("tournament_size", 1) <= pop, f"must be in [1, population={pop}]")
     need("elitism", "selection.elitism", 0 <= v.get("elitism", 0) < pop,
          f"must be in [0, population={pop})")
     need("crossover_rate", "variation.crossover_rate", 0.0 <= v.get("crossover_rate", 0) <= 1.0,
@@ -256,10 +335,10 @@ def _check_ranges(v: dict[str, Any]) -> None:
                               f"{', '.join(FAIR_BASELINES)})")
         if len(set(names)) != len(names):
             raise ConfigError(f"final.baselines: names repeat: {names!r}")
-    need("ray_num_workers", "ray.num_workers", v.get("ray_num_workers", 0) >= 0,
-         "must be ≥ 0 (0 = one per CPU)")
-    need("ray_cpus_per_worker", "ray.cpus_per_worker", v.get("ray_cpus_per_worker", 1) > 0,
-         "must be > 0")
+    need("ray_num_workers", "ray.num_workers", 0 <= v.get("ray_num_workers", 0) <= MAX_WORKERS,
+         f"must be in [0, {MAX_WORKERS}] (0 = one per CPU)")
+    need("ray_cpus_per_worker", "ray.cpus_per_worker",
+         0 < v.get("ray_cpus_per_worker", 1) <= 1024, "must be in (0, 1024]")
     need("ray_gpus_per_worker", "ray.gpus_per_worker",
          0 <= v.get("ray_gpus_per_worker", 0) <= 8, "must be in [0, 8]")
     if "seeds" in v:
@@ -308,8 +387,12 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
         if isinstance(hurdle, bool) or not isinstance(hurdle, (str, int, float)):
             raise ConfigError(f"{where}.hurdle: expected \"none\", \"median\", a seed genome "
                               f"name or a number, got {hurdle!r}")
-        stages.append(Stage(name, seeds, overrides,
-                            float(hurdle) if not isinstance(hurdle, str) else hurdle))
+        if not isinstance(hurdle, str):
+            try:
+                hurdle = float(hurdle)
+            except OverflowError:
+                raise ConfigError(f"{where}.hurdle: {hurdle!r} is too large") from None
+        stages.append(Stage(name, seeds, overrides, hurdle))
     return tuple(stages)
 
 
@@ -355,12 +438,15 @@ def copy_shipped_campaigns(directory: str | Path) -> list[Path]:
 
 
 def load_config(name_or_path: str | Path) -> CampaignConfig:
-    """Read and validate a campaign config: a path or a shipped campaign's name."""
+    """Read and validate a campaign config: a path or a shipped campaign's name (a regular
+    UTF-8 file of at most 1 MiB)."""
     path = campaign_config_path(name_or_path)
     try:
-        data = tomllib.loads(path.read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read campaign config ({e.strerror})") from None
+        data = tomllib.loads(read_text_file(path, "campaign config"))
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply to be a campaign config") from None
     return parse_config(data, str(path))

@@ -30,6 +30,7 @@ Every evaluation goes through the runner's evaluator and is committed to the sto
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,10 +39,11 @@ from typing import TYPE_CHECKING, Any
 from evoopt.campaign.common import aggregate_fitness
 from evoopt.campaign.operator_stats import operator_success
 from evoopt.campaign.refine import refine_best
-from evoopt.campaign.store import CampaignStore
+from evoopt.campaign.store import CampaignStore, StoreCorruptError
+from evoopt.fileio import atomic_write_text
 from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.baselines import get_baseline, tune_baselines
-from evoopt.genome import Genome
+from evoopt.genome import Genome, GenomeError
 from evoopt.genome.behaviour import numerically_equivalent
 from evoopt.genome.export import class_name_for, export_genome
 from evoopt.stats import mean_std, paired_comparison
@@ -286,7 +288,7 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     source = export_genome(exported, class_name, provenance={
         "campaign": cfg.name, "uid": winner["uid"],
         "final_fitness_mean": final[winner_hash]["aggregate"]})
-    (runner.out_dir / EXPORT_FILE).write_text(source)
+    atomic_write_text(runner.out_dir / EXPORT_FILE, source)
     exported.save(runner.out_dir / GENOME_FILE)
 
     generations = store.generations()
@@ -322,14 +324,30 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
 
 
 def campaign_winner(directory: str | Path) -> tuple[Genome, dict[str, Any], str]:
-    """The exported (simplified) winner of a finished campaign, its provenance, class name."""
+    """The exported (simplified) winner of a finished campaign, its provenance, class name.
+
+    ``ValueError`` when the campaign has no winner yet; ``StoreCorruptError`` (naming the store)
+    when the stored winner is malformed."""
     path = Path(directory)
     with CampaignStore(path, readonly=True) as store:
         genome = store.get_meta("winner_genome")
         summary = store.get_meta("summary")
         config = store.get_meta("config") or {}
+        where = store.path
     if genome is None or summary is None:
         raise ValueError(f"{path}: the campaign has no winner yet (state: not finished)")
-    return Genome.from_dict(genome, source=f"{path} winner"), {
-        "campaign": config.get("name", ""), "uid": summary["winner"]["uid"],
-        "final_fitness_mean": summary["winner"]["fitness_mean"]}, summary["winner"]["class_name"]
+    winner = summary.get("winner") if isinstance(summary, dict) else None
+    if not (isinstance(winner, dict) and isinstance(winner.get("class_name"), str)
+            and isinstance(config, dict)):
+        raise StoreCorruptError(f"{where}: malformed summary or config (no winner with a class "
+                                "name)")
+    try:
+        best = Genome.from_dict(genome, source="winner_genome")
+    except GenomeError as e:
+        raise StoreCorruptError(f"{where}: {e}") from None
+    fitness = winner.get("fitness_mean")
+    if isinstance(fitness, bool) or not isinstance(fitness, (int, float)) \
+            or not math.isfinite(fitness):
+        fitness = None  # provenance is written as Python literals: no nan, no objects
+    return best, {"campaign": str(config.get("name", "")), "uid": str(winner.get("uid")),
+                  "final_fitness_mean": fitness}, winner["class_name"]

@@ -27,8 +27,8 @@ from evoopt.campaign.config import CampaignConfig
 from evoopt.campaign.finish import finish_campaign
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
-from evoopt.fitness import WORST_FITNESS, TaskSpec, load_task
-from evoopt.fitness.data import ensure_cifar10
+from evoopt.fileio import check_directory
+from evoopt.fitness import WORST_FITNESS, TaskSpec, check_task_data, load_task
 from evoopt.genome import Genome
 from evoopt.genome.behaviour import behaviour_hash
 from evoopt.strategy.strategy import Candidate, Strategy, StrategyConfig
@@ -44,6 +44,24 @@ def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | 
                         address=address or config.ray_address, data_dir=data_dir,
                         cpus_per_worker=config.ray_cpus_per_worker,
                         gpus_per_worker=config.ray_gpus_per_worker)
+
+
+def stage_tasks(config: CampaignConfig) -> list[TaskSpec]:
+    """The task spec of each fidelity stage (task, campaign overrides, stage overrides)."""
+    base = load_task(config.task).with_overrides(**config.task_overrides)
+    return [base.with_overrides(**s.overrides) for s in config.stages]
+
+
+def preflight(config: CampaignConfig, data_dir: str | None) -> None:
+    """Check everything a campaign needs before a store, a worker or an evaluation exists: its
+    seed genomes, its stage tasks, and the data (present, readable, and large enough for each
+    task's split). Raises GenomeError, TaskError (``ValueError``) or DataError."""
+    for name in config.seeds:
+        resolve_seed(name)
+    for task in {json.dumps(t.to_dict(), sort_keys=True): t
+                 for t in stage_tasks(config)}.values():
+        if task.dataset == "cifar10":
+            check_task_data(task, data_dir)
 
 
 @dataclass
@@ -66,19 +84,20 @@ class CampaignRunner:
                  progress: ProgressHook | None = None) -> None:
         self.config = config
         self.out_dir = Path(out_dir)
+        self.data_dir = data_dir
+        self.evaluator = evaluator
+        self.progress = progress or (lambda info: None)
+        # inputs first: a bad seed or task must not leave a store behind
+        self.seeds = [resolve_seed(name) for name in config.seeds]
+        self.stage_tasks: list[TaskSpec] = stage_tasks(config)
+        check_directory(self.out_dir, "campaign directory")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = CampaignStore(self.out_dir)
         stored = self.store.get_meta("config")
         if stored is not None and stored != json.loads(json.dumps(config.to_dict())):
+            self.store.close()
             raise ValueError(f"{self.out_dir} holds a different campaign; resume it with "
                              "`evoopt resume` or choose another --out")
-        self.data_dir = data_dir
-        self.evaluator = evaluator
-        self.progress = progress or (lambda info: None)
-        self.seeds = [resolve_seed(name) for name in config.seeds]
-        base = load_task(config.task).with_overrides(**config.task_overrides)
-        self.stage_tasks: list[TaskSpec] = [base.with_overrides(**s.overrides)
-                                            for s in config.stages]
         self.counters = {"done": 0, "cached": 0, "saved": 0, "running": 0}
         self._by_hash: dict[str, tuple[str, str]] = {}  # canonical hash -> (uid, eval hash)
         self._by_behaviour: dict[str, tuple[str, str]] = {}
@@ -87,9 +106,11 @@ class CampaignRunner:
     def run(self) -> dict[str, Any]:
         """Run to the end (or resume); return the summary written to the store."""
         cfg, store = self.config, self.store
-        if any(t.dataset == "cifar10" for t in self.stage_tasks):
-            # Fail (or download) here, once, rather than in every worker's first evaluation.
-            ensure_cifar10(self.data_dir)
+        # Fail (or download) here, once, rather than in every worker's first evaluation; before
+        # the config is stored, so the store of a campaign that could not start stays reusable.
+        for task in self.stage_tasks:
+            if task.dataset == "cifar10":
+                check_task_data(task, self.data_dir)
         store.set_meta("config", cfg.to_dict())
         store.set_meta("data_dir", self.data_dir)
         store.set_meta("state", "running")
@@ -302,4 +323,5 @@ class CampaignRunner:
         return finish_campaign(self, strategy)
 
 
-__all__ = ["CampaignRunner", "aggregate_fitness", "make_evaluator", "resolve_seed"]
+__all__ = ["CampaignRunner", "aggregate_fitness", "make_evaluator", "preflight", "resolve_seed",
+           "stage_tasks"]

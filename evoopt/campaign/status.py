@@ -6,31 +6,42 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoopt.campaign.store import CampaignStore
+from evoopt.campaign.store import CampaignStore, StoreCorruptError
 
 
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return False  # never signal a process group (pid <= 0) named by a damaged store
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
     except PermissionError:
         return True
+    except (OSError, OverflowError):
+        return False
     return True
 
 
+#: Meta values status reads, with the JSON type each must have when present.
+_META_TYPES = {"config": dict, "summary": dict, "strategy_state": dict, "state": str}
+
+
 def campaign_status(directory: str | Path) -> dict[str, Any]:
-    """``state`` (running | interrupted | finished), progress counters and the best so far."""
+    """``state`` (not started | running | interrupted | finished), progress counters and the
+    best so far. A store whose values have the wrong shape raises StoreCorruptError."""
     path = Path(directory)
     with CampaignStore(path, readonly=True) as store:
         meta = store.all_meta()
         generations = store.generations()
         evaluations = store.evaluations()
         individuals = store.individuals()
+        for key, kind in _META_TYPES.items():
+            if meta.get(key) is not None and not isinstance(meta[key], kind):
+                raise StoreCorruptError(f"{store.path}: meta {key!r} is a "
+                                        f"{type(meta[key]).__name__}, not a {kind.__name__}")
     state = meta.get("state", "interrupted")
-    if state == "running" and not _alive(meta.get("pid")):
+    if meta.get("config") is None:
+        state = "not started"  # a start that failed before the campaign's config was stored
+    elif state == "running" and not _alive(meta.get("pid")):
         state = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
     config = meta.get("config") or {}
     summary = meta.get("summary")

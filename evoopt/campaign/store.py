@@ -10,7 +10,8 @@ All values go in and come out as plain dicts; JSON columns are encoded/decoded h
 Tables
 ------
 ``meta(key TEXT PRIMARY KEY, value TEXT)``
-    JSON values. Keys used by the runner: ``config`` (campaign config dict), ``state``
+    JSON values. ``schema_version`` (:data:`SCHEMA_VERSION`) is written when the store is
+    created. Keys used by the runner: ``config`` (campaign config dict), ``state``
     ("running" | "interrupted" | "finished"), ``started_at``, ``finished_at``, ``wall_time_s``,
     ``strategy_state``, ``summary`` (final summary dict, below), ``winner_uid``, ``baselines``
     (optional tuned-baseline records, same shape as ``summary["comparison"]`` rows).
@@ -46,6 +47,15 @@ Tables
                      "n_seeds", "per_seed": [...]}, ...],
      "evaluations_done", "evaluations_cached", "evaluations_saved_by_hurdles", "wall_time_s",
      "exported": "best_optimizer.py"}
+
+Validation on open
+------------------
+Every open of an existing file checks, before anything else is read or written: the SQLite
+header, ``PRAGMA integrity_check``, the four tables with their columns, and ``schema_version``.
+A store written before ``schema_version`` existed (evoopt 0.1.0, same tables) is recognised by
+its tables and columns and read as version 1; a writer (``resume``) stamps it. A file that fails
+any check, an unknown version, or a value that is not valid JSON raises
+:class:`StoreCorruptError` naming the file: never a traceback, never a write.
 """
 
 from __future__ import annotations
@@ -191,6 +201,20 @@ class StoreNotFoundError(StoreError, FileNotFoundError):
     """A read-only open of a campaign store that does not exist."""
 
 
+class StoreCorruptError(StoreError):
+    """A campaign store that is corrupt, truncated, foreign or of an unknown schema version
+    (or holds a value that is not valid JSON); the message names the file."""
+
+
+#: Version of the layout above, in meta ``schema_version``.
+SCHEMA_VERSION = 1
+_TABLES: dict[str, tuple[str, ...]] = {
+    "meta": ("key", "value"), "individuals": INDIVIDUAL_COLUMNS,
+    "evaluations": EVALUATION_COLUMNS, "generations": GENERATION_COLUMNS,
+}
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
 def db_path(path_or_dir: str | Path) -> Path:
     """The SQLite file for a campaign directory (or the file itself when given one)."""
     p = Path(path_or_dir)
@@ -211,45 +235,97 @@ def _encode(col: str, value: Any) -> Any:
     return value
 
 
-def _decode_row(row: sqlite3.Row) -> dict[str, Any]:
-    out = dict(row)
-    for col in _JSON_COLUMNS.intersection(out):
-        if isinstance(out[col], str):
-            out[col] = json.loads(out[col])
-    if "parents" in out and out["parents"] is None:
-        out["parents"] = []
-    return out
+def _check_header(path: Path) -> None:
+    """Refuse, before SQLite opens it (and adds side files), a file that is no SQLite database."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot read campaign store ({e.strerror or e})") from None
+    if not head:
+        raise StoreCorruptError(f"{path}: empty file, not a campaign store")
+    if len(head) < 100 or not head.startswith(_SQLITE_HEADER):
+        raise StoreCorruptError(f"{path}: not an SQLite database (corrupt, truncated or another "
+                                "program's file), so not a campaign store")
+    page_size = int.from_bytes(head[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(head[28:32], "big")
+    size = path.stat().st_size
+    idle = not Path(f"{path}-wal").exists()  # no writer mid-checkpoint growing the file
+    if idle and head[24:28] == head[92:96] and size < page_size * pages:  # a valid count
+        raise StoreCorruptError(f"{path}: corrupt campaign store (truncated: {size} bytes of the "
+                                f"{page_size * pages} its header records)")
 
 
 class CampaignStore:
     """A campaign's SQLite store. ``CampaignStore(dir_or_file, readonly=False)``; context manager.
 
     A writer creates the file (and directory) and schema; ``readonly=True`` requires the file to
-    exist and never writes. One instance may be shared by threads (calls are serialised).
+    exist and never writes. One instance may be shared by threads (calls are serialised). An
+    existing file is validated first (see "Validation on open" above).
     """
 
     def __init__(self, path_or_dir: str | Path, readonly: bool = False) -> None:
         self.path = db_path(path_or_dir)
         self.readonly = readonly
         self._lock = threading.RLock()
-        if readonly:
-            if not self.path.exists():
-                raise StoreNotFoundError(f"no campaign store at {self.path} "
-                                         "(not a campaign directory)")
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            self._conn = sqlite3.connect(
-                uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-        else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(
-                str(self.path), isolation_level=None, check_same_thread=False, timeout=30.0
-            )
-            self._conn.execute("PRAGMA journal_mode=WAL")
-            self._conn.execute("PRAGMA synchronous=NORMAL")
-            self._conn.executescript(_SCHEMA)
-        self._conn.row_factory = sqlite3.Row
-        self._conn.execute("PRAGMA busy_timeout=30000")
+        path = self.path
+        if path.exists() and not path.is_file():
+            raise StoreCorruptError(f"{path}: not a file, so not a campaign store")
+        existing = path.is_file() and path.stat().st_size > 0
+        if readonly and not path.exists():
+            raise StoreNotFoundError(f"no campaign store at {path} (not a campaign directory)")
+        if readonly or existing:
+            _check_header(path)
+        try:
+            if readonly:
+                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                             isolation_level=None, check_same_thread=False,
+                                             timeout=30.0)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._conn = sqlite3.connect(str(path), isolation_level=None,
+                                             check_same_thread=False, timeout=30.0)
+        except (OSError, sqlite3.Error) as e:
+            raise StoreError(f"{path}: cannot open campaign store ({e})") from None
+        try:
+            self._conn.row_factory = sqlite3.Row
+            self._conn.execute("PRAGMA busy_timeout=30000")
+            if readonly or existing:
+                self._validate()
+            if not readonly:
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
+                                   ("schema_version", json.dumps(SCHEMA_VERSION)))
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise StoreCorruptError(f"{path}: corrupt campaign store ({e})") from None
+        except BaseException:
+            self._conn.close()
+            raise
+
+    def _validate(self) -> None:
+        """Integrity, tables and columns, schema version (a pre-version store reads as 1)."""
+        rows = [r[0] for r in self._conn.execute("PRAGMA integrity_check").fetchall()]
+        if rows != ["ok"]:
+            raise StoreCorruptError(f"{self.path}: corrupt campaign store (integrity check: "
+                                    f"{'; '.join(map(str, rows[:3]))})")
+        for table, columns in _TABLES.items():
+            have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+            if not have:
+                raise StoreCorruptError(f"{self.path}: not an evoopt campaign store (it has no "
+                                        f"table {table!r})")
+            missing = [c for c in columns if c not in have]
+            if missing:
+                raise StoreCorruptError(f"{self.path}: not an evoopt campaign store (table "
+                                        f"{table!r} lacks {', '.join(missing)})")
+        version = self.get_meta("schema_version", SCHEMA_VERSION)
+        if version != SCHEMA_VERSION or isinstance(version, bool):
+            raise StoreCorruptError(f"{self.path}: schema_version {version!r} is not one this "
+                                    f"evoopt reads ({SCHEMA_VERSION}); written by another "
+                                    "version?")
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -277,10 +353,32 @@ class CampaignStore:
         with self._lock:
             return self._conn.execute(sql, tuple(params))
 
+    def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            with self._lock:
+                return self._conn.execute(sql, tuple(params)).fetchall()
+        except sqlite3.Error as e:
+            raise StoreCorruptError(f"{self.path}: cannot read campaign store ({e})") from None
+
+    def _json(self, text: Any, what: str) -> Any:
+        if not isinstance(text, str):
+            raise StoreCorruptError(f"{self.path}: {what} is not JSON text (got {text!r:.60})")
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            raise StoreCorruptError(f"{self.path}: {what} is not valid JSON") from None
+
+    def _decode_row(self, row: sqlite3.Row) -> dict[str, Any]:
+        out = dict(row)
+        for col in _JSON_COLUMNS.intersection(out):
+            if isinstance(out[col], str):
+                out[col] = self._json(out[col], f"column {col} of {out.get('uid')!r}")
+        if "parents" in out and out["parents"] is None:
+            out["parents"] = []
+        return out
+
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._conn.execute(sql, tuple(params)).fetchall()
-        return [_decode_row(r) for r in rows]
+        return [self._decode_row(r) for r in self._read(sql, params)]
 
     # -- meta ----------------------------------------------------------------------------------
     def _insert_or_ignore(self, table: str, cols: dict[str, Any]) -> bool:
@@ -301,14 +399,12 @@ class CampaignStore:
         )
 
     def get_meta(self, key: str, default: Any = None) -> Any:
-        with self._lock:
-            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return default if row is None else json.loads(row[0])
+        rows = self._read("SELECT value FROM meta WHERE key = ?", (key,))
+        return default if not rows else self._json(rows[0][0], f"meta {key!r}")
 
     def all_meta(self) -> dict[str, Any]:
-        with self._lock:
-            rows = self._conn.execute("SELECT key, value FROM meta ORDER BY key").fetchall()
-        return {k: json.loads(v) for k, v in rows}
+        rows = self._read("SELECT key, value FROM meta ORDER BY key")
+        return {str(k): self._json(v, f"meta {k!r}") for k, v in rows}
 
     # -- individuals ---------------------------------------------------------------------------
     def add_individual(self, **cols: Any) -> bool:

@@ -19,9 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from evoopt.cli import app
-from evoopt.cli.genome_cmds import fail
+from evoopt.cli.errors import fail, store_errors
 
 console = Console()
 
@@ -48,8 +49,9 @@ def _estimated_evaluations(config: Any) -> int:
 
 def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
          serial: bool) -> None:
-    from evoopt.campaign.runner import CampaignRunner, make_evaluator
+    from evoopt.campaign.runner import CampaignRunner, make_evaluator, preflight
 
+    preflight(config, data_dir)  # seeds, tasks, data: before a store or a worker exists
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -145,14 +147,59 @@ def run(
     except ConfigError as e:
         raise fail(str(e)) from None
     out = out or Path("runs") / config.name
-    if (out / "campaign.sqlite").exists():
-        raise fail(f"{out} already holds a campaign: `evoopt resume {out}` continues it")
+    _check_new_campaign_dir(out)
     t0 = time.time()
+    _run_or_fail(config, out, data_dir, address, serial)
+    console.print(f"wall time {time.time() - t0:.1f} s", highlight=False)
+
+
+def _check_new_campaign_dir(out: Path) -> None:
+    """``out`` may hold a new campaign: no file in the way, and no store of a campaign that
+    started (a store left by a start that failed before its config was stored is reused)."""
+    from evoopt.campaign.store import DB_NAME, CampaignStore
+    from evoopt.fileio import OutputError, check_directory
+
+    try:
+        check_directory(out, "campaign directory (--out)")
+    except OutputError as e:
+        raise fail(str(e)) from None
+    if (out / DB_NAME).exists():
+        with store_errors(out), CampaignStore(out, readonly=True) as store:
+            started = store.get_meta("config") is not None
+        if started:
+            raise fail(f"{out} already holds a campaign: `evoopt resume {out}` continues it")
+
+
+def _run_or_fail(config: Any, out: Path, data_dir: str | None, address: str | None,
+                 serial: bool) -> None:
+    from evoopt.campaign.store import StoreError
+
     try:
         _run(config, out, data_dir, address, serial)
-    except (ValueError, FileNotFoundError, ConnectionError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError, StoreError) as e:
         raise fail(str(e)) from None
-    console.print(f"wall time {time.time() - t0:.1f} s", highlight=False)
+
+
+@app.command()
+def check(
+    config_file: Path = typer.Argument(..., help="Campaign config (experiments/*.toml)."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Also check the data there (present, readable, large enough)."),
+) -> None:
+    """Validate a campaign config (and, with --data-dir, its data) without running anything."""
+    from evoopt.campaign.config import ConfigError, load_config
+    from evoopt.campaign.runner import preflight
+
+    try:
+        config = load_config(config_file)
+        if data_dir is not None:
+            preflight(config, data_dir)
+    except (ConfigError, ValueError, FileNotFoundError) as e:
+        raise fail(str(e)) from None
+    console.print(f"{config_file}: campaign {config.name!r} is valid: population "
+                  f"{config.population}, {config.generations} generations, "
+                  f"{len(config.stages)} stage(s), about {_estimated_evaluations(config)} "
+                  "evaluations", markup=False, highlight=False)
 
 
 @app.command()
@@ -180,23 +227,27 @@ def resume(
     serial: bool = typer.Option(False, "--serial"),
 ) -> None:
     """Resume an interrupted campaign: finished evaluations are kept, none is repeated."""
-    from evoopt.campaign.config import CampaignConfig
+    from evoopt.campaign.config import CampaignConfig, ConfigError
     from evoopt.campaign.status import campaign_status
     from evoopt.campaign.store import CampaignStore
 
-    try:
+    with store_errors(directory):
         status = campaign_status(directory)
-    except FileNotFoundError as e:
-        raise fail(str(e)) from None
-    if status["state"] == "running":
-        raise fail(f"{directory} is still running (pid alive)")
-    with CampaignStore(directory, readonly=True) as store:
-        config = CampaignConfig.from_dict(store.get_meta("config"))
-        data_dir = data_dir or store.get_meta("data_dir")
-    try:
-        _run(config, directory, data_dir, address, serial)
-    except ConnectionError as e:
-        raise fail(str(e)) from None
+        if status["state"] == "not started":
+            raise fail(f"{directory}: this campaign never started (its store holds no config), "
+                       f"so there is nothing to resume; start it with `evoopt run CONFIG --out "
+                       f"{directory}`")
+        if status["state"] == "running":
+            raise fail(f"{directory} is still running (pid alive)")
+        with CampaignStore(directory, readonly=True) as store:
+            try:
+                config = CampaignConfig.from_dict(store.get_meta("config"))
+            except ConfigError as e:
+                raise fail(f"{store.path}: stored config: {e}") from None
+            data_dir = data_dir or store.get_meta("data_dir")
+    if data_dir is not None and not isinstance(data_dir, str):
+        raise fail(f"{directory}: stored data_dir {data_dir!r} is not a path; pass --data-dir")
+    _run_or_fail(config, directory, data_dir, address, serial)
 
 
 @app.command()
@@ -207,20 +258,19 @@ def status(
     """Where a campaign stands: state, generation, evaluations, best so far."""
     from evoopt.campaign.status import campaign_status
 
-    try:
+    with store_errors(directory):
         info = campaign_status(directory)
-    except FileNotFoundError as e:
-        raise fail(str(e)) from None
-    if as_json:
-        print(json.dumps({k: v for k, v in info.items() if k != "summary"}))
-        return
-    table = Table(title=f"campaign {info['name']} ({directory})")
-    table.add_column("field")
-    table.add_column("value")
-    for key in ("state", "generation", "generations", "individuals", "evaluations_done",
-                "evaluations_cached", "evaluations_saved_by_hurdles", "wall_time_s"):
-        table.add_row(key, str(info[key]))
-    if info["best"]:
-        table.add_row("best", f"{info['best']['uid']} {info['best']['fitness']:.4f}")
-        table.add_row("formula", info["best"]["formula"])
+        if as_json:
+            print(json.dumps({k: v for k, v in info.items() if k != "summary"}))
+            return
+        # Text, not markup: names and formulas come from the store
+        table = Table(title=Text(f"campaign {info['name']} ({directory})"))
+        table.add_column("field")
+        table.add_column("value")
+        for key in ("state", "generation", "generations", "individuals", "evaluations_done",
+                    "evaluations_cached", "evaluations_saved_by_hurdles", "wall_time_s"):
+            table.add_row(key, Text(str(info[key])))
+        if info["best"]:
+            table.add_row("best", Text(f"{info['best']['uid']} {info['best']['fitness']:.4f}"))
+            table.add_row("formula", Text(str(info["best"]["formula"])))
     console.print(table)

@@ -11,14 +11,14 @@ from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
+from evoopt.cli.errors import checked_output, fail
 
 console = Console()
 err_console = Console(stderr=True)
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"error: {message}", style="bold red", markup=False, highlight=False)
-    return typer.Exit(code=2)
+    return fail(message)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
             raise _fail(f"--set expects field=value, got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
+        except (tomllib.TOMLDecodeError, RecursionError):
             value = raw.strip()
         out[key.strip()] = value
     return out
@@ -145,6 +145,12 @@ def baselines(
     if search == "none" and budget:
         raise _fail("--budget applies to --search optuna only")
     spec = _load_task(task, overrides)
+    if output is not None:
+        from evoopt.fitness.baselines import report_paths
+
+        task_file = (Path(task),) if Path(task).is_file() else ()
+        for path in report_paths(output):
+            checked_output(path, task_file)
     names = [s.strip() for s in optimizers.split(",") if s.strip()]
     if not names and search == "none":
         raise _fail("--optimizers: no baseline named")

@@ -9,17 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
+from evoopt.cli.errors import checked_output, fail
 from evoopt.genome import REGISTRY, GenomeError, load_genome, seed_genome
 from evoopt.genome.export import export_genome
 
 console = Console()
 
-
-def fail(message: str) -> typer.Exit:
-    """Print a one-line error (no traceback) and return the exit to raise."""
-    Console(stderr=True, soft_wrap=True).print(f"error: {message}", style="bold red", markup=False,
-                               highlight=False)
-    return typer.Exit(code=2)
+__all__ = ["export", "fail", "primitives", "show"]
 
 
 @app.command()
@@ -30,9 +26,14 @@ def export(
     best: bool = typer.Option(False, "--best", help="With a campaign directory: its winner."),
 ) -> None:
     """Write a genome (or a campaign's winner) as a standalone torch.optim.Optimizer module."""
+    from evoopt.campaign.store import StoreError
+    from evoopt.fileio import atomic_write_text
+
     provenance: dict[str, str | float | int] = {}
+    campaign = source.is_dir()
+    checked_output(output, (source / "campaign.sqlite",) if campaign else (source,))
     try:
-        if source.is_dir():
+        if campaign:
             from evoopt.campaign.finish import campaign_winner
 
             genome, provenance, default_name = campaign_winner(source)
@@ -42,10 +43,12 @@ def export(
                 raise fail("--best needs a campaign directory")
             genome = load_genome(source)
         code = export_genome(genome, class_name, provenance=provenance)
-    except (GenomeError, ValueError, FileNotFoundError) as e:
+    except (GenomeError, ValueError, FileNotFoundError, StoreError) as e:
         raise fail(str(e)) from None
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(code)
+    try:
+        atomic_write_text(output, code)
+    except (OSError, ValueError) as e:
+        raise fail(f"-o {output}: cannot write ({e})") from None
     console.print(f"wrote {output} ({genome.name or genome.hash}: {genome.formula()})",
                   markup=False, highlight=False)
 
@@ -60,11 +63,13 @@ def show(genome_file: str = typer.Argument(
         looks_like_path = path.suffix in (".toml", ".json") or len(path.parts) > 1
         genome = load_genome(path) if path.exists() or looks_like_path \
             else seed_genome(genome_file)
+        lines = [f"{genome.name}  hash {genome.hash}", genome.formula(),
+                 genome.canonical().to_toml()]
     except GenomeError as e:
-        raise fail(str(e)) from None
-    console.print(f"{genome.name}  hash {genome.hash}", markup=False, highlight=False)
-    console.print(genome.formula(), markup=False, highlight=False)
-    console.print(genome.canonical().to_toml(), markup=False, highlight=False)
+        raise fail(str(e) if str(e).startswith(str(genome_file)) else f"{genome_file}: {e}") \
+            from None
+    for line in lines:
+        console.print(line, markup=False, highlight=False)
 
 
 @app.command()

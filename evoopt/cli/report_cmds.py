@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from evoopt.cli import app
+from evoopt.cli.errors import checked_output, fail, store_errors
 
 if TYPE_CHECKING:
     from evoopt.campaign.store import CampaignStore
@@ -19,12 +20,13 @@ _DIR = Annotated[
 
 
 def _open(campaign_dir: Path) -> CampaignStore:
-    """The campaign's store, read-only; a usage error (exit 2) when there is none."""
-    from evoopt.campaign.store import CampaignStore, StoreError
+    """The campaign's store, read-only; a usage error (exit 2) when there is none, one error
+    line naming the file when it is corrupt or foreign."""
+    from evoopt.campaign.store import CampaignStore, StoreNotFoundError
 
     try:
         return CampaignStore(campaign_dir, readonly=True)
-    except StoreError as exc:
+    except StoreNotFoundError as exc:
         raise typer.BadParameter(str(exc), param_hint="DIR") from exc
 
 
@@ -37,10 +39,15 @@ def report(
     ] = None,
 ) -> None:
     """Write the campaign's self-contained HTML report (opens offline)."""
-    from evoopt.report.html import write_report
+    from evoopt.campaign.store import db_path
+    from evoopt.report.html import REPORT_NAME, write_report
 
-    _open(campaign_dir).close()  # clear error for a directory without a store
-    path = write_report(campaign_dir, output)
+    with store_errors(campaign_dir):
+        _open(campaign_dir).close()  # clear error for a directory without a store
+        store = db_path(campaign_dir)
+        target = checked_output(output if output is not None else store.parent / REPORT_NAME,
+                                (store,))
+        path = write_report(campaign_dir, target)
     typer.echo(f"wrote {path}")
 
 
@@ -60,7 +67,7 @@ def lineage(
 
     if uid is not None and best:
         raise typer.BadParameter("give either UID or --best, not both")
-    with _open(campaign_dir) as store:
+    with store_errors(campaign_dir), _open(campaign_dir) as store:
         target = uid or store.best_uid()
         if target is None:
             raise typer.BadParameter(
@@ -88,12 +95,18 @@ def history(
     ] = None,
 ) -> None:
     """Export every individual and every paid evaluation as tables."""
-    from evoopt.report.history import FORMATS, write_history
+    from evoopt.report.history import FORMATS, output_paths, write_history
 
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise typer.BadParameter(f"choose one of {', '.join(FORMATS)}", param_hint="--format")
-    with _open(campaign_dir) as store:
-        out = output if output is not None else campaign_dir / f"history.{fmt}"
-        for path in write_history(store, fmt, out):
-            typer.echo(f"wrote {path}")
+    with store_errors(campaign_dir), _open(campaign_dir) as store:
+        out = output if output is not None else store.directory / f"history.{fmt}"
+        for path in output_paths(out, fmt):
+            checked_output(path, (store.path,))
+        try:
+            written = write_history(store, fmt, out)
+        except ImportError as e:  # parquet without pyarrow
+            raise fail(f"--format {fmt}: {e}") from None
+    for path in written:
+        typer.echo(f"wrote {path}")

@@ -13,6 +13,7 @@ from evoopt.fitness.runner import (
     EvaluationResult,
     FitnessRunner,
     SeedResult,
+    check_task_data,
     evaluate_genome,
 )
 from evoopt.fitness.task import DEFAULT_TASK, TaskError, TaskSpec, available_tasks, load_task
@@ -27,6 +28,7 @@ __all__ = [
     "TaskSpec",
     "WORST_FITNESS",
     "available_tasks",
+    "check_task_data",
     "evaluate_genome",
     "load_cifar10",
     "load_task",

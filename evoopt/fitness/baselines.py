@@ -49,6 +49,7 @@ from typing import Any
 
 import pandas as pd
 
+from evoopt.fileio import atomic_output, atomic_write_text
 from evoopt.fitness.protocol import EvaluateFn, RunnerEvaluate, RunProgressFn, check_results
 from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner
 from evoopt.fitness.task import TaskSpec, load_task
@@ -338,17 +339,21 @@ class BaselineReport:
                 "search": self.search}
 
     def write(self, out: str | os.PathLike[str]) -> tuple[Path, Path]:
-        """Write ``<out>.csv`` (summary table) and ``<out>.json`` (everything); a ``.csv`` or
-        ``.json`` suffix on ``out`` is dropped first. Returns both paths."""
-        base = Path(out)
-        if base.suffix in (".csv", ".json"):
-            base = base.with_suffix("")
-        base.parent.mkdir(parents=True, exist_ok=True)
-        csv_path = base.with_name(base.name + ".csv")
-        json_path = base.with_name(base.name + ".json")
-        self.summary.to_csv(csv_path, index=False)
-        json_path.write_text(json.dumps(self.to_dict(), indent=2, default=str) + "\n")
+        """Write ``<out>.csv`` (summary table) and ``<out>.json`` (everything) atomically; a
+        ``.csv`` or ``.json`` suffix on ``out`` is dropped first. Returns both paths."""
+        csv_path, json_path = report_paths(out)
+        with atomic_output(csv_path) as tmp:
+            self.summary.to_csv(tmp, index=False)
+        atomic_write_text(json_path, json.dumps(self.to_dict(), indent=2, default=str) + "\n")
         return csv_path, json_path
+
+
+def report_paths(out: str | os.PathLike[str]) -> tuple[Path, Path]:
+    """The ``(csv, json)`` files :meth:`BaselinesReport.write` writes for ``out``."""
+    base = Path(out)
+    if base.suffix in (".csv", ".json"):
+        base = base.with_suffix("")
+    return base.with_name(base.name + ".csv"), base.with_name(base.name + ".json")
 
 
 def _summary_row(name: str, kind: str, key: str, genome: Genome, split: str,
@@ -448,5 +453,5 @@ def run_baselines(
 
 __all__ = ["ADAMW_WEIGHT_DECAYS", "DEFAULT_BASELINES", "DEFAULT_LR_FACTORS", "FAIR_BASELINES",
            "FRESH_SEED_OFFSET", "GRID_DIMS", "BaselineReport", "BaselineSpec", "EvaluateFn",
-           "TunedBaseline", "get_baseline", "run_baselines", "select_best", "tune_baseline",
-           "tune_baselines"]
+           "TunedBaseline", "get_baseline", "report_paths", "run_baselines", "select_best",
+           "tune_baseline", "tune_baselines"]

@@ -168,18 +168,62 @@ def ensure_cifar10(
     return download_cifar10(base, progress=progress)
 
 
+#: The only globals a CIFAR-10 batch pickle may name: numpy's array reconstruction
+#: (``numpy.core`` in pickles made with numpy < 2, as the official files are; ``numpy._core``
+#: from numpy 2; ``_frombuffer`` in protocol-5 pickles) and the codec Python 3 uses for bytes in
+#: protocol-2 pickles. Anything else (``os.system``, ``builtins.eval``, ...) is refused, so a
+#: crafted batch file cannot run code.
+SAFE_PICKLE_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+})
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Plain containers, bytes and numpy arrays only (:data:`SAFE_PICKLE_GLOBALS`)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in SAFE_PICKLE_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module.removeprefix("numpy.core.")  # numpy 2 name
+        return super().find_class(module, name)
+
+
+def _broken_batch(path: Path, reason: str) -> DataError:
+    return DataError(
+        f"{path}: broken CIFAR-10 batch file ({reason}). Delete it and run again with network "
+        f"access (the dataset is downloaded again and checksummed), or replace it with the "
+        f"file from the official {CIFAR10_URL} (md5 {CIFAR10_MD5}).")
+
+
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    with open(path, "rb") as f:
-        d = pickle.load(f, encoding="bytes")
+    try:
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except _RefusedGlobal as e:
+        raise _broken_batch(path, f"it names {e}, which a CIFAR-10 batch never does; refused "
+                                  "without running it") from None
+    except OSError as e:
+        raise _broken_batch(path, f"cannot read it: {e.strerror or e}") from None
+    except Exception as e:  # noqa: BLE001 - every globals is vetted: any error = a broken file
+        reason = "empty or truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
+        raise _broken_batch(path, f"not a readable pickle: {reason}"[:300]) from None
     try:
         data = np.asarray(d[b"data"], dtype=np.uint8)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
-    except (KeyError, TypeError) as e:
-        raise DataError(f"{path}: not a CIFAR-10 batch (need b'data' and b'labels')") from e
-    if data.ndim != 2 or data.shape[1] != 3072 or len(labels) != len(data):
-        raise DataError(f"{path}: b'data' has shape {data.shape}, labels {labels.shape}")
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
+        raise _broken_batch(path, "not a CIFAR-10 batch: need b'data' (uint8 array) and "
+                                  "b'labels'") from e
+    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
+        raise _broken_batch(path, f"b'data' has shape {data.shape}, labels {labels.shape}")
     if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels outside 0..9")
+        raise _broken_batch(path, "labels outside 0..9")
     # (N, 3072) = (N, C=3, 32, 32) row-major planes -> HWC
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 
@@ -234,17 +278,23 @@ def _stratified_take(labels: np.ndarray, n: int, rng: np.random.Generator) -> np
 
 def make_splits(
     labels: np.ndarray, val_size: int, train_size: int | None = None, seed: int = 0,
+    min_train: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Disjoint, class-stratified ``(train_idx, val_idx)`` into the official training batches.
 
     ``val_size`` images are held out first (from ``seed``); the training subset is then
     ``train_size`` images (stratified) of the remainder, or all of it when ``train_size`` is None
     or larger than what is left. Both are sorted and depend on (labels, sizes, seed) only.
+    A ``val_size`` leaving fewer than ``min_train`` images to train on raises :class:`DataError`.
     """
     labels = np.asarray(labels)
     n = len(labels)
     if not 0 < val_size < n:
         raise DataError(f"val_size={val_size} must be between 1 and {n - 1} for {n} images")
+    if n - val_size < min_train:
+        raise DataError(f"val_size={val_size} leaves {n - val_size} of the {n} training images "
+                        f"to train on; at least {min_train} are needed (one batch): lower "
+                        "val_size")
     rng = np.random.default_rng([seed, 0x5EED])
     val_idx = _stratified_take(labels, val_size, rng)
     rest = np.setdiff1d(np.arange(n), val_idx, assume_unique=True)

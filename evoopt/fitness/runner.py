@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
@@ -151,8 +152,8 @@ def deterministic_mode(device: torch.device, threads: int = 0):
     """Deterministic kernels (and ``threads`` CPU threads if > 0) for the duration of a run;
     restores the previous global settings."""
     prev_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
+    if threads:  # at most this machine's CPUs (a spec checked on a bigger driver)
+        torch.set_num_threads(min(threads, os.cpu_count() or threads))
     prev = torch.are_deterministic_algorithms_enabled()
     prev_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     prev_fill = torch.utils.deterministic.fill_uninitialized_memory
@@ -220,6 +221,21 @@ def stage_images(x_uint8: np.ndarray, image_size: int, device: torch.device, pad
     return x.permute(0, 2, 3, 1).contiguous()            # NHWC storage
 
 
+def min_train_images(task: TaskSpec) -> int:
+    """Fewest training images a task may be left with by its validation split: one batch (or
+    the task's ``train_size``, when that is smaller)."""
+    return min(task.batch_size, task.train_size or task.batch_size)
+
+
+def check_task_data(task: TaskSpec, data_dir: str | None = None) -> None:
+    """Raise :class:`~evoopt.fitness.data.DataError` now, before any run is paid for, when
+    ``task`` cannot run on the data: missing or broken files, or a split that leaves too little
+    to train on. Loads the arrays (cached for this process's later runs)."""
+    arrays = load_cifar10(data_dir)
+    make_splits(arrays.train_y, task.val_size, task.train_size, task.split_seed,
+                min_train=min_train_images(task))
+
+
 class FitnessRunner:
     """Loads and stages a task's data once; ``evaluate(genome, seed)`` trains and scores.
 
@@ -235,7 +251,8 @@ class FitnessRunner:
         arrays = load_cifar10(data_dir, download=download)
         self.data_root = arrays.root
         train_idx, val_idx = make_splits(
-            arrays.train_y, self.task.val_size, self.task.train_size, self.task.split_seed
+            arrays.train_y, self.task.val_size, self.task.train_size, self.task.split_seed,
+            min_train=min_train_images(self.task),
         )
         t = self.task
         self._pad = t.translate
@@ -399,6 +416,6 @@ def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int
 
 __all__ = [
     "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OptimizerFactory", "STATUSES",
-    "SeedResult", "WORST_FITNESS", "derive_seed", "downsample_curve", "evaluate_genome",
-    "genome_optimizer_factory", "resolve_device",
+    "SeedResult", "WORST_FITNESS", "check_task_data", "derive_seed", "downsample_curve",
+    "evaluate_genome", "genome_optimizer_factory", "min_train_images", "resolve_device",
 ]

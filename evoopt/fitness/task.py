@@ -19,6 +19,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from evoopt.fileio import InputError, read_text_file
 from evoopt.paths import FITNESS_DIR
 
 DEFAULT_TASK = "cifar10-cpu"
@@ -107,12 +108,23 @@ class TaskSpec:
         return cls(**d)
 
     def with_overrides(self, **kw: Any) -> TaskSpec:
-        """A copy with some fields replaced (validated)."""
+        """A copy with some fields replaced (validated, :meth:`check_host` included)."""
         known = {f.name for f in fields(self)}
         for key in kw:
             if key not in known:
                 raise TaskError(key, "unknown field")
-        return dataclasses.replace(self, **kw)
+        return dataclasses.replace(self, **kw).check_host()
+
+    def check_host(self) -> TaskSpec:
+        """``self`` if its machine-dependent fields suit this machine (``threads`` at most its
+        CPU count), else :class:`TaskError`. Checked where a spec is written (a task file, an
+        override), not where a worker rebuilds one, which may run on a smaller machine (there
+        the run uses at most that machine's CPUs)."""
+        cpus = os.cpu_count() or 1
+        if self.threads > cpus:
+            raise TaskError("threads", f"must be at most this machine's {cpus} CPUs (0 = as "
+                                       f"given), got {self.threads}")
+        return self
 
 
 def _check_type(name: str, value: Any, annotation: Any) -> None:
@@ -148,8 +160,12 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
     if isinstance(name_or_path, TaskSpec):
         return name_or_path
     raw = str(name_or_path)
-    path = Path(raw).expanduser()
-    if not path.is_file():
+    try:
+        path = Path(raw).expanduser()
+        is_file = path.is_file()
+    except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, an unknown ~user
+        raise TaskError(None, f"task {raw!r}: not a usable name or path ({e})") from None
+    if not is_file:
         if raw.endswith(".toml") or os.sep in raw:
             raise TaskError(None, f"task file not found: {path}")
         path = FITNESS_DIR / f"{raw}.toml"
@@ -158,12 +174,20 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
                 None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}"
             )
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
+        data = tomllib.loads(read_text_file(path, "task file"))
+    except InputError as e:
+        raise TaskError(None, str(e)) from None
     except tomllib.TOMLDecodeError as e:
-        raise TaskError(None, f"{path}: invalid TOML: {e}") from e
+        raise TaskError(None, f"{path}: invalid TOML: {e}") from None
+    except RecursionError:
+        raise TaskError(None, f"{path}: nested too deeply to be a task file") from None
     data.setdefault("name", path.stem)
-    return TaskSpec.from_dict(data)
+    try:
+        return TaskSpec.from_dict(data).check_host()
+    except TaskError as e:
+        located = TaskError(None, f"{path}: {e}")
+        located.field = e.field
+        raise located from None
 
 
 __all__ = ["DEFAULT_TASK", "TaskError", "TaskSpec", "available_tasks", "load_task"]

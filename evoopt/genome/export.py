@@ -10,6 +10,8 @@ module as ``repr`` literals, never as code or docstring text.
 
 from __future__ import annotations
 
+import ast
+import builtins
 import keyword
 import pprint
 import re
@@ -19,13 +21,51 @@ from evoopt import __version__
 from evoopt.genome.genome import Genome
 from evoopt.genome.program import plural, render_step_functions
 
+#: Names an exported module defines or imports at module level: its class may take none of them
+#: (nor a builtin's, a keyword or a dunder), or the module breaks.
+MODULE_NAMES = frozenset({
+    "annotations", "math", "Callable", "Iterable", "Any", "torch", "Tensor", "Optimizer",
+    "__all__", "PROVENANCE", "GENOME", "_HYPERPARAMETERS", "_BUFFERS", "_is_number",
+    "_check_hyperparameters",
+    "_clip_grads_by_global_norm", "_single_tensor_step", "_multi_tensor_step", "_by_step",
+})
+
+
+def check_class_name(name: str) -> str:
+    """``name`` if it can name an exported optimizer class, else ``ValueError`` saying why."""
+    if not isinstance(name, str) or not name.isidentifier() or not name.isascii() \
+            or keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise ValueError(f"--class-name: {name!r} is not a valid Python class name")
+    if name in MODULE_NAMES or hasattr(builtins, name) or name.startswith("__"):
+        raise ValueError(f"--class-name: {name!r} is a name the exported module already uses "
+                         "(an import, a module constant or function, or a builtin); "
+                         "choose another")
+    return name
+
 
 def class_name_for(genome: Genome) -> str:
+    """A CamelCase class name from the genome's name (``Evolved...`` when it has none)."""
     words = re.findall(r"[A-Za-z0-9]+", genome.name or "")
     name = "".join(w[:1].upper() + w[1:] for w in words)
     if not name or not name[0].isalpha():
         name = f"Evolved{name}"
+    if name in MODULE_NAMES or hasattr(builtins, name):
+        name = f"{name}Optimizer"
     return name
+
+
+def module_level_names(source: str) -> set[str]:
+    """Names bound at the top level of an exported module other than by its class (imports,
+    assignments, functions); :data:`MODULE_NAMES` must hold them all."""
+    names: set[str] = set()
+    for node in ast.parse(source).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+        elif isinstance(node, ast.FunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Assign):
+            names |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+    return names
 
 
 def _indent(lines: list[str], n: int) -> list[str]:
@@ -36,9 +76,7 @@ def _indent(lines: list[str], n: int) -> list[str]:
 def export_genome(genome: Genome, class_name: str | None = None, *,
                   provenance: dict[str, str | float | int] | None = None) -> str:
     """Python source of a module defining one ``Optimizer`` subclass for ``genome``."""
-    class_name = class_name or class_name_for(genome)
-    if not class_name.isidentifier() or keyword.iskeyword(class_name):
-        raise ValueError(f"--class-name: {class_name!r} is not a valid Python class name")
+    class_name = check_class_name(class_name or class_name_for(genome))
     builder = genome.build()
     program = builder.program
     args = builder.args
@@ -49,7 +87,9 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     if program.uses_step:
         lists.append("state_steps")
     counters = program.counters()
-    uses_math = any("math." in e for _, e in program.lets)
+    conditions = {n: spec.condition(n) for n, (spec, _) in args.items()}
+    uses_math = any("math." in e for _, e in program.lets) or any(
+        "math." in c for c in conditions.values())
     step_lets = program.step_lets()
 
     doc_args = [f"        {n}: {spec.doc} (default: {value!r})." for n, (spec, value) in
@@ -58,13 +98,16 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         doc_args.append("        total_steps: length of the run; the learning-rate schedule "
                         f"({genome.schedule.kind}) is a function of step / total_steps.")
     checks = []
-    for n, (spec, _) in args.items():
+    for n in hp_names:
         label = "learning rate" if n == "lr" else f"{n} value"
-        checks += [f"        if not {spec.condition(n)}:",
-                   f'            raise ValueError(f"Invalid {label}: {{{n}}}")']
+        checks += [f'    {n} = values["{n}"]',
+                   f"    if not _is_number({n}) or not {conditions[n]}:",
+                   f'        raise ValueError(f"Invalid {label}: {{{n}!r}}")']
     if extra:
-        checks += ["        if total_steps is None or total_steps < 1:",
-                   '            raise ValueError(f"Invalid total_steps: {total_steps} '
+        checks += ['    total_steps = values["total_steps"]',
+                   "    if isinstance(total_steps, bool) or not isinstance(total_steps, int) "
+                   "or total_steps < 1:",
+                   '        raise ValueError(f"Invalid total_steps: {total_steps!r} '
                    '(this optimizer has a learning-rate schedule)")']
     sig = [f"        {n}: float = {value!r}," for n, (_, value) in args.items()]
     kw_sig = (["        total_steps: int | None = None,"] if extra else []) + [
@@ -79,6 +122,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     state_init += [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
                    'preserve_format)' for b in buffers]
     state_lists = [f'            {plural(b)}.append(state["{b}"])' for b in buffers]
+    state_names = [*buffers, *(["step"] if program.uses_step else [])]
     if program.uses_step:
         state_lists.append('            state_steps.append(state["step"])')
     group_lets = [f"    {n} = {e}" for n, e in program.lets if (n, e) not in step_lets]
@@ -90,10 +134,11 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         *[f"    {n} = {e}" for n, e in step_lets],
         *_indent([op.render(foreach=False) for op in program.ops], 4)], 8)
     formula = _wrap_formula(genome.formula(), indent=4)
-    meta = {"evoopt_version": __version__, "genome_hash": genome.hash, **(provenance or {})}
+    meta = {"evoopt_version": __version__, "genome_hash": genome.hash,
+            "genome_structure": genome.structure, **(provenance or {})}
     genome_literal = _literal(genome.to_dict() | {"name": genome.name}, len("GENOME = "))
 
-    return "\n".join([
+    source = "\n".join([
         f'"""{class_name}: an optimizer exported by evoopt from genome {genome.hash}.',
         "",
         "Update rule:",
@@ -117,6 +162,17 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "",
         f"PROVENANCE = {_literal(meta, len('PROVENANCE = '))}",
         f"GENOME = {genome_literal}",
+        f"_HYPERPARAMETERS = {_literal(tuple([*hp_names, *extra]), len('_HYPERPARAMETERS = '))}",
+        f"_BUFFERS = {_literal(tuple(state_names), len('_BUFFERS = '))}",
+        "",
+        "",
+        "def _is_number(x: object) -> bool:",
+        "    return isinstance(x, (int, float)) and not isinstance(x, bool)",
+        "",
+        "",
+        "def _check_hyperparameters(values: dict[str, Any]) -> None:",
+        '    """Raise ValueError unless every hyperparameter in values is in its valid range."""',
+        *checks,
         "",
         "",
         f"class {class_name}(Optimizer):",
@@ -143,13 +199,15 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "        *,",
         *kw_sig,
         "    ) -> None:",
-        *checks,
         "        defaults = dict(",
         *[f"            {n}={n}," for n in [*hp_names, *extra]],
         "            foreach=foreach,",
         "            maximize=maximize,",
         "        )",
+        "        _check_hyperparameters(defaults)",
         "        super().__init__(params, defaults)",
+        "",
+        *_STATE_METHODS,
         "",
         "    def add_param_group(self, param_group: dict[str, Any]) -> None:",
         "        super().add_param_group(param_group)",
@@ -203,6 +261,55 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         *render_step_functions(program, hp_names),
         "",
     ])
+    if class_name in module_level_names(source):  # a name MODULE_NAMES lacks: keep it whole
+        raise ValueError(f"--class-name: {class_name!r} is a name the exported module uses")
+    return source
+
+
+_STATE_METHODS = [
+    "    def state_dict(self) -> dict[str, Any]:",
+    '        """The optimizer state, tagged with the genome structure it belongs to."""',
+    "        state = super().state_dict()",
+    '        state["evoopt_structure"] = PROVENANCE["genome_structure"]',
+    "        return state",
+    "",
+    "    def load_state_dict(self, state_dict: dict[str, Any]) -> None:",
+    '        """Load a state_dict of this optimizer; state of another optimizer, or with',
+    '        hyperparameters out of range, raises ValueError before anything changes."""',
+    '        structure = state_dict.get("evoopt_structure")',
+    '        if structure is not None and structure != PROVENANCE["genome_structure"]:',
+    "            raise ValueError(",
+    '                f"state of another genome (structure {structure!r}; this optimizer\'s is "',
+    '                f"{PROVENANCE[\'genome_structure\']!r})"',
+    "            )",
+    '        for group in state_dict["param_groups"]:',
+    "            missing = [n for n in _HYPERPARAMETERS if n not in group]",
+    "            if missing:",
+    "                raise ValueError(",
+    '                    f"state of another optimizer: a param group lacks {missing}"',
+    "                )",
+    "            _check_hyperparameters(group)",
+    '        saved = [p for group in state_dict["param_groups"] for p in group["params"]]',
+    '        mine = [p for group in self.param_groups for p in group["params"]]',
+    "        shapes = {key: p.shape for key, p in zip(saved, mine, strict=False)}",
+    '        for key, state in state_dict["state"].items():',
+    "            for name, buffer in state.items():",
+    "                if name not in _BUFFERS:",
+    "                    raise ValueError(",
+    '                        f"state of another optimizer: buffer {name!r} (this one has "',
+    '                        f"{list(_BUFFERS)})"',
+    "                    )",
+    '                if name == "step":',
+    "                    if buffer.dim() != 0:",
+    '                        raise ValueError(f"step of parameter {key} is not a scalar")',
+    "                elif key in shapes and tuple(buffer.shape) != tuple(shapes[key]):",
+    "                    raise ValueError(",
+    '                        f"buffer {name} of parameter {key} has shape "',
+    '                        f"{tuple(buffer.shape)}, the parameter {tuple(shapes[key])}"',
+    "                    )",
+    '        super().load_state_dict({k: v for k, v in state_dict.items()',
+    '                                 if k != "evoopt_structure"})',
+]
 
 
 def _call(func: str, args: list[str], indent: int) -> list[str]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from evoopt.fileio import InputError, atomic_write_text, read_text_file
 from evoopt.genome.primitives import (
     BLOCK_SLOTS,
     LR,
@@ -177,9 +178,10 @@ class Genome:
         return json.dumps(self.to_dict(), indent=2)
 
     def save(self, path: str | Path) -> Path:
+        """Write as JSON (``.json``) or TOML, atomically (temporary file, then rename)."""
         path = Path(path)
-        path.write_text(self.to_json() if path.suffix == ".json" else self.to_toml())
-        return path
+        return atomic_write_text(path, self.to_json() if path.suffix == ".json"
+                                 else self.to_toml())
 
     # -- identity --------------------------------------------------------------------------
     def canonical(self) -> Genome:
@@ -407,19 +409,60 @@ def _term_key(item: tuple[tuple[str, tuple], float]) -> tuple:
     return (TERM_KINDS.index(kind), rest)
 
 
+#: Largest genome file read (a genome is a few hundred bytes).
+MAX_GENOME_BYTES = 1 << 20
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise GenomeError(f"duplicate key {key!r}")
+        out[key] = value
+    return out
+
+
+def parse_genome_text(text: str, fmt: str, source: str) -> Genome:
+    """A genome from TOML or JSON text (``fmt``: "toml" | "json"); errors name ``source``.
+
+    JSON keys may not repeat (TOML already forbids it); text must be valid Unicode (no lone
+    surrogate escapes) and nested at most a few hundred levels.
+    """
+    kind = fmt.upper()
+    try:
+        if fmt == "json":
+            data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        else:
+            data = tomllib.loads(text)
+        # a lone surrogate (JSON "\ud800") cannot be printed or stored as UTF-8
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        return Genome.from_dict(data, source=source)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+        raise GenomeError(f"{source}: not valid {kind}: {e}") from None
+    except GenomeError as e:
+        message = str(e)
+        raise GenomeError(message if message.startswith(f"{source}: ")
+                          else f"{source}: not a valid {kind} genome: {message}") from None
+    except UnicodeEncodeError:
+        raise GenomeError(f"{source}: text that is not valid Unicode (a lone surrogate "
+                          "escape such as \\ud800)") from None
+    except RecursionError:
+        raise GenomeError(f"{source}: nested too deeply to be a genome") from None
+    except (ValueError, OverflowError) as e:  # e.g. a number too large for a float
+        raise GenomeError(f"{source}: not a valid {kind} genome: {e}") from None
+
+
 def load_genome(path: str | Path) -> Genome:
-    """Read a genome from a ``.toml`` or ``.json`` file; errors name the file and the field."""
+    """Read a genome from a ``.toml`` or ``.json`` file; errors name the file and the field.
+
+    Only a regular file of at most :data:`MAX_GENOME_BYTES` bytes of UTF-8 is read.
+    """
     path = Path(path)
     try:
-        text = path.read_text()
-    except OSError as e:
-        raise GenomeError(f"{path}: cannot read genome file ({e.strerror})") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise GenomeError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: "
-                          f"{e}") from None
-    genome = Genome.from_dict(data, source=str(path))
+        text = read_text_file(path, "genome file", MAX_GENOME_BYTES)
+    except InputError as e:
+        raise GenomeError(str(e)) from None
+    genome = parse_genome_text(text, "json" if path.suffix == ".json" else "toml", str(path))
     if not genome.name:
         genome = replace(genome, name=path.stem)
     return genome
@@ -429,11 +472,10 @@ def seed_genome(name: str) -> Genome:
     """A seeded individual shipped in ``genomes/`` (adam, adamw, adan, lion, sgd-momentum, ...)."""
     from evoopt.paths import GENOMES_DIR
 
-    path = GENOMES_DIR / f"{name}.toml"
-    if not path.exists():
-        names = ", ".join(sorted(p.stem for p in GENOMES_DIR.glob("*.toml")))
-        raise GenomeError(f"unknown seed genome {name!r} (shipped: {names})")
-    return load_genome(path)
+    names = seed_names()
+    if name not in names:
+        raise GenomeError(f"unknown seed genome {name!r} (shipped: {', '.join(names)})")
+    return load_genome(GENOMES_DIR / f"{name}.toml")
 
 
 def seed_names() -> list[str]:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
 from evoopt.genome.genome import Genome
+from evoopt.genome.primitives import GenomeError
 from evoopt.genome.program import compile_step_functions
+
+#: Key of :meth:`GenomeOptimizer.state_dict` (and of exported optimizers') naming the genome
+#: structure (:attr:`Genome.structure`) the state belongs to.
+STRUCTURE_KEY = "evoopt_structure"
 
 
 class GenomeOptimizer(torch.optim.Optimizer):
@@ -47,6 +52,73 @@ class GenomeOptimizer(torch.optim.Optimizer):
         for name, spec in self._specs.items():
             group[name] = spec.check(group[name], f"param group {name}")
         group.setdefault("step", 0)
+
+    def state_dict(self) -> dict[str, Any]:
+        """torch's optimizer state plus ``STRUCTURE_KEY``: the genome structure it is for."""
+        state = super().state_dict()
+        state[STRUCTURE_KEY] = self.genome.structure
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a :meth:`state_dict` after checking it belongs to this genome's optimizer."""
+        self._check_state(state_dict)
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != STRUCTURE_KEY})
+
+    def _check_state(self, sd: Any) -> None:
+        def bad(message: str) -> ValueError:
+            return ValueError(f"load_state_dict: {message}")
+
+        if not (isinstance(sd, Mapping) and isinstance(sd.get("param_groups"), list)
+                and isinstance(sd.get("state"), Mapping)):
+            raise bad("expected an optimizer state_dict (a dict with 'state' and "
+                      "'param_groups')")
+        structure = sd.get(STRUCTURE_KEY)
+        if structure is not None and structure != self.genome.structure:
+            raise bad(f"state of another genome (structure {structure!r}; this optimizer's "
+                      f"genome {self.genome.name or self.genome.hash} is "
+                      f"{self.genome.structure!r})")
+        saved: list[Any] = []
+        for i, group in enumerate(sd["param_groups"]):
+            if not isinstance(group, Mapping) or not isinstance(group.get("params"), list):
+                raise bad(f"param group {i} is not a dict with a 'params' list")
+            missing = [name for name in self._specs if name not in group]
+            if missing:
+                raise bad(f"param group {i} lacks {', '.join(missing)}: state of another "
+                          f"optimizer (this genome's hyperparameters: {', '.join(self._specs)})")
+            for name, spec in self._specs.items():
+                try:
+                    spec.check(group[name], f"param group {i} {name}")
+                except GenomeError as e:
+                    raise bad(str(e)) from None
+            step = group.get("step", 0)
+            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+                raise bad(f"param group {i} step: expected an integer >= 0, got {step!r}")
+            total = group.get("total_steps")
+            if self.genome.has_schedule and (isinstance(total, bool) or not isinstance(
+                    total, int) or total < 1):
+                raise bad(f"param group {i} total_steps: expected an integer >= 1 (the genome "
+                          f"has a {self.genome.schedule.kind} schedule), got {total!r}")
+            saved += group["params"]
+        current = [p for g in self.param_groups for p in g["params"]]
+        shapes = {key: p.shape for key, p in zip(saved, current, strict=False)}
+        buffers = set(self.program.buffers) | ({"step"} if self._uses_step else set())
+        for key, state in sd["state"].items():
+            if not isinstance(state, Mapping):
+                raise bad(f"state of parameter {key!r} is not a dict")
+            unknown = sorted(set(state) - buffers)
+            if unknown:
+                raise bad(f"state holds {', '.join(map(str, unknown))}, not buffers of this "
+                          f"genome ({', '.join(sorted(buffers)) or 'none'}): state of another "
+                          "optimizer")
+            for name, tensor in state.items():
+                if not isinstance(tensor, torch.Tensor):
+                    raise bad(f"buffer {name} of parameter {key!r} is not a tensor")
+                if name == "step":
+                    if tensor.dim() != 0:
+                        raise bad(f"step of parameter {key!r} is not a scalar tensor")
+                elif key in shapes and tensor.shape != shapes[key]:
+                    raise bad(f"buffer {name} of parameter {key!r} has shape "
+                              f"{tuple(tensor.shape)}, the parameter {tuple(shapes[key])}")
 
     def _init_group(self, group: dict[str, Any], params: list[torch.Tensor],
                     grads: list[torch.Tensor], buffers: dict[str, list[torch.Tensor]]) -> None:

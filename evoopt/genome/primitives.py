@@ -71,7 +71,10 @@ class HParam:
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise GenomeError(f"{where}: expected a number, got {value!r}")
-        x = float(value)
+        try:
+            x = float(value)
+        except OverflowError:
+            raise GenomeError(f"{where}: {str(value)[:20]}... is too large a number") from None
         below = x <= self.low if self.open_low else x < self.low
         above = x >= self.high if self.open_high else x > self.high
         if not math.isfinite(x) or below or above:

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from evoopt.campaign.store import EVALUATION_COLUMNS, INDIVIDUAL_COLUMNS, CampaignStore
+from evoopt.fileio import atomic_output, atomic_write_text
 
 FORMATS = ("csv", "parquet", "json")
 
@@ -52,28 +53,29 @@ def _jsonable(v: Any) -> Any:
 
 
 def write_history(store: CampaignStore, fmt: str, out: str | Path) -> list[Path]:
-    """Write the history tables; returns the paths written (see module docstring)."""
+    """Write the history tables; returns the paths written (see module docstring). Each file is
+    written to a temporary file beside it and renamed into place (never half written)."""
     paths = output_paths(out, fmt)
     inds, evals = history_tables(store)
-    for p in paths:
-        p.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "json":
         doc = {
             "individuals": [{k: _jsonable(v) for k, v in r.items()} for r in _records(inds)],
             "evaluations": [{k: _jsonable(v) for k, v in r.items()} for r in _records(evals)],
         }
-        paths[0].write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n", "utf-8")
+        atomic_write_text(paths[0], json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
         return paths
     inds = inds.assign(genome=inds["genome"].map(_json_str))
     evals = evals.assign(train_loss_curve=evals["train_loss_curve"].map(_json_str))
     if fmt == "csv":
         inds = inds.assign(parents=inds["parents"].map(_json_str))
-        inds.to_csv(paths[0], index=False)
-        evals.to_csv(paths[1], index=False)
     else:
         inds = inds.assign(parents=inds["parents"].map(lambda v: list(v or [])))
-        inds.to_parquet(paths[0], index=False)
-        evals.to_parquet(paths[1], index=False)
+    for frame, path in zip((inds, evals), paths, strict=True):
+        with atomic_output(path) as tmp:
+            if fmt == "csv":
+                frame.to_csv(tmp, index=False)
+            else:
+                frame.to_parquet(tmp, index=False)
     return paths
 
 

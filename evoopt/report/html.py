@@ -22,6 +22,7 @@ from plotly.offline import get_plotlyjs
 
 from evoopt.campaign.operator_stats import improved, operator_success
 from evoopt.campaign.store import CampaignStore
+from evoopt.fileio import atomic_write_text
 from evoopt.report.lineage import format_value, iter_tree, line_steps
 
 REPORT_NAME = "report.html"
@@ -924,8 +925,7 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> Pat
     with CampaignStore(campaign_dir, readonly=True) as store:
         html = render_report(store)
         target = Path(out) if out is not None else store.directory / REPORT_NAME
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html, "utf-8")
+    atomic_write_text(target, html)
     return target
 
 

@@ -1,0 +1,158 @@
+"""Careful file input and output shared by every stage (imports nothing from evoopt).
+
+* :func:`read_text_file`: read a small text input (genome, config, task): regular files only,
+  a size limit, strict UTF-8; a FIFO, a device or a huge file is refused, not read forever.
+* :func:`check_output`: refuse an ``-o`` that would destroy data: a directory, a campaign store
+  (any SQLite database or ``campaign.sqlite*``), or the command's own input.
+* :func:`atomic_write_text` / :func:`atomic_output`: write to a temporary file in the target's
+  directory, then rename it over the target, so a reader (or a crash) never sees half a file.
+
+Errors are :class:`InputError` / :class:`OutputError` (both ``ValueError``) naming the path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+#: Default size limit of a text input (genome, campaign config, task file).
+MAX_TEXT_BYTES = 1 << 20
+SQLITE_MAGIC = b"SQLite format 3\x00"
+_WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
+#: Outputs never written over: a campaign store and its SQLite side files.
+STORE_NAME_PREFIX = "campaign.sqlite"
+
+
+class InputError(ValueError):
+    """An input file that cannot be read safely; the message names the file."""
+
+
+class OutputError(ValueError):
+    """An output path that must not be written; the message names the path."""
+
+
+def read_text_file(path: str | os.PathLike[str], what: str = "file",
+                   limit: int = MAX_TEXT_BYTES) -> str:
+    """The UTF-8 text of a regular file of at most ``limit`` bytes; :class:`InputError` else."""
+    p = Path(path)
+    try:
+        regular = stat.S_ISREG(os.stat(p).st_mode)
+        # O_NONBLOCK: a FIFO swapped in after the check must not block the open
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)) if regular else -1
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+        raise InputError(f"{p}: cannot read {what} ({reason})") from None
+    if not regular:
+        raise InputError(f"{p}: not a regular file (a {what} must be a plain file)")
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise InputError(f"{p}: not a regular file (a {what} must be a plain file)")
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise InputError(f"{p}: cannot read {what} ({e.strerror or e})") from None
+    if len(data) > limit:
+        raise InputError(f"{p}: {what} larger than {limit} bytes; refusing to read it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{p}: {what} is not UTF-8 text (bad byte at offset {e.start})") from None
+
+
+def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is an existing SQLite database (or WAL journal) by its first bytes."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(SQLITE_MAGIC))
+    except OSError:
+        return False
+    return head == SQLITE_MAGIC or head[:4] in _WAL_MAGICS
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except (OSError, ValueError):
+        return False
+
+
+def check_directory(path: str | os.PathLike[str], what: str = "directory") -> Path:
+    """``path`` usable as a directory to create or fill: no part of it is an existing file."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                raise OutputError(f"{q}: is a file, but a {what} is expected there")
+            break
+    return p
+
+
+def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (),
+                 option: str = "-o") -> Path:
+    """``path`` if writing it destroys nothing, else :class:`OutputError` naming it.
+
+    Refused: a directory; a campaign store (``campaign.sqlite*``) or any existing SQLite file;
+    one of the command's ``inputs``; a path under an existing file.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise OutputError(f"{option} {p}: is a directory; give a file name")
+    if p.name.startswith(STORE_NAME_PREFIX) or is_sqlite_file(p):
+        raise OutputError(f"{option} {p}: refusing to overwrite a campaign store "
+                          "(an SQLite database)")
+    for source in inputs:
+        if _same_file(p, Path(source)):
+            raise OutputError(f"{option} {p}: is the command's own input; choose another file")
+    check_directory(p.parent, f"directory for {option}")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """A temporary path beside ``path``; renamed over ``path`` when the block succeeds,
+    removed when it fails (the old ``path``, if any, is then untouched)."""
+    target = Path(path)
+    check_directory(target.parent)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()  # once, at import: os.umask is process-wide
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename)."""
+    with atomic_output(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return Path(path)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+__all__ = [
+    "InputError", "MAX_TEXT_BYTES", "OutputError", "atomic_output", "atomic_write_bytes",
+    "atomic_write_text", "check_directory", "check_output", "is_sqlite_file", "read_text_file",
+]
