@@ -52,7 +52,8 @@ def run_evoopt(args: list, home: Path, cwd: Path, **extra: str) -> subprocess.Co
                           timeout=600)
 
 
-def test_malformed_and_dead_addresses_fail_clearly_within_seconds(tmp_path: Path) -> None:
+def test_malformed_and_dead_addresses_fail_clearly_within_seconds(tmp_path: Path,
+                                                                  data_dir: Path) -> None:
     with pytest.raises(ValueError, match="expected HOST:PORT"):
         parse_address("headnode")
     assert parse_address("[::1]:6379") == ("::1", 6379)
@@ -61,8 +62,8 @@ def test_malformed_and_dead_addresses_fail_clearly_within_seconds(tmp_path: Path
     with pytest.raises(ConnectionError, match=f"no Ray cluster answers at 127.0.0.1:{port}"):
         check_reachable("127.0.0.1", port)
     assert time.monotonic() - t0 < 6
-    proc = run_evoopt(["run", MICRO_CAMPAIGN, "--out", tmp_path / "c", "--address",
-                       f"127.0.0.1:{port}"], Path.home(), tmp_path)
+    proc = run_evoopt(["run", MICRO_CAMPAIGN, "--out", tmp_path / "c", "--data-dir",
+                       data_dir, "--address", f"127.0.0.1:{port}"], Path.home(), tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"no Ray cluster answers at 127.0.0.1:{port}" in " ".join(proc.stderr.split())
     assert not (tmp_path / "c" / "campaign.sqlite").exists()

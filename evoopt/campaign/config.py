@@ -402,7 +402,7 @@ def campaign_config_path(name_or_path: str | Path) -> Path:
     """
     path = Path(name_or_path).expanduser()
     raw = str(name_or_path)
-    if path.is_file():
+    if path.exists():  # read_text_file judges it (a FIFO or a directory gets a clear error)
         return path
     if raw.endswith(".toml") or os.sep in raw or "/" in raw:
         raise ConfigError(f"{path}: campaign config not found")
