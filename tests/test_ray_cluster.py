@@ -182,12 +182,12 @@ def test_campaign_joins_a_running_cluster_and_only_on_request(head: Head, tmp_pa
 
 
 @pytest.mark.slow
-def test_a_cluster_whose_token_is_missing_says_how_to_supply_it(head: Head,
-                                                                tmp_path: Path) -> None:
+def test_a_cluster_whose_token_is_missing_says_how_to_supply_it(head: Head, tmp_path: Path,
+                                                                data_dir: Path) -> None:
     elsewhere = tmp_path / "home-without-token"
     elsewhere.mkdir()
-    proc = run_evoopt(["run", MICRO_CAMPAIGN, "--out", tmp_path / "c", "--address",
-                       head.address], elsewhere, tmp_path)
+    proc = run_evoopt(["run", MICRO_CAMPAIGN, "--out", tmp_path / "c", "--data-dir", data_dir,
+                       "--address", head.address], elsewhere, tmp_path)
     message = " ".join(proc.stderr.split())
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert f"could not join the Ray cluster at {head.address}" in message
