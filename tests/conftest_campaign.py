@@ -12,12 +12,29 @@ import copy
 import hashlib
 import json
 import statistics
+import tomllib
 from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.store import CampaignStore
 
 # Strings with HTML in them: the report must escape them.
+#: The tiny real campaign the campaign and hostile-input tests start from.
+TINY = Path(__file__).resolve().parent / "data" / "campaign-tiny.toml"
+
+
+def tiny_config(**changes: dict) -> dict:
+    """The tiny campaign's config as a dict, with some sections' values changed (``stages``
+    replaced whole)."""
+    data = tomllib.loads(TINY.read_text())
+    for section, values in changes.items():
+        if section == "stages":
+            data["stages"] = values
+        else:
+            data.setdefault(section, {}).update(values)
+    return data
+
+
 HOSTILE = "<script>alert('x')</script>"
 
 WINNER = "g2-0"

@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 
 import pytest
@@ -21,19 +20,9 @@ from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import SerialEvaluator
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
+from tests.conftest_campaign import TINY, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "campaign-tiny.toml"
-
-
-def tiny_config(**changes: dict) -> dict:
-    data = tomllib.loads(TINY.read_text())
-    for section, values in changes.items():
-        if section == "stages":
-            data["stages"] = values
-        else:
-            data.setdefault(section, {}).update(values)
-    return data
 
 
 def run_tiny(out: Path, data_dir: Path, **changes: dict) -> dict:

@@ -14,7 +14,6 @@ import os
 import pickle
 import shutil
 import sqlite3
-import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -34,10 +33,9 @@ from evoopt.genome.export import (
     load_exported_class,
     module_level_names,
 )
-from tests.conftest_campaign import build_campaign
+from tests.conftest_campaign import TINY, build_campaign, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = REPO / "tests" / "data" / "campaign-tiny.toml"
 
 evoopt.cli._register()
 _runner = CliRunner()
@@ -77,13 +75,7 @@ def write_config(path: Path, **changes: dict) -> Path:
     """The tiny test campaign with some sections' values changed, as a TOML file."""
     import tomli_w
 
-    data = tomllib.loads(TINY.read_text())
-    for section, values in changes.items():
-        if section == "stages":
-            data["stages"] = values
-        else:
-            data.setdefault(section, {}).update(values)
-    path.write_text(tomli_w.dumps(data))
+    path.write_text(tomli_w.dumps(tiny_config(**changes)))
     return path
 
 
@@ -313,23 +305,19 @@ def _bad_store(kind: str, directory: Path) -> Path:
     elif kind == "foreign schema":
         with sqlite3.connect(path) as conn:
             conn.execute("CREATE TABLE people (name TEXT)")
-    elif kind == "unknown schema_version":
+    elif kind in _STORE_EDITS:  # a real store with one value damaged
         shutil.copy(good, path)
         with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    elif kind == "config meta not JSON":
-        shutil.copy(good, path)
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE meta SET value = '{not json' WHERE key = 'config'")
-    elif kind == "genome column not JSON":
-        shutil.copy(good, path)
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE individuals SET genome = '[[[' WHERE uid = 'adam'")
-    elif kind == "summary of the wrong shape":
-        shutil.copy(good, path)
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE meta SET value = '[1, 2]' WHERE key = 'summary'")
+            conn.execute(_STORE_EDITS[kind])
     return directory
+
+
+_STORE_EDITS = {
+    "unknown schema_version": "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
+    "config meta not JSON": "UPDATE meta SET value = '{not json' WHERE key = 'config'",
+    "genome column not JSON": "UPDATE individuals SET genome = '[[[' WHERE uid = 'adam'",
+    "summary of the wrong shape": "UPDATE meta SET value = '[1, 2]' WHERE key = 'summary'",
+}
 
 
 STORE_KINDS = ["random bytes", "truncated", "empty", "corrupt pages", "foreign schema",
