@@ -174,7 +174,7 @@ def test_aggregation_over_seeds(data_dir: Path) -> None:
     assert [r.seed for r in res.seeds] == [0, 1] and res.status == "ok"
     accs = [r.val_accuracy for r in res.seeds]
     assert res.fitness == pytest.approx(np.mean(accs)) and res.val_accuracy_std == pytest.approx(
-        np.std(accs))
+        np.std(accs, ddof=1))  # one std convention everywhere: evoopt.stats.mean_std
     failed = SeedResult(seed=2, status="diverged", message="boom")
     mixed = EvaluationResult.from_seeds([*res.seeds, failed], task="t", split="val")
     assert mixed.status == "diverged" and mixed.fitness == WORST_FITNESS

@@ -31,6 +31,7 @@ from evoopt.fileio import check_directory
 from evoopt.fitness import WORST_FITNESS, TaskSpec, check_task_data, load_task
 from evoopt.genome import Genome
 from evoopt.genome.behaviour import behaviour_hash
+from evoopt.stats import mean_std
 from evoopt.strategy.strategy import Candidate, Strategy, StrategyConfig
 
 ProgressHook = Callable[[dict[str, Any]], None]
@@ -227,11 +228,12 @@ class CampaignRunner:
     def _commit_generation(self, gen: int, tracked: list[_Tracked], t0: float,
                            done_before: int, cached_before: int, saved_before: int) -> None:
         scores = [t.scores[self.config.stages[t.stage_index].name] for t in tracked]
+        mean, std = mean_std(scores)
         best = max(tracked, key=lambda t: (t.stage_index, t.scores[
             self.config.stages[t.stage_index].name]))
         self.store.add_generation(
             generation=gen, best=max(scores), median=statistics.median(scores),
-            mean=statistics.fmean(scores), std=statistics.pstdev(scores),
+            mean=mean, std=std,
             best_uid=best.candidate.uid, n_individuals=len(tracked),
             n_evaluated=self.counters["done"] - done_before,
             n_cached=self.counters["cached"] - cached_before,

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from evoopt.fitness.data import load_cifar10, make_splits
 from evoopt.fitness.model import build_model
 from evoopt.fitness.task import TaskSpec, load_task
+from evoopt.stats import mean_std
 
 WORST_FITNESS = -1.0
 """Fitness of any run whose status is not ``ok`` (finite, below every accuracy)."""
@@ -106,15 +107,9 @@ class EvaluationResult:
         bad = [r for r in results if r.status != "ok"]
         done = [r for r in results if r.val_accuracy is not None]
 
-        def stats(xs: list[float]) -> tuple[float | None, float | None]:
-            if not xs:
-                return None, None
-            a = np.asarray(xs, dtype=np.float64)
-            return float(a.mean()), float(a.std())
-
-        acc, acc_std = stats([r.val_accuracy for r in done])
-        loss, loss_std = stats([r.val_loss for r in done if r.val_loss is not None])
-        fit, fit_std = stats([r.fitness for r in results])
+        acc, acc_std = mean_std([r.val_accuracy for r in done])
+        loss, loss_std = mean_std([r.val_loss for r in done if r.val_loss is not None])
+        fit, fit_std = mean_std([r.fitness for r in results])
         return cls(
             fitness=WORST_FITNESS if bad else float(fit),
             fitness_std=0.0 if bad else float(fit_std),

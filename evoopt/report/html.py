@@ -24,6 +24,7 @@ from evoopt.campaign.operator_stats import improved, operator_success
 from evoopt.campaign.store import CampaignStore
 from evoopt.fileio import atomic_write_text
 from evoopt.report.lineage import format_value, iter_tree, line_steps
+from evoopt.stats import mean_std
 
 REPORT_NAME = "report.html"
 EXPORT_NAME = "best_optimizer.py"
@@ -123,12 +124,6 @@ def _fmt_duration(s: Any) -> str:
     if s < 7200:
         return f"{s / 60:.1f} min"
     return f"{s / 3600:.2f} h"
-
-
-def _mean_std(xs: list[float]) -> tuple[float | None, float | None]:
-    if not xs:
-        return None, None
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
 def _fig_html(fig: go.Figure, div_id: str) -> Markup:
@@ -559,8 +554,8 @@ def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> lis
         ]
         for name, ind in cands:
             d = _per_seed_from_evaluations(store, ind)
-            m, s = _mean_std(d["per_seed"])
-            am, _ = _mean_std(d.get("val_accuracy") or [])
+            m, s = mean_std(d["per_seed"])
+            am, _ = mean_std(d.get("val_accuracy") or [])
             rows.append(
                 {
                     "name": name,
@@ -591,7 +586,7 @@ def _comparison(store: CampaignStore, summary: dict, winner: dict | None) -> lis
             rows.append(dict(b, name=name, kind=kind))
     for r in rows:
         if r.get("fitness_mean") is None and r.get("per_seed"):
-            r["fitness_mean"], r["fitness_std"] = _mean_std(list(r["per_seed"]))
+            r["fitness_mean"], r["fitness_std"] = mean_std(list(r["per_seed"]))
         r.setdefault("n_seeds", len(r.get("per_seed") or []))
         r["kind_label"] = KIND_LABELS.get(r["kind"], r["kind"])
         seeds = r.get("seed_numbers") or []
@@ -845,7 +840,7 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
     winner_summary = dict(summary.get("winner") or {})
     if winner and not winner_summary:
         d = _per_seed_from_evaluations(store, winner)
-        m, s = _mean_std(d["per_seed"])
+        m, s = mean_std(d["per_seed"])
         winner_summary = {
             "uid": winner_uid,
             "hash": winner.get("hash"),
