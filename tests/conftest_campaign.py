@@ -43,37 +43,10 @@ WINNER_LINE = ["adam", "g0-0", "g1-0", "g2-0"]
 # every ancestor of the winner (g1-0 is a crossover of g0-0 and adan)
 WINNER_ANCESTORS = {"g2-0", "g1-0", "g0-0", "adam", "adan"}
 
-_FALLBACK_SEEDS: dict[str, dict[str, Any]] = {
-    "adam": {
-        "name": "adam",
-        "lr": 1e-3,
-        "schedule": {"kind": "constant"},
-        "blocks": [
-            {"kind": "momentum", "beta": 0.9},
-            {"kind": "rms_normalize", "beta": 0.999, "eps": 1e-8},
-        ],
-        "weight_decay": 0.0,
-    },
-    "adan": {
-        "name": "adan",
-        "lr": 1e-3,
-        "schedule": {"kind": "constant"},
-        "blocks": [
-            {"kind": "nesterov_difference", "beta1": 0.98, "beta2": 0.92},
-            {"kind": "rms_normalize", "beta": 0.99, "eps": 1e-8},
-        ],
-        "weight_decay": 0.02,
-    },
-}
-
-
 def _seed(name: str) -> dict[str, Any]:
-    try:
-        from evoopt.genome import seed_genome
+    from evoopt.genome import seed_genome
 
-        return seed_genome(name).to_dict()
-    except Exception:  # genome package not written yet, or no such seed
-        return copy.deepcopy(_FALLBACK_SEEDS[name])
+    return seed_genome(name).to_dict()
 
 
 def _describe(d: dict[str, Any]) -> tuple[str, str]:
@@ -138,17 +111,12 @@ EXPORT_MARKER = "# <b>not bold</b> & 1 < 2"
 
 
 def _export(genome: dict[str, Any]) -> str:
-    """The winner's source via the real exporter, or a stand-in before it exists."""
-    try:
-        from evoopt.genome import Genome
-        from evoopt.genome.export import export_genome
+    """The winner's source via the real exporter (no stand-in: a broken exporter must fail the
+    report tests)."""
+    from evoopt.genome import Genome
+    from evoopt.genome.export import export_genome
 
-        return export_genome(Genome.from_dict(genome))
-    except Exception:
-        return (
-            '"""Evolved optimizer (stand-in export)."""\n\nimport torch\n\n\n'
-            "class Evolved(torch.optim.Optimizer):\n    pass\n"
-        )
+    return export_genome(Genome.from_dict(genome))
 
 
 def _valid(d: dict[str, Any]) -> bool:
