@@ -411,6 +411,24 @@ def _radam(b: Builder, block: Block, a: dict[str, str]) -> None:
     b.denom = denom
 
 
+def _adadelta(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Adadelta's unit-correcting denominator √(v + eps)/√(u + eps), where u is the EMA of the
+    squared normalized gradient (the step Adadelta takes, before lr)."""
+    p = b.program
+    v, u = p.buffer("square_avg"), p.buffer("acc_delta")
+    p.op("mul_", v, scalar=a["beta"])
+    p.op("addcmul_", v, "grad", "grad", scalar=f"1 - {a['beta']}")
+    std = p.op("adds", v, out="std", scalar=a["eps"])
+    std = p.op("sqrt", std, out="std_sqrt", into=std)
+    unit = p.op("adds", u, out="unit", scalar=a["eps"])
+    unit = p.op("sqrt", unit, out="unit_sqrt", into=unit)
+    denom = p.op("div", std, unit, out="denom")
+    step = p.op("div", "grad", denom, out="unit_step")
+    p.op("mul_", u, scalar=a["beta"])
+    p.op("addcmul_", u, step, step, scalar=f"1 - {a['beta']}")
+    b.denom = denom
+
+
 _BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
 register(Primitive(
     "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
@@ -441,6 +459,12 @@ register(Primitive(
     "RAdam's rectified √v: (√v + eps)/(√(1−β^t)·r_t) when ρ_t > 5, else 1",
     "v=EMA[{beta}](g²), rectified", (_BETA2, EPS), buffers=("exp_avg_sq",),
     denominator="r(√v+ε)", emit=_radam))
+register(Primitive(
+    "second_moment", "adadelta", "state",
+    "Adadelta's √(v + eps)/√(u + eps): v = EMA of g², u = EMA of the squared step",
+    "v=EMA[{beta}](g²), u=EMA[{beta}]((g·√(u+ε)/√(v+ε))²)",
+    (_beta("beta", 0.9, "rho", "decay of both running averages"), EPS),
+    buffers=("square_avg", "acc_delta"), denominator="√(v+ε)/√(u+ε)", emit=_adadelta))
 register(Primitive(
     "second_moment", "sum", "state", "Adagrad's accumulated squares: √(Σ g²) + eps",
     "v=Σg²", (EPS,), buffers=("grad_sq_sum",), denominator="√v+ε", emit=_second_moment("sum")))

@@ -52,6 +52,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
            into="torch.sqrt({0}, out={into})"),
     OpKind("sign", 1, False, "{0}.sign()", "torch._foreach_sign({0})"),
     OpKind("abs", 1, False, "{0}.abs()", "torch._foreach_abs({0})"),
+    OpKind("adds", 1, True, "{0}.add({s})", "torch._foreach_add({0}, {s})"),
+    OpKind("div", 2, False, "{0}.div({1})", "torch._foreach_div({0}, {1})"),
     OpKind("sub", 2, False, "{0}.sub({1})", "torch._foreach_sub({0}, {1})",
            into="torch.sub({0}, {1}, out={into})"),
     OpKind("add", 2, True, "{0}.add({1}, alpha={s})", "torch._foreach_add({0}, {1}, alpha={s})",
