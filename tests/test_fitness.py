@@ -197,9 +197,9 @@ def test_adam_clearly_above_chance_at_cpu_default(data_dir: Path) -> None:
 def test_cli_evaluate_json(data_dir: Path) -> None:
     from typer.testing import CliRunner
 
-    from evoopt.cli import _register, app
+    from evoopt.cli import app, register_commands
 
-    _register()
+    register_commands()
     out = CliRunner().invoke(app, ["evaluate", "adam", "--task", "cifar10-tiny", "--data-dir",
                                    str(data_dir), "--seeds", "2", "--json"])
     assert out.exit_code == 0, out.output

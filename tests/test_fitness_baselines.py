@@ -142,9 +142,9 @@ def test_real_runs_on_the_tiny_task(tiny: FitnessRunner, tmp_path: Path) -> None
 def test_cli_baselines(data_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from evoopt.cli import _register, app
+    from evoopt.cli import app, register_commands
 
-    _register()
+    register_commands()
     out = CliRunner().invoke(app, [
         "baselines", "--task", "cifar10-tiny", "--optimizers", "adam,nesterov-cosine",
         "--lr-grid", "0.5,1", "--seeds", "1", "--split", "test", "--data-dir", str(data_dir),

@@ -45,7 +45,7 @@ FUZZ = settings(max_examples=int(os.environ.get("EVOOPT_FUZZ_EXAMPLES", "25")), 
                 database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-evoopt.cli._register()
+evoopt.cli.register_commands()
 _runner = CliRunner()
 
 

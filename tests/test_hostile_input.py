@@ -37,7 +37,7 @@ from tests.conftest_campaign import TINY, build_campaign, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
-evoopt.cli._register()
+evoopt.cli.register_commands()
 _runner = CliRunner()
 
 

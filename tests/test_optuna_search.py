@@ -122,9 +122,9 @@ def test_a_trial_killed_mid_run_is_failed_and_re_asked(staged: RunnerEvaluate,
 def test_cli_search_writes_the_row_and_resumes(data_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from evoopt.cli import _register, app
+    from evoopt.cli import app, register_commands
 
-    _register()
+    register_commands()
     args = ["baselines", "--task", "cifar10-tiny", "--optimizers", "", "--search", "optuna",
             "--seeds", "1", "--data-dir", str(data_dir), "-o", str(tmp_path / "bo")]
     out = CliRunner().invoke(app, [*args, "--budget", "4"])

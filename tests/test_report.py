@@ -23,7 +23,7 @@ from evoopt.report.html import write_report
 from evoopt.report.lineage import ABSENT, FieldChange, genome_diff, iter_tree
 from tests.conftest_campaign import HOSTILE, WINNER, WINNER_ANCESTORS, WINNER_LINE, build_campaign
 
-evoopt.cli._register()
+evoopt.cli.register_commands()
 runner = CliRunner()
 
 

@@ -13,11 +13,11 @@ app = typer.Typer(
 )
 
 
-def _register() -> None:
-    # Each module adds its commands to ``app``; imported lazily so `evoopt --help` stays fast.
+def register_commands() -> None:
+    """Add every command to ``app`` (imported lazily so `evoopt --help` stays fast)."""
     from evoopt.cli import campaign_cmds, fitness_cmds, genome_cmds, report_cmds  # noqa: F401
 
 
 def main() -> None:
-    _register()
+    register_commands()
     app()

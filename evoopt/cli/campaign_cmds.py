@@ -35,6 +35,8 @@ def _estimated_evaluations(config: Any) -> int:
         else max(1, config.population // 2)
     n = max(config.population, len(config.seeds)) + children * (config.generations - 1)
     search = n * per_candidate
+    if config.max_evaluations:  # the search stops at the generation boundary past its budget
+        search = min(search, config.max_evaluations + children * per_candidate)
     splits = 2 if config.final_test_split else 1
     n_final = len(config.final_seeds)
     finals = (config.final_top_k + len(config.final_compare)) * n_final * splits
