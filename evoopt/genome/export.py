@@ -19,7 +19,7 @@ import textwrap
 
 from evoopt import __version__
 from evoopt.genome.genome import Genome
-from evoopt.genome.program import plural, render_step_functions
+from evoopt.genome.program import indent, plural, render_step_functions
 
 #: Names an exported module defines or imports at module level: its class may take none of them
 #: (nor a builtin's, a keyword or a dunder), or the module breaks.
@@ -68,11 +68,6 @@ def module_level_names(source: str) -> set[str]:
     return names
 
 
-def _indent(lines: list[str], n: int) -> list[str]:
-    pad = " " * n
-    return [pad + ln if ln else ln for ln in "\n".join(lines).split("\n")]
-
-
 def export_genome(genome: Genome, class_name: str | None = None, *,
                   provenance: dict[str, str | float | int] | None = None) -> str:
     """Python source of a module defining one ``Optimizer`` subclass for ``genome``."""
@@ -83,9 +78,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     hp_names = list(args)
     extra = ["total_steps"] if genome.has_schedule else []
     buffers = program.buffers
-    lists = ["params", "grads", *(plural(b) for b in buffers)]
-    if program.uses_step:
-        lists.append("state_steps")
+    lists = program.step_function_lists()
     counters = program.counters()
     conditions = {n: spec.condition(n) for n, (spec, _) in args.items()}
     uses_math = any("math." in e for _, e in program.lets) or any(
@@ -122,17 +115,16 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     state_init += [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
                    'preserve_format)' for b in buffers]
     state_lists = [f'            {plural(b)}.append(state["{b}"])' for b in buffers]
-    state_names = [*buffers, *(["step"] if program.uses_step else [])]
     if program.uses_step:
         state_lists.append('            state_steps.append(state["step"])')
-    group_lets = [f"    {n} = {e}" for n, e in program.lets if (n, e) not in step_lets]
-    algorithm = _indent([
+    group_lets = [f"    {n} = {e}" for n, e in program.group_lets()]
+    algorithm = indent([
         "once per group and step (group_step counts the optimizer's steps):",
         *(group_lets or ["    (nothing)"]),
         "for each parameter:",
         *(["    step = its own step count, plus one"] if program.uses_step else []),
         *[f"    {n} = {e}" for n, e in step_lets],
-        *_indent([op.render(foreach=False) for op in program.ops], 4)], 8)
+        *indent([op.render(foreach=False) for op in program.ops], 4)], 8)
     formula = _wrap_formula(genome.formula(), indent=4)
     meta = {"evoopt_version": __version__, "genome_hash": genome.hash,
             "genome_structure": genome.structure, **(provenance or {})}
@@ -163,7 +155,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         f"PROVENANCE = {_literal(meta, len('PROVENANCE = '))}",
         f"GENOME = {genome_literal}",
         f"_HYPERPARAMETERS = {_literal(tuple([*hp_names, *extra]), len('_HYPERPARAMETERS = '))}",
-        f"_BUFFERS = {_literal(tuple(state_names), len('_BUFFERS = '))}",
+        f"_BUFFERS = {_literal(tuple(program.state_names), len('_BUFFERS = '))}",
         "",
         "",
         "def _is_number(x: object) -> bool:",
@@ -178,7 +170,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         f"class {class_name}(Optimizer):",
         f'    """Optimizer exported by evoopt from genome {genome.hash}.',
         "",
-        *_indent(formula, 4),
+        *indent(formula, 4),
         "",
         "    Algorithm (one step, per parameter group; steps count from 1)::",
         "",

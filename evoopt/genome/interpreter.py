@@ -41,6 +41,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
         self._functions = compile_step_functions(self.program, list(builder.args))
         self._counters = self.program.counters()
         self._uses_step = self.program.uses_step
+        self._state_names = self.program.state_names  # derived from the program: once, here
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
         defaults |= {"total_steps": total_steps, "foreach": foreach, "maximize": maximize}
         self._specs = {name: spec for name, (spec, _) in builder.args.items()}
@@ -101,7 +102,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
             saved += group["params"]
         current = [p for g in self.param_groups for p in g["params"]]
         shapes = {key: p.shape for key, p in zip(saved, current, strict=False)}
-        buffers = set(self.program.buffers) | ({"step"} if self._uses_step else set())
+        buffers = set(self._state_names)
         for key, state in sd["state"].items():
             if not isinstance(state, Mapping):
                 raise bad(f"state of parameter {key!r} is not a dict")
@@ -148,8 +149,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
-            names = [*self.program.buffers, *(["step"] if self._uses_step else [])]
-            buffers: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+            buffers: dict[str, list[torch.Tensor]] = {n: [] for n in self._state_names}
             self._init_group(group, params, grads, buffers)
             if not params:
                 continue

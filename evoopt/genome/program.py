@@ -152,11 +152,27 @@ class Program:
                 out.append((name, expr))
         return out
 
+    def group_lets(self) -> list[tuple[str, str]]:
+        """The lets evaluated once per group and step: those not in :meth:`step_lets`."""
+        per_step = self.step_lets()
+        return [let for let in self.lets if let not in per_step]
+
     @property
     def uses_step(self) -> bool:
         """Whether any scalar reads the per-parameter step count (then state holds ``step``)."""
         dependent = {"step"} | {n for n, _ in self.step_lets()}
         return any(_names(e) & dependent for e in self._expressions())
+
+    @property
+    def state_names(self) -> list[str]:
+        """Per-parameter state keys: the buffers, and ``step`` when the program counts steps."""
+        return [*self.buffers, *(["step"] if self.uses_step else [])]
+
+    def step_function_lists(self) -> list[str]:
+        """The list arguments of the step functions, in order: ``params``, ``grads``, one list
+        per buffer, ``state_steps`` when the program counts steps."""
+        lists = ["params", "grads", *(plural(b) for b in self.buffers)]
+        return [*lists, *(["state_steps"] if self.uses_step else [])]
 
     def _expressions(self) -> list[str]:
         return ([e for _, e in self.lets] + [o.scalar for o in self.ops if o.scalar]
@@ -175,13 +191,9 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     the same ops. Arguments: ``params``, ``grads``, one list per state buffer, ``state_steps``
     when the program counts steps; keywords: ``hparams``, :meth:`Program.counters`,
     ``maximize``. The text needs ``torch``, ``Tensor`` and ``math`` in its namespace."""
-    lists = ["params", "grads", *(plural(b) for b in program.buffers)]
-    if program.uses_step:
-        lists.append("state_steps")
-    step_lets = program.step_lets()
-    group_lets = [let for let in program.lets if let not in step_lets]
-    head = [f"    {n} = {e}" for n, e in group_lets]
-    per_step = [f"{n} = {e}" for n, e in step_lets]
+    lists = program.step_function_lists()
+    head = [f"    {n} = {e}" for n, e in program.group_lets()]
+    per_step = [f"{n} = {e}" for n, e in program.step_lets()]
 
     def function(name: str, foreach: bool, body: list[str]) -> list[str]:
         negate = "torch._foreach_neg(grads)" if foreach else "[-g for g in grads]"
@@ -198,7 +210,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     if program.uses_step:
         single += ["        step_t = state_steps[i]", "        step_t += 1",
                    "        step = step_t.item()"]
-    single += _indent([*per_step, *(op.render(foreach=False) for op in program.ops)], 8)
+    single += indent([*per_step, *(op.render(foreach=False) for op in program.ops)], 8)
     ops = [op.render(foreach=True) for op in program.ops]
     if program.uses_step:
         multi = ["    torch._foreach_add_(state_steps, 1)",
@@ -207,9 +219,9 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                  *_fit("    parts = _by_step(state_steps, ", lists[:-1], ")"),
                  "    for step, part in parts:",
                  *_fit("        ", lists[:-1], " = part", brackets="()"),
-                 *_indent([*per_step, *ops], 8)]
+                 *indent([*per_step, *ops], 8)]
     else:
-        multi = _indent(ops, 4)
+        multi = indent(ops, 4)
     return [*function("_single_tensor_step", False, single), "", "",
             *function("_multi_tensor_step", True, multi),
             *(_CLIP_HELPER if program.clip else []), *(_BY_STEP if program.uses_step else [])]
@@ -228,7 +240,8 @@ def _fit(head: str, names: Sequence[str], tail: str, brackets: str = "") -> list
             if closing else f"{pad}{tail.strip()}"]
 
 
-def _indent(lines: Sequence[str], n: int) -> list[str]:
+def indent(lines: Sequence[str], n: int) -> list[str]:
+    """``lines`` (which may hold newlines) split into lines, each non-empty one padded by n."""
     pad = " " * n
     return [pad + ln if ln else ln for ln in "\n".join(lines).split("\n")]
 
