@@ -2,6 +2,7 @@
 
 * :func:`read_text_file`: read a small text input (genome, config, task): regular files only,
   a size limit, strict UTF-8; a FIFO, a device or a huge file is refused, not read forever.
+* :func:`read_toml_file`: the same, parsed as TOML (invalid or too deeply nested: an error).
 * :func:`check_output`: refuse an ``-o`` that would destroy data: a directory, a campaign store
   (any SQLite database or ``campaign.sqlite*``), or the command's own input.
 * :func:`atomic_write_text` / :func:`atomic_output`: write to a temporary file in the target's
@@ -16,8 +17,10 @@ import contextlib
 import os
 import stat
 import tempfile
+import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 #: Default size limit of a text input (genome, campaign config, task file).
 MAX_TEXT_BYTES = 1 << 20
@@ -91,6 +94,19 @@ def check_directory(path: str | os.PathLike[str], what: str = "directory") -> Pa
     return p
 
 
+def read_toml_file(path: str | os.PathLike[str], what: str = "file",
+                   limit: int = MAX_TEXT_BYTES) -> dict[str, Any]:
+    """The table of a TOML file read by :func:`read_text_file`; :class:`InputError` naming the
+    file when it cannot be read, is not valid TOML, or is nested too deeply to parse."""
+    text = read_text_file(path, what, limit)
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise InputError(f"{path}: nested too deeply to be a {what}") from None
+
+
 def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str]] = (),
                  option: str = "-o") -> Path:
     """``path`` if writing it destroys nothing, else :class:`OutputError` naming it.
@@ -155,4 +171,5 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
 __all__ = [
     "InputError", "MAX_TEXT_BYTES", "OutputError", "atomic_output", "atomic_write_bytes",
     "atomic_write_text", "check_directory", "check_output", "is_sqlite_file", "read_text_file",
+    "read_toml_file",
 ]

@@ -26,13 +26,12 @@ import math
 import os
 import re
 import shutil
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.common import resolve_seed
-from evoopt.fileio import InputError, read_text_file
+from evoopt.fileio import InputError, read_toml_file
 from evoopt.fitness import TaskError, load_task
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES
 from evoopt.genome import MAX_TERMS, GenomeError
@@ -423,7 +422,7 @@ def copy_shipped_campaigns(directory: str | Path) -> list[Path]:
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise FileExistsError(f"{directory} exists and is not a directory")
-    sources = sorted(EXPERIMENTS_DIR.glob("*.toml"))
+    sources = [EXPERIMENTS_DIR / f"{name}.toml" for name in shipped_campaigns()]
     if not sources:
         raise FileNotFoundError(f"no shipped campaigns found in {EXPERIMENTS_DIR}")
     targets = [directory / src.name for src in sources]
@@ -442,11 +441,7 @@ def load_config(name_or_path: str | Path) -> CampaignConfig:
     UTF-8 file of at most 1 MiB)."""
     path = campaign_config_path(name_or_path)
     try:
-        data = tomllib.loads(read_text_file(path, "campaign config"))
+        data = read_toml_file(path, "campaign config")
     except InputError as e:
         raise ConfigError(str(e)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:
-        raise ConfigError(f"{path}: nested too deeply to be a campaign config") from None
     return parse_config(data, str(path))

@@ -14,12 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-from evoopt.fileio import InputError, read_text_file
+from evoopt.fileio import InputError, read_toml_file
 from evoopt.paths import FITNESS_DIR
 
 DEFAULT_TASK = "cifar10-cpu"
@@ -174,13 +169,9 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
                 None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}"
             )
     try:
-        data = tomllib.loads(read_text_file(path, "task file"))
+        data = read_toml_file(path, "task file")
     except InputError as e:
         raise TaskError(None, str(e)) from None
-    except tomllib.TOMLDecodeError as e:
-        raise TaskError(None, f"{path}: invalid TOML: {e}") from None
-    except RecursionError:
-        raise TaskError(None, f"{path}: nested too deeply to be a task file") from None
     data.setdefault("name", path.stem)
     try:
         return TaskSpec.from_dict(data).check_host()
