@@ -17,10 +17,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def _fail(message: str) -> typer.Exit:
-    return fail(message)
-
-
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
     """``field=value`` pairs; values parsed as TOML (``steps=200``, ``device="cpu"``)."""
     import tomllib
@@ -29,7 +25,7 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise _fail(f"--set expects field=value, got {item!r}")
+            raise fail(f"--set expects field=value, got {item!r}")
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except (tomllib.TOMLDecodeError, RecursionError):
@@ -45,7 +41,7 @@ def _load_task(task: str, overrides: list[str]):
         spec = load_task(task)
         return spec.with_overrides(**_parse_overrides(overrides)) if overrides else spec
     except TaskError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
@@ -72,17 +68,17 @@ def evaluate(
     from evoopt.genome import GenomeError, load_genome, seed_genome
 
     if split not in ("val", "test"):
-        raise _fail(f"--split must be val or test, got {split!r}")
+        raise fail(f"--split must be val or test, got {split!r}")
     spec = _load_task(task, overrides)
     try:
         path = Path(genome_file)
         genome = load_genome(path) if path.exists() else seed_genome(genome_file)
     except GenomeError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     try:
         result = evaluate_genome(genome, spec, seeds=seeds, data_dir=data_dir, split=split)
     except DataError as e:
-        raise _fail(str(e)) from None
+        raise fail(str(e)) from None
     d = result.to_dict()
     d["genome"] = {"name": genome.name, "hash": genome.hash, "formula": genome.formula()}
     if as_json:
@@ -137,13 +133,13 @@ def baselines(
     from evoopt.fitness.baselines import get_baseline, run_baselines
 
     if split not in ("val", "test"):
-        raise _fail(f"--split must be val or test, got {split!r}")
+        raise fail(f"--split must be val or test, got {split!r}")
     if search not in ("none", "optuna"):
-        raise _fail(f"--search must be none or optuna, got {search!r}")
+        raise fail(f"--search must be none or optuna, got {search!r}")
     if search == "optuna" and budget < 1:
-        raise _fail("--search optuna needs --budget N (paid training runs, N ≥ 1)")
+        raise fail("--search optuna needs --budget N (paid training runs, N ≥ 1)")
     if search == "none" and budget:
-        raise _fail("--budget applies to --search optuna only")
+        raise fail("--budget applies to --search optuna only")
     spec = _load_task(task, overrides)
     if output is not None:
         from evoopt.fitness.baselines import report_paths
@@ -153,16 +149,16 @@ def baselines(
             checked_output(path, task_file)
     names = [s.strip() for s in optimizers.split(",") if s.strip()]
     if not names and search == "none":
-        raise _fail("--optimizers: no baseline named")
+        raise fail("--optimizers: no baseline named")
     try:
         factors = None if lr_grid is None else [float(x) for x in lr_grid.split(",")
                                                 if x.strip()]
     except ValueError as e:
-        raise _fail(f"--lr-grid: {e}") from None
+        raise fail(f"--lr-grid: {e}") from None
     try:
         specs = [get_baseline(n, factors) for n in names]
     except ValueError as e:
-        raise _fail(f"--optimizers / --lr-grid: {e}") from None
+        raise fail(f"--optimizers / --lr-grid: {e}") from None
     storage = None
     if search == "optuna" and output is not None:
         base = output.with_suffix("") if output.suffix in (".csv", ".json") else output
@@ -183,7 +179,7 @@ def baselines(
                                    search_budget=budget if search == "optuna" else 0,
                                    search_storage=storage, search_seed=search_seed)
         except (DataError, ValueError) as e:
-            raise _fail(str(e)) from None
+            raise fail(str(e)) from None
     table = Table(title=f"baselines on {spec.name}: tuned on val, best re-run on fresh seeds "
                         f"({split})")
     for col in ("optimizer", "kind", "best lr", "wd", "schedule", "fitness", "accuracy", "loss",

@@ -15,7 +15,7 @@ from evoopt.genome.export import export_genome
 
 console = Console()
 
-__all__ = ["export", "fail", "primitives", "show"]
+__all__ = ["export", "primitives", "show"]
 
 
 @app.command()
