@@ -59,8 +59,13 @@ def preflight(config: CampaignConfig, data_dir: str | None) -> None:
     task's split). Raises GenomeError, TaskError (``ValueError``) or DataError."""
     for name in config.seeds:
         resolve_seed(name)
-    for task in {json.dumps(t.to_dict(), sort_keys=True): t
-                 for t in stage_tasks(config)}.values():
+    check_stage_data(stage_tasks(config), data_dir)
+
+
+def check_stage_data(tasks: list[TaskSpec], data_dir: str | None) -> None:
+    """The data each distinct stage task reads is present, readable and large enough for its
+    split (DataError otherwise); the arrays are loaded once and cached for later runs."""
+    for task in {json.dumps(t.to_dict(), sort_keys=True): t for t in tasks}.values():
         if task.dataset == "cifar10":
             check_task_data(task, data_dir)
 
@@ -109,9 +114,7 @@ class CampaignRunner:
         cfg, store = self.config, self.store
         # Fail (or download) here, once, rather than in every worker's first evaluation; before
         # the config is stored, so the store of a campaign that could not start stays reusable.
-        for task in self.stage_tasks:
-            if task.dataset == "cifar10":
-                check_task_data(task, self.data_dir)
+        check_stage_data(self.stage_tasks, self.data_dir)
         store.set_meta("config", cfg.to_dict())
         store.set_meta("data_dir", self.data_dir)
         store.set_meta("state", "running")
