@@ -607,3 +607,16 @@ def test_config_file_read_safely(tmp_path: Path) -> None:
     deep.write_text("x = " + "[" * 5000 + "]" * 5000)
     assert_clear_error(cli("check", deep), str(deep), "nested too deeply")
     assert load_genome(REPO / "genomes" / "adam.toml").name == "adam"
+
+
+def test_one_line_messages_do_not_wrap_at_the_terminal_width(tmp_path: Path) -> None:
+    """CI checked out into a longer path and `check`'s message wrapped mid-sentence at 80
+    columns, breaking both the test above and copy-paste of the path."""
+    deep = tmp_path.joinpath(*["a-rather-long-folder-name"] * 6)
+    deep.mkdir(parents=True)
+    config = deep / "quickstart.toml"
+    shutil.copy(REPO / "experiments" / "quickstart.toml", config)
+    result = cli("check", config)
+    assert result.exit_code == 0, result.output
+    line, = result.output.splitlines()
+    assert line.startswith(str(config)) and "is valid" in line

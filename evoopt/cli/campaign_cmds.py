@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from evoopt.cli import app
-from evoopt.cli.errors import fail, store_errors
+from evoopt.cli.errors import fail, say, store_errors
 
 console = Console()
 
@@ -107,25 +107,21 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     for v in summary.get("verdicts") or []:
         p = "-" if v["p_value"] is None else f"{v['p_value']:.3g}"
-        console.print(f"winner − {v['name']} ({v['split']}): {v['mean_diff']:+.4f} (paired SE "
-                      f"{v['paired_se']:.4f}, p={p}, n={v['n']}): {v['verdict']}",
-                      markup=False, highlight=False)
+        say(f"winner − {v['name']} ({v['split']}): {v['mean_diff']:+.4f} (paired SE "
+            f"{v['paired_se']:.4f}, p={p}, n={v['n']}): {v['verdict']}")
     operators = [o for o in summary.get("operators") or [] if o.get("improvements")]
     if operators:
-        console.print("improvements by operator: " + ", ".join(
-            f"{o['operator']} {o['improvements']}/{o['children']}" for o in operators),
-            markup=False, highlight=False)
+        say("improvements by operator: " + ", ".join(
+            f"{o['operator']} {o['improvements']}/{o['children']}" for o in operators))
     timings = summary.get("timings")
     if timings:
-        console.print("time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
-                                           for k, v in timings.items()),
-                      markup=False, highlight=False)
-    console.print(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}",
-                  markup=False, highlight=False)
-    console.print(f"evaluations: {summary['evaluations_done']} paid, "
-                  f"{summary['evaluations_cached']} cached, "
-                  f"{summary['evaluations_saved_by_hurdles']} saved by hurdles; exported "
-                  f"{out / summary['exported']}", markup=False, highlight=False)
+        say("time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
+                                 for k, v in timings.items()))
+    say(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}")
+    say(f"evaluations: {summary['evaluations_done']} paid, "
+        f"{summary['evaluations_cached']} cached, "
+        f"{summary['evaluations_saved_by_hurdles']} saved by hurdles; exported "
+        f"{out / summary['exported']}")
 
 
 ADDRESS_HELP = ("Join this Ray cluster: HOST:PORT of its head, or 'auto' (the cluster started on "
@@ -152,7 +148,7 @@ def run(
     _check_new_campaign_dir(out)
     t0 = time.time()
     _run_or_fail(config, out, data_dir, address, serial)
-    console.print(f"wall time {time.time() - t0:.1f} s", highlight=False)
+    say(f"wall time {time.time() - t0:.1f} s")
 
 
 def _check_new_campaign_dir(out: Path) -> None:
@@ -198,10 +194,10 @@ def check(
             preflight(config, data_dir)
     except (ConfigError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
-    console.print(f"{config_file}: campaign {config.name!r} is valid: population "
-                  f"{config.population}, {config.generations} generations, "
-                  f"{len(config.stages)} stage(s), about {_estimated_evaluations(config)} "
-                  "evaluations", markup=False, highlight=False)
+    say(f"{config_file}: campaign {config.name!r} is valid: population "
+        f"{config.population}, {config.generations} generations, "
+        f"{len(config.stages)} stage(s), about {_estimated_evaluations(config)} "
+        "evaluations")
 
 
 @app.command()
@@ -216,9 +212,9 @@ def init(
     except (FileExistsError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     for path in written:
-        console.print(f"wrote {path}", markup=False, highlight=False)
+        say(f"wrote {path}")
     example = next((p for p in written if p.stem == "quickstart"), written[0])
-    console.print(f"edit one, then: evoopt run {example}", markup=False, highlight=False)
+    say(f"edit one, then: evoopt run {example}")
 
 
 @app.command()

@@ -1,4 +1,5 @@
-"""One-line CLI errors: ``fail`` and the guards that turn bad input into it (no traceback)."""
+"""One-line CLI messages: ``say`` on stdout, ``fail`` on stderr, and the guards that turn bad
+input into ``fail`` (no traceback)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+
+_stdout = Console(soft_wrap=True)
+
+
+def say(text: str) -> None:
+    """Print one plain line on stdout: no markup, no highlighting, and never wrapped at the
+    terminal width (paths and formulas stay whole for copy-paste and for grep)."""
+    _stdout.print(text, markup=False, highlight=False)
 
 
 def fail(message: str) -> typer.Exit:

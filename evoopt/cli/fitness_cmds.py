@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
-from evoopt.cli.errors import checked_output, fail
+from evoopt.cli.errors import checked_output, fail, say
 
 console = Console()
 err_console = Console(stderr=True)
@@ -92,9 +92,9 @@ def evaluate(
                       _fmt(r.val_loss), str(r.steps), f"{r.wall_time_s:.2f}", r.message)
     console.print(table)
     acc_std = _fmt(result.val_accuracy_std)
-    console.print(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
-                  f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}   status {result.status}   "
-                  f"{result.wall_time_s:.1f} s", markup=False, highlight=False)
+    say(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
+        f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}   status {result.status}   "
+        f"{result.wall_time_s:.1f} s")
 
 
 @app.command()
@@ -198,9 +198,9 @@ def baselines(
     console.print(table)
     if report.search is not None:
         sr = report.search
-        console.print(f"optuna-adamw: {sr['n_trials']} trials ({sr['n_pruned']} pruned), "
-                      f"{sr['paid']} paid runs of budget {sr['budget']}; best trial "
-                      f"{sr['best_trial']}: {sr['formula']}", markup=False, highlight=False)
+        say(f"optuna-adamw: {sr['n_trials']} trials ({sr['n_pruned']} pruned), "
+            f"{sr['paid']} paid runs of budget {sr['budget']}; best trial "
+            f"{sr['best_trial']}: {sr['formula']}")
     if output is not None:
         csv_path, json_path = report.write(output)
-        console.print(f"wrote {csv_path} and {json_path}", markup=False, highlight=False)
+        say(f"wrote {csv_path} and {json_path}")

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
-from evoopt.cli.errors import checked_output, fail
+from evoopt.cli.errors import checked_output, fail, say
 from evoopt.genome import REGISTRY, GenomeError, load_genome, seed_genome
 from evoopt.genome.export import export_genome
 
@@ -49,8 +49,7 @@ def export(
         atomic_write_text(output, code)
     except (OSError, ValueError) as e:
         raise fail(f"-o {output}: cannot write ({e})") from None
-    console.print(f"wrote {output} ({genome.name or genome.hash}: {genome.formula()})",
-                  markup=False, highlight=False)
+    say(f"wrote {output} ({genome.name or genome.hash}: {genome.formula()})")
 
 
 @app.command()
@@ -69,7 +68,7 @@ def show(genome_file: str = typer.Argument(
         raise fail(str(e) if str(e).startswith(str(genome_file)) else f"{genome_file}: {e}") \
             from None
     for line in lines:
-        console.print(line, markup=False, highlight=False)
+        say(line)
 
 
 @app.command()
