@@ -1,4 +1,5 @@
-"""Shared fixtures: the CIFAR-10 mini copy, located beside the repository (as in CI)."""
+"""Shared fixtures: the CIFAR-10 mini copy, located beside the repository (as in CI), and the
+tiny campaign the real runner makes once per session."""
 
 from __future__ import annotations
 
@@ -22,6 +23,19 @@ def data_dir() -> Path:
     if not (path / "cifar-10-batches-py").is_dir():
         pytest.fail(f"CIFAR-10 mini copy not found at {path} (set EVOOPT_TEST_DATA)")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_campaign(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The directory of a tiny campaign run to the end by the real runner (serial evaluator):
+    seeds, mutation and crossover children, cached duplicates, hurdle stops, a failure, TPE
+    refinement, the finish (selection, comparison, verdicts, a tuned baseline) and the export.
+    Shared by the whole session: read it, or change a copy (``copy_campaign``)."""
+    from tests.conftest_campaign import SESSION_CHANGES, run_tiny  # the runner: only on demand
+
+    out = tmp_path_factory.mktemp("tiny-campaign") / "tiny"
+    run_tiny(out, data_dir, **SESSION_CHANGES)
+    return out
 
 
 @pytest.fixture

@@ -17,32 +17,15 @@ from evoopt.campaign.config import ConfigError, load_config, parse_config
 from evoopt.campaign.runner import CampaignRunner
 from evoopt.campaign.status import campaign_status
 from evoopt.campaign.store import CampaignStore
-from evoopt.evaluator import SerialEvaluator
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
-from tests.conftest_campaign import TINY, tiny_config
+from tests.conftest_campaign import TINY, run_tiny, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_tiny(out: Path, data_dir: Path, **changes: dict) -> dict:
-    config = parse_config(tiny_config(**changes))
-    with SerialEvaluator(data_dir=str(data_dir), num_threads=1) as evaluator:
-        return CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator).run()
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_dir) -> Path:
-    """One tiny campaign with duplicate seeds (by hash and by behaviour) run to the end."""
-    out = tmp_path_factory.mktemp("campaign") / "tiny"
-    seeds = ["adam", "adan", str(REPO / "tests/data/adam-split-terms.toml"),
-             str(REPO / "tests/data/adam-warmup-noop.toml")]
-    run_tiny(out, data_dir, campaign={"seeds": seeds})
-    return out
-
-
-def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
-    with CampaignStore(finished, readonly=True) as store:
+def test_campaign_store_is_complete_and_consistent(tiny_campaign: Path) -> None:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         individuals = {r["uid"]: r for r in store.individuals()}
         evaluations = store.evaluations()
         generations = store.generations()
@@ -82,12 +65,12 @@ def test_campaign_store_is_complete_and_consistent(finished: Path) -> None:
                for row in summary["comparison"])
 
 
-def test_refinement_tunes_the_best_structure_within_the_search_budget(finished: Path) -> None:
+def test_refinement_tunes_the_best_structure_within_the_search_budget(tiny_campaign: Path) -> None:
     """[refine]: a TPE search over the best individual's hyperparameters, structure fixed,
     starting at the incumbent; its runs are the search's (the budget-matched search gets them)."""
     from evoopt.campaign.finish import search_paid
 
-    with CampaignStore(finished, readonly=True) as store:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         refine = store.get_meta("refine")
         summary = store.get_meta("summary")
         evaluations = store.evaluations()
@@ -100,7 +83,7 @@ def test_refinement_tunes_the_best_structure_within_the_search_budget(finished: 
     assert paid == sum(1 for e in evaluations if e["stage"] in ("screen", "full")
                        and not e["uid"].startswith(("baseline:", "optuna:")))
     incumbent = Genome.from_dict(individuals[refine["incumbent"]]["genome"])
-    trials = [Genome.from_dict(g) for g in refine_genomes(finished)]
+    trials = [Genome.from_dict(g) for g in refine_genomes(tiny_campaign)]
     assert trials[0].hash == incumbent.hash  # the study starts at the incumbent
     assert all(t.structure == incumbent.structure for t in trials)
     # The best refined trials (other than the incumbent, whose score on these seeds is
@@ -123,12 +106,12 @@ def refine_genomes(directory: Path) -> list[dict]:
             if "genome" in t.user_attrs]
 
 
-def test_summary_rows_verdicts_and_baselines(finished: Path) -> None:
+def test_summary_rows_verdicts_and_baselines(tiny_campaign: Path) -> None:
     """The summary schema the report and the lead rely on; baselines via the shared protocol."""
     from evoopt.fitness.baselines import get_baseline
     from evoopt.stats import paired_comparison
 
-    with CampaignStore(finished, readonly=True) as store:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         summary = store.get_meta("summary")
         meta_baselines = store.get_meta("baselines")
         evaluations = store.evaluations()
@@ -172,8 +155,8 @@ def test_summary_rows_verdicts_and_baselines(finished: Path) -> None:
                for o in summary["operators"])
 
 
-def test_duplicates_are_never_paid_twice(finished: Path) -> None:
-    with CampaignStore(finished, readonly=True) as store:
+def test_duplicates_are_never_paid_twice(tiny_campaign: Path) -> None:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         individuals = store.individuals()
         evaluations = store.evaluations()
         generations = store.generations()
@@ -189,19 +172,19 @@ def test_duplicates_are_never_paid_twice(finished: Path) -> None:
     assert generations[0]["n_cached"] >= 2 * 3  # two duplicates x (1 screen + 2 full) seeds
 
 
-def test_winner_export_and_status(finished: Path, tmp_path: Path) -> None:
-    source = (finished / "best_optimizer.py").read_text()
-    summary = campaign_status(finished)["summary"]
+def test_winner_export_and_status(tiny_campaign: Path, tmp_path: Path) -> None:
+    source = (tiny_campaign / "best_optimizer.py").read_text()
+    summary = campaign_status(tiny_campaign)["summary"]
     cls = load_exported_class(source, summary["winner"]["class_name"])
     assert issubclass(cls, __import__("torch").optim.Optimizer)
-    assert load_genome(finished / "best_genome.toml").formula() == summary["winner"]["formula"]
+    assert load_genome(tiny_campaign / "best_genome.toml").formula() == summary["winner"]["formula"]
     # The exported class computes what was evaluated: the winner's stored genome, interpreted.
     import torch
 
     from evoopt.genome import Genome, GenomeOptimizer
     from tests.optim_problem import relative_error, trajectory
 
-    with CampaignStore(finished, readonly=True) as store:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         evaluated = Genome.from_dict(store.get_individual(summary["winner"]["uid"])["genome"])
     old = torch.get_default_dtype()
     torch.set_default_dtype(torch.float64)
@@ -212,7 +195,7 @@ def test_winner_export_and_status(finished: Path, tmp_path: Path) -> None:
     finally:
         torch.set_default_dtype(old)
     assert relative_error(out, ref) <= 1e-10
-    proc = subprocess.run([sys.executable, "-m", "evoopt", "status", str(finished), "--json"],
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "status", str(tiny_campaign), "--json"],
                           capture_output=True, text=True, check=True)
     info = json.loads(proc.stdout)
     assert info["state"] == "finished" and info["generation"] == 2
@@ -220,7 +203,7 @@ def test_winner_export_and_status(finished: Path, tmp_path: Path) -> None:
     assert info["evaluations_cached"] >= 6
     assert info["best"]["uid"] == summary["winner"]["uid"]
     out = tmp_path / "best.py"
-    proc = subprocess.run([sys.executable, "-m", "evoopt", "export", str(finished), "--best",
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "export", str(tiny_campaign), "--best",
                            "-o", str(out)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert summary["winner"]["class_name"] in out.read_text()
@@ -339,28 +322,29 @@ def test_unknown_section_and_shipped_campaigns_parse(tmp_path: Path) -> None:
         assert {"adam", "adan"} <= set(config.seeds)
 
 
-def test_report_lineage_and_history_on_the_real_campaign(finished: Path, tmp_path: Path) -> None:
+def test_report_lineage_and_history_on_the_real_campaign(tiny_campaign: Path,
+                                                         tmp_path: Path) -> None:
     """The report of a campaign produced by the real runner: offline, with the winner's line."""
     import re
 
     from evoopt.report.html import write_report
 
-    page = write_report(finished, tmp_path / "report.html").read_text()
+    page = write_report(tiny_campaign, tmp_path / "report.html").read_text()
     assert not re.search(r"<(script|link|img)[^>]*(src|href)=\"https?:", page)
-    with CampaignStore(finished, readonly=True) as store:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         winner = store.get_meta("winner_uid")
         line = store.line(winner)
     assert line[0]["operator"] == "seed" and line[-1]["uid"] == winner
     for row in line:
         assert row["uid"] in page
-    proc = subprocess.run([sys.executable, "-m", "evoopt", "lineage", str(finished), "--best"],
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "lineage", str(tiny_campaign), "--best"],
                           capture_output=True, text=True, check=True)
     assert all(row["uid"] in proc.stdout for row in line)
     out = tmp_path / "history.json"
-    subprocess.run([sys.executable, "-m", "evoopt", "history", str(finished), "--format", "json",
-                    "-o", str(out)], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "evoopt", "history", str(tiny_campaign), "--format",
+                    "json", "-o", str(out)], check=True, capture_output=True)
     history = json.loads(out.read_text())
-    with CampaignStore(finished, readonly=True) as store:
+    with CampaignStore(tiny_campaign, readonly=True) as store:
         assert {r["uid"] for r in history["individuals"]} == \
             {r["uid"] for r in store.individuals()}
         assert len(history["evaluations"]) == len(store.evaluations())

@@ -32,7 +32,6 @@ from typer.testing import CliRunner
 import evoopt.cli
 from evoopt.campaign.store import DB_NAME
 from evoopt.genome import seed_genome
-from tests.conftest_campaign import build_campaign
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_CONFIG = (REPO / "tests" / "data" / "campaign-tiny.toml").read_bytes()
@@ -186,11 +185,12 @@ CONFIG_BYTES = st.one_of(st.binary(max_size=300), mutated(TINY_CONFIG), structur
 
 
 @pytest.fixture(scope="module")
-def store_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    """A real campaign store (every table filled; closed, so checkpointed into one file)."""
-    directory = build_campaign(tmp_path_factory.mktemp("fuzz") / "camp")["dir"]
-    assert not (directory / f"{DB_NAME}-wal").exists()
-    return (directory / DB_NAME).read_bytes()
+def store_bytes(tiny_campaign: Path) -> bytes:
+    """The session's real campaign store (every table filled; closed by its writer, so all of
+    it is in the one file: a WAL a reader left beside it is empty)."""
+    wal = tiny_campaign / f"{DB_NAME}-wal"
+    assert not wal.exists() or wal.stat().st_size == 0
+    return (tiny_campaign / DB_NAME).read_bytes()
 
 
 @st.composite

@@ -26,14 +26,14 @@ from evoopt.campaign.config import ConfigError, load_config
 from evoopt.campaign.store import DB_NAME, SCHEMA_VERSION, CampaignStore
 from evoopt.fileio import atomic_output, atomic_write_text, check_output
 from evoopt.fitness.data import DataError, clear_cache, load_cifar10, write_fake_cifar10
-from evoopt.genome import GenomeOptimizer, load_genome, seed_genome
+from evoopt.genome import Genome, GenomeOptimizer, load_genome, seed_genome
 from evoopt.genome.export import (
     MODULE_NAMES,
     export_genome,
     load_exported_class,
     module_level_names,
 )
-from tests.conftest_campaign import TINY, build_campaign, tiny_config
+from tests.conftest_campaign import TINY, copy_campaign, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -191,20 +191,10 @@ def test_a_store_that_never_started_is_reused_and_not_resumed(tmp_path: Path) ->
 
 # -- item 3: never destroy data ---------------------------------------------------------------
 
-def finished_campaign(directory: Path) -> Path:
-    """The report tests' campaign, plus the exported winner a finished campaign stores."""
-    path = build_campaign(directory)["dir"]
-    with CampaignStore(path) as store:
-        summary = store.get_meta("summary")
-        summary["winner"]["class_name"] = "TinyOptimizer"
-        store.set_meta("summary", summary)
-        store.set_meta("winner_genome", seed_genome("adam").to_dict())
-    return path
-
-
 @pytest.fixture
-def campaign(tmp_path: Path) -> Path:
-    return finished_campaign(tmp_path / "camp")
+def campaign(tiny_campaign: Path, tmp_path: Path) -> Path:
+    """A copy of the session's finished campaign (conftest), for a test to write into."""
+    return copy_campaign(tiny_campaign, tmp_path / "camp")
 
 
 def test_history_may_not_overwrite_the_store(campaign: Path) -> None:
@@ -242,8 +232,12 @@ def test_export_of_a_finished_campaign_still_works(campaign: Path, tmp_path: Pat
     out = tmp_path / "best.py"
     result = cli("export", campaign, "-o", out)
     assert result.exit_code == 0, result.output
-    cls = load_exported_class(out.read_text(), "TinyOptimizer")
-    assert cls([torch.nn.Parameter(torch.ones(2))]).param_groups[0]["lr"] == 1e-3
+    with CampaignStore(campaign, readonly=True) as store:
+        class_name = store.get_meta("summary")["winner"]["class_name"]
+        winner = Genome.from_dict(store.get_meta("winner_genome"))
+    cls = load_exported_class(out.read_text(), class_name)
+    kw = {"total_steps": 10} if winner.has_schedule else {}
+    assert cls([torch.nn.Parameter(torch.ones(2))], **kw).param_groups[0]["lr"] == winner.lr
 
 
 def test_campaign_dir_that_is_a_file(tmp_path: Path) -> None:
@@ -284,9 +278,8 @@ def test_writes_are_atomic(tmp_path: Path, campaign: Path) -> None:
 
 # -- item 4: every read path fails cleanly ----------------------------------------------------
 
-def _bad_store(kind: str, directory: Path) -> Path:
-    """A campaign directory whose store is broken in one way."""
-    good = finished_campaign(directory.parent / f"good-{kind}") / DB_NAME
+def _bad_store(kind: str, directory: Path, good: Path) -> Path:
+    """A campaign directory whose store is broken in one way (``good``: a sound store)."""
     directory.mkdir(parents=True)
     path = directory / DB_NAME
     data = good.read_bytes()
@@ -315,7 +308,8 @@ def _bad_store(kind: str, directory: Path) -> Path:
 _STORE_EDITS = {
     "unknown schema_version": "UPDATE meta SET value = '99' WHERE key = 'schema_version'",
     "config meta not JSON": "UPDATE meta SET value = '{not json' WHERE key = 'config'",
-    "genome column not JSON": "UPDATE individuals SET genome = '[[[' WHERE uid = 'adam'",
+    "genome column not JSON": "UPDATE individuals SET genome = '[[[' WHERE uid = "
+                              "(SELECT uid FROM individuals WHERE operator = 'seed' LIMIT 1)",
     "summary of the wrong shape": "UPDATE meta SET value = '[1, 2]' WHERE key = 'summary'",
 }
 
@@ -341,9 +335,11 @@ UNREAD = {"config meta not JSON": {"lineage", "history"},
 
 
 @pytest.fixture(scope="module")
-def bad_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def bad_stores(tiny_campaign: Path, tmp_path_factory: pytest.TempPathFactory
+               ) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("stores")
-    return {kind: _bad_store(kind, base / kind.replace(" ", "-")) for kind in STORE_KINDS}
+    return {kind: _bad_store(kind, base / kind.replace(" ", "-"), tiny_campaign / DB_NAME)
+            for kind in STORE_KINDS}
 
 
 @pytest.mark.parametrize("command", sorted(READ_COMMANDS))

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from evoopt.report.html import write_report
-from tests.conftest_campaign import build_campaign
 
 CHROMIUM = next(
     (p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None
@@ -59,9 +58,8 @@ def test_console_capture_works(tmp_path: Path) -> None:
     assert "canary" in logged and "Uncaught ReferenceError" in logged, proc.stderr[-2000:]
 
 
-def test_report_renders_without_errors(tmp_path: Path) -> None:
-    camp = build_campaign(tmp_path / "camp")
-    report = write_report(camp["dir"])
+def test_report_renders_without_errors(tiny_campaign: Path, tmp_path: Path) -> None:
+    report = write_report(tiny_campaign, tmp_path / "report.html")
     proc = _chromium(report.as_uri(), tmp_path, "--dump-dom")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert _console(proc.stderr) == []
