@@ -32,6 +32,9 @@ REFERENCES = {
     "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-2, eps=1e-10),
     "radam": lambda ps: torch.optim.RAdam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
     "adadelta": lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.9, eps=1e-6),
+    "nadam": lambda ps: torch.optim.NAdam(
+        ps, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3
+    ),
 }
 
 

@@ -505,6 +505,25 @@ def _lion(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
     return b.program.op("sign", c, out=c), None
 
 
+def _nadam(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
+    """NAdam's direction c_m·m + c_g·g (Dozat 2016, as torch.optim.NAdam): with the momentum
+    coefficient μ_t = β·(1 − ½·0.96^(t·ψ)) and Π_t = μ_1···μ_t (per-parameter scalar state),
+    c_g = (1 − μ_t)/(1 − Π_t) and c_m = μ_{t+1}/(1 − Π_t·μ_{t+1}). m is the raw EMA (the term
+    does its own bias correction)."""
+    p = b.program
+    beta, decay = b.declared["momentum"][1]["beta"], a["momentum_decay"]
+    suffix = decay.removesuffix("_momentum_decay").removeprefix("nadam")  # "" for the first
+    mu = p.let(f"mu{suffix}", f"{beta} * (1.0 - 0.5 * 0.96 ** (step * {decay}))")
+    mu_next = p.let(f"mu_next{suffix}", f"{beta} * (1.0 - 0.5 * 0.96 ** ((step + 1) * {decay}))")
+    product = p.scalar(f"mu_product{suffix}", 1.0, f"mu_product{suffix} * {mu}")
+    p.let(f"nadam_grad_coef{suffix}", f"(1.0 - {mu}) / (1.0 - {product})")
+    p.let(f"nadam_momentum_coef{suffix}", f"{mu_next} / (1.0 - {product} * {mu_next})")
+    out = p.op("muls", b.moment("momentum")[0], out=b.fresh("nadam"),
+               scalar=f"nadam_momentum_coef{suffix}")
+    p.op("add_", out, "grad", scalar=f"nadam_grad_coef{suffix}")
+    return out, None
+
+
 _M = frozenset({"momentum"})
 register(Primitive("terms", "grad", "update", "the (processed) gradient", "g", (WEIGHT, NORMALIZE),
                    emit=lambda b, block, a: ("grad", None)))
@@ -513,6 +532,13 @@ register(Primitive("terms", "momentum", "update", "the first moment m (m̂ when 
 register(Primitive("terms", "nesterov", "update",
                    "Nesterov look-ahead: the momentum update applied once more to g",
                    "nesterov(m,g)", (WEIGHT, NORMALIZE), uses=_M, emit=_nesterov))
+register(Primitive(
+    "terms", "nadam", "update",
+    "NAdam's Nesterov direction: g and m with momentum coefficients that warm up over steps",
+    "nadam(m,g,ψ={momentum_decay})",
+    (WEIGHT, NORMALIZE, HParam("momentum_decay", 4e-3, 0.0, 1.0, search=(1e-4, 0.1), scale="log",
+                               arg="momentum_decay", doc="ψ: how fast μ_t warms up to β")),
+    uses=_M, emit=_nadam))
 register(Primitive("terms", "grad_diff", "update", "Adan's gradient-difference moment d",
                    "d", (WEIGHT, NORMALIZE), uses=frozenset({"grad_diff"}),
                    emit=_moment_term("grad_diff")))
