@@ -14,7 +14,12 @@ A step of any genome runs these phases, in order::
     state        moment buffers: m, d = EMA(g - g_prev), v           (momentum, grad_diff, 2nd)
     decay        decoupled weight decay  p *= 1 - lr*wd              (weight_decay)
     update       p -= lr * sum_i w_i * direction_i [/ (sqrt(v)+eps)] (terms)
+    transform    r += wd*p; r *= ||p||/||r||; then p -= lr * r        (weight_decay, transform)
     proximal     proximal weight decay   p /= 1 + lr*wd              (weight_decay)
+
+When a primitive acts on the whole update (``builds_update``: a trust ratio, decay added to the
+update), the terms are summed into an ``update`` tensor r instead of being applied one by one,
+the transform phase acts on r, and then p -= lr * r.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from evoopt.genome.program import Program
 if TYPE_CHECKING:
     from evoopt.genome.genome import Block
 
-PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "proximal")
-BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
+PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "transform", "proximal")
+BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment",
+               "transform")
 MAX_TERMS = 4
 
 
@@ -124,6 +130,7 @@ class Builder:
     # slot -> (first state buffer, hparam name -> exported arg name), known before any emission
     declared: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     denom: str | None = None
+    update: str | None = None  # the update tensor r, when a primitive acts on the whole update
     _diff: str | None = None
 
     def arg(self, spec: HParam, value: float, name: str | None = None) -> str:
@@ -181,6 +188,13 @@ class Primitive:
     # one only by bias correction (what toggle_bias_correction swaps it for), if any
     denominator: str = ""
     bias_twin: str = ""
+    # acts on the whole update r (then the terms are summed into r before p -= lr·r)
+    builds_update: bool = False
+    # the update's overall scale never reaches the parameters (a trust ratio divides it out):
+    # folding a weight scale into the terms then leaves lr as it is
+    update_scale_free: bool = False
+    # hyperparameters that scale with the terms' weights (decay added to the update r)
+    weight_scaled: tuple[str, ...] = ()
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -304,6 +318,28 @@ register(Primitive(
     "proximal wd {value}", (DECAY,), lr_scaled=("value",),
     emit=lambda b, block, a: b.program.op(
         "div_", "param", scalar=b.program.let("decay_divisor", f"1 + {b.lr} * {a['value']}"))))
+
+register(Primitive(
+    "weight_decay", "update", "transform",
+    "decay added to the whole update before it is transformed (LAMB): r += wd·p",
+    "r+={value}·p", (DECAY,), builds_update=True, weight_scaled=("value",),
+    emit=lambda b, block, a: b.program.op("add_", b.update, "param", scalar=a["value"])))
+
+# ----------------------------------------------------------------------------------------------
+# Transforms of the whole update r.
+
+
+def _trust_ratio(b: Builder, block: Block, a: dict[str, str]) -> None:
+    p = b.program
+    param_norm = p.op("norm", "param", out="p_norm")
+    update_norm = p.op("norm", b.update, out="r_norm")
+    p.op("mult_", b.update, p.op("ratio_or_one", param_norm, update_norm, out="trust_ratio"))
+
+
+register(Primitive(
+    "transform", "trust_ratio", "transform",
+    "layer-wise trust ratio (LAMB): r *= ‖p‖/‖r‖ per tensor (1 when either norm is 0)",
+    "‖p‖/‖r‖·r", builds_update=True, update_scale_free=True, emit=_trust_ratio))
 
 # ----------------------------------------------------------------------------------------------
 # State: first moment, gradient-difference moment, second moment.
