@@ -36,8 +36,7 @@ from types import MappingProxyType
 import numpy as np
 
 from evoopt.genome.genome import STATE_SLOTS, Block, Genome
-from evoopt.genome.primitives import BLOCK_SLOTS
-from evoopt.genome.primitives import MAX_TERMS, REGISTRY, GenomeError
+from evoopt.genome.primitives import BLOCK_SLOTS, MAX_TERMS, REGISTRY, GenomeError
 from evoopt.genome.sampling import complete, perturb_hparam, random_block
 
 __all__ = [
