@@ -25,6 +25,9 @@ REFERENCES = {
     "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
     "nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
     "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, alpha=0.99, eps=1e-8),
+    "rmsprop-centered": lambda ps: torch.optim.RMSprop(
+        ps, lr=1e-2, alpha=0.99, eps=1e-8, centered=True, momentum=0.9
+    ),
     "amsgrad": lambda ps: torch.optim.Adam(
         ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, amsgrad=True
     ),

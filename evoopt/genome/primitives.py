@@ -336,6 +336,20 @@ def _trust_ratio(b: Builder, block: Block, a: dict[str, str]) -> None:
     p.op("mult_", b.update, p.op("ratio_or_one", param_norm, update_norm, out="trust_ratio"))
 
 
+def _update_momentum(b: Builder, block: Block, a: dict[str, str]) -> None:
+    buf = b.program.buffer("update_buf")
+    b.program.op("mul_", buf, scalar=a["beta"])
+    b.program.op("add_", buf, b.update, scalar="1")
+    b.update = buf
+
+
+register(Primitive(
+    "transform", "momentum", "transform",
+    "heavy-ball momentum of the whole update (RMSprop's momentum): b = β·b + r; r = b",
+    "b (b={beta}·b+r)", (HParam("beta", 0.9, 0.0, 1.0, open_high=True, search=(0.5, 0.999),
+                            scale="log1m", arg="update_momentum",
+                            doc="momentum factor of the update"),),
+    buffers=("update_buf",), builds_update=True, emit=_update_momentum))
 register(Primitive(
     "transform", "trust_ratio", "transform",
     "layer-wise trust ratio (LAMB): r *= ‖p‖/‖r‖ per tensor (1 when either norm is 0)",
@@ -415,6 +429,19 @@ def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None
     return emit
 
 
+def _centered(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Centered RMSprop's √(v − ḡ²) + eps: v and ḡ are EMAs of g² and g (no bias correction)."""
+    p = b.program
+    v, mean = p.buffer("square_avg"), p.buffer("grad_avg")
+    p.op("mul_", v, scalar=a["beta"])
+    p.op("addcmul_", v, "grad", "grad", scalar=f"1 - {a['beta']}")
+    p.op("lerp_", mean, "grad", scalar=f"1 - {a['beta']}")
+    variance = p.op("addcmul", v, mean, mean, out="denom", scalar="-1")
+    denom = p.op("sqrt", variance, out="denom", into=variance)
+    p.op("adds_", denom, scalar=a["eps"])
+    b.denom = denom
+
+
 def _infinity_norm(b: Builder, block: Block, a: dict[str, str]) -> None:
     """Adamax's u = max(β·u, |g| + eps), used as the denominator as it is."""
     p = b.program
@@ -485,6 +512,11 @@ register(Primitive(
     "AMSGrad: Adam's v, but the running maximum of it: √(max v)/√(1−β^t) + eps",
     "v=EMA[{beta}](g²), v̄=max(v̄,v)", (_BETA2, EPS), buffers=("exp_avg_sq", "max_exp_avg_sq"),
     denominator="√v̄̂+ε", emit=_second_moment("amsgrad")))
+register(Primitive(
+    "second_moment", "centered", "state",
+    "centered RMSprop: √(v − ḡ²) + eps, with v and ḡ EMAs of g² and g",
+    "v=EMA[{beta}](g²), ḡ=EMA[{beta}](g)", (_beta("beta", 0.99, "alpha", "decay of v and ḡ"), EPS),
+    buffers=("square_avg", "grad_avg"), denominator="√(v−ḡ²)+ε", emit=_centered))
 register(Primitive(
     "second_moment", "infinity_norm", "state",
     "Adamax's exponentially weighted infinity norm: u = max(β·u, |g| + eps)",

@@ -64,6 +64,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("adds_", 1, True, "{0}.add_({s})", "torch._foreach_add_({0}, {s})"),
     OpKind("add_", 2, True, "{0}.add_({1}, alpha={s})", "torch._foreach_add_({0}, {1}, alpha={s})"),
     OpKind("lerp_", 2, True, "{0}.lerp_({1}, {s})", "torch._foreach_lerp_({0}, {1}, {s})"),
+    OpKind("addcmul", 3, True, "{0}.addcmul({1}, {2}, value={s})",
+           "torch._foreach_addcmul({0}, {1}, {2}, value={s})"),
     OpKind("addcmul_", 3, True, "{0}.addcmul_({1}, {2}, value={s})",
            "torch._foreach_addcmul_({0}, {1}, {2}, value={s})"),
     OpKind("addcdiv_", 3, True, "{0}.addcdiv_({1}, {2}, value={s})",
