@@ -153,15 +153,18 @@ def test_canonical_folds_term_scale_into_lr() -> None:
     assert double.hash == halved_decay.hash
     assert max(abs(t["weight"]) for t in double.canonical().terms) == 1.0
     assert numerically_equivalent(double, double.canonical())
-    # A trust ratio divides the update's scale out: the weights' scale folds into nothing (lr
-    # stays), and decay added to the update scales with the weights.
+    # A trust ratio divides the update's scale out, but not where ‖p‖ = 0 (the ratio is then
+    # 1): folding the scale anywhere would change the optimizer, so none is folded.
     lamb = seed_genome("lamb")
     tripled = dataclasses.replace(lamb, terms=(lamb.terms[0].replace(weight=3.0),),
                                   weight_decay=lamb.weight_decay.replace(value=0.03))
-    canon = tripled.canonical()
-    assert canon.lr == lamb.lr and canon.weight_decay["value"] == pytest.approx(0.01)
-    assert tripled.hash == lamb.hash
-    assert numerically_equivalent(tripled, canon)
+    assert tripled.canonical().terms[0]["weight"] == 3.0 and tripled.canonical().lr == lamb.lr
+    assert not numerically_equivalent(tripled, lamb)  # the probe has a zero-initialised tensor
+    # Decay added to the update, without a transform, acts as lr·wd·p: it is divided by the scale.
+    update_decay = dataclasses.replace(seed_genome("adam"), weight_decay=lamb.weight_decay)
+    doubled = dataclasses.replace(update_decay, terms=(update_decay.terms[0].replace(weight=2.0),))
+    assert doubled.canonical().weight_decay["value"] == pytest.approx(0.005)
+    assert numerically_equivalent(doubled, doubled.canonical())
 
 
 def test_term_order_does_not_change_hash() -> None:

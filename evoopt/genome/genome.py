@@ -403,26 +403,20 @@ def _fold_scale(g: Genome) -> Genome:
     """``g`` with its largest |term weight| folded into lr; ``g`` itself when the folded values
     would leave their valid ranges (the scale is then kept where it is)."""
     scale = max(abs(float(t["weight"])) for t in g.terms)
-    if scale == 1.0:
+    if scale == 1.0 or any(b.primitive.update_scale_free for b in g.blocks()):
         return g
-    # where the update's scale is divided out (a trust ratio), lr does not take the factor
-    lr_factor = 1.0 if any(b.primitive.update_scale_free for b in g.blocks()) else scale
     try:
-        lr = LR.check(_round(g.lr * lr_factor), "lr")
+        lr = LR.check(_round(g.lr * scale), "lr")
         terms = tuple(t.replace(weight=_round(float(t["weight"]) / scale)) for t in g.terms)
         blocks = {}
         for slot in BLOCK_SLOTS:
             block = getattr(g, slot)
-            if block is None:
-                continue
-            spec = block.primitive
-            divisors = {**{n: lr_factor for n in spec.lr_scaled},
-                        **{n: scale for n in spec.weight_scaled}}
-            if divisors:
+            if block is not None and block.primitive.lr_scaled:
+                spec = block.primitive
                 blocks[slot] = block.replace(**{
-                    name: spec.hparam(name).check(_round(float(block[name]) / d),
+                    name: spec.hparam(name).check(_round(float(block[name]) / scale),
                                                   f"{slot}.{name}")
-                    for name, d in divisors.items()})
+                    for name in spec.lr_scaled})
     except GenomeError:
         return g
     return replace(g, lr=lr, terms=terms, **blocks)

@@ -190,11 +190,9 @@ class Primitive:
     bias_twin: str = ""
     # acts on the whole update r (then the terms are summed into r before p -= lr·r)
     builds_update: bool = False
-    # the update's overall scale never reaches the parameters (a trust ratio divides it out):
-    # folding a weight scale into the terms then leaves lr as it is
+    # the update's overall scale (mostly) never reaches the parameters: a trust ratio divides
+    # it out, but not where ‖p‖ = 0, so no weight scale can be folded into lr exactly
     update_scale_free: bool = False
-    # hyperparameters that scale with the terms' weights (decay added to the update r)
-    weight_scaled: tuple[str, ...] = ()
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -322,7 +320,7 @@ register(Primitive(
 register(Primitive(
     "weight_decay", "update", "transform",
     "decay added to the whole update before it is transformed (LAMB): r += wd·p",
-    "r+={value}·p", (DECAY,), builds_update=True, weight_scaled=("value",),
+    "r+={value}·p", (DECAY,), builds_update=True, lr_scaled=("value",),
     emit=lambda b, block, a: b.program.op("add_", b.update, "param", scalar=a["value"])))
 
 # ----------------------------------------------------------------------------------------------

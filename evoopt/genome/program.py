@@ -76,7 +76,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     # per-tensor scalars: 0-dim tensors (no host sync), one per parameter on the foreach path
     OpKind("norm", 1, False, "torch.linalg.vector_norm({0})", "torch._foreach_norm({0})"),
     OpKind("ratio_or_one", 2, False, "torch.where(({0} > 0) & ({1} > 0), {0} / {1}, 1.0)",
-           "[torch.where((a > 0) & (b > 0), a / b, 1.0) for a, b in zip({0}, {1})]"),
+           "[torch.where((a > 0) & (b > 0), a / b, 1.0)\n"
+           "    for a, b in zip({0}, {1}, strict=True)]"),
     OpKind("mult_", 2, False, "{0}.mul_({1})", "torch._foreach_mul_({0}, {1})"),
 )}
 
