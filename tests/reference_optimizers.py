@@ -68,3 +68,39 @@ class ReferenceAdan(torch.optim.Optimizer):
                 p.sub_(lr * update)
                 p.div_(1 + lr * wd)
                 state["pre_grad"].copy_(g)
+
+
+class ReferenceLamb(torch.optim.Optimizer):
+    """LAMB as in You et al. 2020 ("Large Batch Optimization for Deep Learning"), Algorithm 2,
+    with Adam's bias-corrected moments and the trust ratio phi(x) = x:
+
+    m = EMA(g, b1); v = EMA(g^2, b2); r = m_hat / (sqrt(v_hat) + eps) + wd * p;
+    trust = ||p|| / ||r|| (1 when either norm is 0); p <- p - lr * trust * r.
+    Steps count per parameter, as in torch.optim.
+    """
+
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["t"] += 1
+                t, m, v, g = state["t"], state["m"], state["v"], p.grad
+                m.mul_(b1).add_(g, alpha=1 - b1)
+                v.mul_(b2).addcmul_(g, g, value=1 - b2)
+                m_hat = m / (1 - b1**t)
+                v_hat = v / (1 - b2**t)
+                r = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
+                p_norm, r_norm = p.norm(), r.norm()
+                trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
+                p.sub_(group["lr"] * trust * r)

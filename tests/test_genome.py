@@ -18,10 +18,29 @@ from hypothesis import strategies as st
 from evoopt.genome import Genome, GenomeError, GenomeOptimizer, load_genome, seed_genome, seed_names
 from evoopt.genome.behaviour import behaviour_hash, numerically_equivalent
 from evoopt.genome.export import export_genome, load_exported_class
-from evoopt.genome.sampling import random_genome
+from evoopt.genome.sampling import complete, random_block, random_genome
 from tests.optim_problem import make_params, relative_error, trajectory
 
 genomes = st.integers(0, 2**32 - 1).map(lambda s: random_genome(np.random.default_rng(s)))
+
+
+def _with_new_primitives(seed: int) -> Genome:
+    """A random genome made to use the issue-9 primitives: a trust-ratio transform, decay added
+    to the update (half the time), and a NAdam term (per-parameter scalar state) in place of
+    its first term."""
+    rng = np.random.default_rng(seed)
+    g = random_genome(rng)
+    nadam = random_block("terms", rng, "nadam")
+    parts = {"lr": g.lr, "terms": (nadam, *g.terms[1:]), "schedule": g.schedule, "clip": g.clip,
+             "weight_decay": (random_block("weight_decay", rng, "update")
+                              if rng.random() < 0.5 else g.weight_decay),
+             "transform": random_block("transform", rng, "trust_ratio"),
+             "momentum": g.momentum, "grad_diff": g.grad_diff, "second_moment": g.second_moment}
+    return complete(parts, rng)
+
+
+# half the examples use the newer primitives, which a plain random genome rarely combines
+genomes = st.one_of(genomes, st.integers(0, 2**32 - 1).map(_with_new_primitives))
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 TOTAL = 40
@@ -134,6 +153,18 @@ def test_canonical_folds_term_scale_into_lr() -> None:
     assert double.hash == halved_decay.hash
     assert max(abs(t["weight"]) for t in double.canonical().terms) == 1.0
     assert numerically_equivalent(double, double.canonical())
+    # A trust ratio divides the update's scale out, but not where ‖p‖ = 0 (the ratio is then
+    # 1): folding the scale anywhere would change the optimizer, so none is folded.
+    lamb = seed_genome("lamb")
+    tripled = dataclasses.replace(lamb, terms=(lamb.terms[0].replace(weight=3.0),),
+                                  weight_decay=lamb.weight_decay.replace(value=0.03))
+    assert tripled.canonical().terms[0]["weight"] == 3.0 and tripled.canonical().lr == lamb.lr
+    assert not numerically_equivalent(tripled, lamb)  # the probe has a zero-initialised tensor
+    # Decay added to the update, without a transform, acts as lr·wd·p: it is divided by the scale.
+    update_decay = dataclasses.replace(seed_genome("adam"), weight_decay=lamb.weight_decay)
+    doubled = dataclasses.replace(update_decay, terms=(update_decay.terms[0].replace(weight=2.0),))
+    assert doubled.canonical().weight_decay["value"] == pytest.approx(0.005)
+    assert numerically_equivalent(doubled, doubled.canonical())
 
 
 def test_term_order_does_not_change_hash() -> None:
@@ -229,8 +260,9 @@ def test_warmup_cosine_schedule_shape() -> None:
     assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10], strict=False))
 
 
-def test_exported_module_is_standalone_safe_and_ruff_clean(tmp_path) -> None:
-    hostile = dataclasses.replace(seed_genome("adan"), name='x"""\nimport os  # ',
+@pytest.mark.parametrize("seed", ["adan", "lamb", "nadam"])
+def test_exported_module_is_standalone_safe_and_ruff_clean(tmp_path, seed: str) -> None:
+    hostile = dataclasses.replace(seed_genome(seed), name='x"""\nimport os  # ',
                                   description="'); os.system('echo pwned') #")
     source = export_genome(hostile, "Evolved")
     tree = ast.parse(source)

@@ -8,7 +8,7 @@ import torch
 from evoopt.genome import GenomeOptimizer, seed_genome
 from evoopt.genome.export import export_genome, load_exported_class
 from tests.optim_problem import relative_error, trajectory
-from tests.reference_optimizers import ReferenceAdan, ReferenceLion
+from tests.reference_optimizers import ReferenceAdan, ReferenceLamb, ReferenceLion
 
 STEPS = 60
 TOLERANCE = 1e-10
@@ -25,6 +25,9 @@ REFERENCES = {
     "sgd-momentum": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9),
     "nesterov": lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True),
     "rmsprop": lambda ps: torch.optim.RMSprop(ps, lr=1e-2, alpha=0.99, eps=1e-8),
+    "rmsprop-centered": lambda ps: torch.optim.RMSprop(
+        ps, lr=1e-2, alpha=0.99, eps=1e-8, centered=True, momentum=0.9
+    ),
     "amsgrad": lambda ps: torch.optim.Adam(
         ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, amsgrad=True
     ),
@@ -32,6 +35,10 @@ REFERENCES = {
     "adagrad": lambda ps: torch.optim.Adagrad(ps, lr=1e-2, eps=1e-10),
     "radam": lambda ps: torch.optim.RAdam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
     "adadelta": lambda ps: torch.optim.Adadelta(ps, lr=1.0, rho=0.9, eps=1e-6),
+    "lamb": lambda ps: ReferenceLamb(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.01),
+    "nadam": lambda ps: torch.optim.NAdam(
+        ps, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3
+    ),
 }
 
 

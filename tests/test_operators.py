@@ -263,6 +263,13 @@ def check_toggle_clip(p: Genome, c: Genome, change: str) -> None:
     _same_except(p, c, {"clip"})
 
 
+def check_change_transform(p: Genome, c: Genome, change: str) -> None:
+    mode = lambda b: "none" if b is None else b.kind  # noqa: E731
+    assert mode(p.transform) != mode(c.transform)
+    assert change == f"transform {mode(p.transform)}→{mode(c.transform)}"
+    _same_except(p, c, {"transform"})
+
+
 CHECKS = {
     "perturb_hparam": check_perturb_hparam,
     "add_term": check_add_term,
@@ -274,6 +281,7 @@ CHECKS = {
     "change_schedule": check_change_schedule,
     "change_weight_decay": check_change_weight_decay,
     "toggle_clip": check_toggle_clip,
+    "change_transform": check_change_transform,
 }
 
 

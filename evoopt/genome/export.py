@@ -25,7 +25,8 @@ from evoopt.genome.program import indent, plural, render_step_functions
 #: (nor a builtin's, a keyword or a dunder), or the module breaks.
 MODULE_NAMES = frozenset({
     "annotations", "math", "Callable", "Iterable", "Any", "torch", "Tensor", "Optimizer",
-    "__all__", "PROVENANCE", "GENOME", "_HYPERPARAMETERS", "_BUFFERS", "_is_number",
+    "__all__", "PROVENANCE", "GENOME", "_HYPERPARAMETERS", "_BUFFERS", "_SCALAR_STATE",
+    "_is_number",
     "_check_hyperparameters",
     "_clip_grads_by_global_norm", "_single_tensor_step", "_multi_tensor_step", "_by_step",
 })
@@ -112,9 +113,12 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
                 for n in counters]
     state_init = (['                state["step"] = torch.tensor(0.0, dtype=torch.float64)']
                   if program.uses_step else [])
+    state_init += [f'                state["{s}"] = torch.tensor({v!r}, dtype=torch.float64)'
+                   for s, v in program.scalars.items()]
     state_init += [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
                    'preserve_format)' for b in buffers]
-    state_lists = [f'            {plural(b)}.append(state["{b}"])' for b in buffers]
+    state_lists = [f'            {plural(b)}.append(state["{b}"])'
+                   for b in [*buffers, *program.scalars]]
     if program.uses_step:
         state_lists.append('            state_steps.append(state["step"])')
     group_lets = [f"    {n} = {e}" for n, e in program.group_lets()]
@@ -123,6 +127,8 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         *(group_lets or ["    (nothing)"]),
         "for each parameter:",
         *(["    step = its own step count, plus one"] if program.uses_step else []),
+        *[f"    {s} = its own running value (initially {v!r}), updated below"
+          for s, v in program.scalars.items()],
         *[f"    {n} = {e}" for n, e in step_lets],
         *indent([op.render(foreach=False) for op in program.ops], 4)], 8)
     formula = _wrap_formula(genome.formula(), indent=4)
@@ -156,6 +162,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         f"GENOME = {genome_literal}",
         f"_HYPERPARAMETERS = {_literal(tuple([*hp_names, *extra]), len('_HYPERPARAMETERS = '))}",
         f"_BUFFERS = {_literal(tuple(program.state_names), len('_BUFFERS = '))}",
+        f"_SCALAR_STATE = {_literal(tuple(program.scalar_state_names), len('_SCALAR_STATE = '))}",
         "",
         "",
         "def _is_number(x: object) -> bool:",
@@ -291,9 +298,9 @@ _STATE_METHODS = [
     '                        f"state of another optimizer: buffer {name!r} (this one has "',
     '                        f"{list(_BUFFERS)})"',
     "                    )",
-    '                if name == "step":',
+    "                if name in _SCALAR_STATE:",
     "                    if buffer.dim() != 0:",
-    '                        raise ValueError(f"step of parameter {key} is not a scalar")',
+    '                        raise ValueError(f"{name} of parameter {key} is not a scalar")',
     "                elif key in shapes and tuple(buffer.shape) != tuple(shapes[key]):",
     "                    raise ValueError(",
     '                        f"buffer {name} of parameter {key} has shape "',

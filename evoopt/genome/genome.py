@@ -9,7 +9,8 @@ On disk a genome is TOML (or JSON) of this shape::
     [second_moment]   kind = "adam", beta = 0.999, eps = 1e-8
     [[terms]]         kind = "momentum", weight = 1.0, normalize = true
 
-Optional tables: ``clip``, ``weight_decay``, ``momentum``, ``grad_diff``, ``second_moment``.
+Optional tables: ``clip``, ``weight_decay``, ``momentum``, ``grad_diff``, ``second_moment``,
+``transform`` (acts on the whole update, e.g. LAMB's trust ratio).
 Every table's ``kind`` and hyperparameters come from :mod:`evoopt.genome.primitives`.
 """
 
@@ -106,6 +107,7 @@ class Genome:
     momentum: Block | None = None
     grad_diff: Block | None = None
     second_moment: Block | None = None
+    transform: Block | None = None
     name: str = field(default="", compare=False)
     description: str = field(default="", compare=False)
 
@@ -216,6 +218,7 @@ class Genome:
             momentum=self.momentum if "momentum" in used else None,
             grad_diff=self.grad_diff if "grad_diff" in used else None,
             second_moment=self.second_moment if normalized else None,
+            transform=self.transform,
         ))
 
     @property
@@ -303,6 +306,8 @@ class Genome:
         b = Builder()
         b.arg(LR, self.lr)
         blocks = list(self.blocks())
+        if any(block.primitive.builds_update for block in blocks):
+            b.update = "update"
         first_term = len(blocks) - len(self.terms)
         names = [self._register_args(b, block, i - first_term) for i, block in enumerate(blocks)]
         for block, args in zip(blocks, names, strict=True):
@@ -320,7 +325,10 @@ class Genome:
                 b.finish_state()
             elif phase == "update":
                 for i, term in enumerate(self.terms):
-                    self._emit_update(b, term, directions[i], names[first_term + i]["weight"])
+                    self._emit_update(b, term, directions[i], names[first_term + i]["weight"],
+                                      first=i == 0)
+            elif phase == "transform" and b.update is not None:
+                b.program.op("add_", "param", b.update, scalar=f"-{b.lr}")
         return b
 
     @staticmethod
@@ -339,14 +347,28 @@ class Genome:
 
     @staticmethod
     def _emit_update(b: Builder, term: Block, direction: tuple[str, str | None],
-                     weight: str) -> None:
+                     weight: str, first: bool) -> None:
+        """p -= lr·w·direction [/denominator]; or, when the update is built first, r += w·...
+        (the first term creates r)."""
         slot, bc = direction
-        coef = b.program.let(f"{weight.removesuffix('_weight')}_step",
-                             f"-{b.lr} * {weight}" + (f" / {bc}" if bc else ""))
-        if term.get("normalize"):
-            b.program.op("addcdiv_", "param", slot, b.denom, scalar=coef)
+        p, stem = b.program, weight.removesuffix("_weight")
+        if b.update is None:
+            coef = p.let(f"{stem}_step", f"-{b.lr} * {weight}" + (f" / {bc}" if bc else ""))
+            if term.get("normalize"):
+                p.op("addcdiv_", "param", slot, b.denom, scalar=coef)
+            else:
+                p.op("add_", "param", slot, scalar=coef)
+            return
+        coef = p.let(f"{stem}_coef", weight + (f" / {bc}" if bc else ""))
+        if first and term.get("normalize"):
+            p.op("div", slot, b.denom, out=b.update)
+            p.op("mul_", b.update, scalar=coef)
+        elif first:
+            p.op("muls", slot, out=b.update, scalar=coef)
+        elif term.get("normalize"):
+            p.op("addcdiv_", b.update, slot, b.denom, scalar=coef)
         else:
-            b.program.op("add_", "param", slot, scalar=coef)
+            p.op("add_", b.update, slot, scalar=coef)
 
     def formula(self) -> str:
         """One line: the update rule, its state, schedule and decay."""
@@ -363,6 +385,10 @@ class Genome:
             parts.append(sym if w == 1.0 else f"{w:.4g}·{sym}")
         rule = "p ← p − lr·(" + " + ".join(parts) + ")" if len(parts) > 1 else \
             f"p ← p − lr·{parts[0]}"
+        if any(block.primitive.builds_update for block in self.blocks()):
+            t = self.transform
+            rule = (f"p ← p − lr·{t.primitive.describe(dict(t.values)) if t else 'r'}, "
+                    f"r = {' + '.join(parts)}")
         notes = [f"lr={self.lr:.4g}"]
         for slot in ("momentum", "grad_diff", "second_moment", "weight_decay", "clip"):
             block = getattr(self, slot)
@@ -377,7 +403,7 @@ def _fold_scale(g: Genome) -> Genome:
     """``g`` with its largest |term weight| folded into lr; ``g`` itself when the folded values
     would leave their valid ranges (the scale is then kept where it is)."""
     scale = max(abs(float(t["weight"])) for t in g.terms)
-    if scale == 1.0:
+    if scale == 1.0 or any(b.primitive.update_scale_free for b in g.blocks()):
         return g
     try:
         lr = LR.check(_round(g.lr * scale), "lr")

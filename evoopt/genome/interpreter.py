@@ -42,6 +42,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
         self._counters = self.program.counters()
         self._uses_step = self.program.uses_step
         self._state_names = self.program.state_names  # derived from the program: once, here
+        self._scalar_names = set(self.program.scalar_state_names)
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
         defaults |= {"total_steps": total_steps, "foreach": foreach, "maximize": maximize}
         self._specs = {name: spec for name, (spec, _) in builder.args.items()}
@@ -114,9 +115,9 @@ class GenomeOptimizer(torch.optim.Optimizer):
             for name, tensor in state.items():
                 if not isinstance(tensor, torch.Tensor):
                     raise bad(f"buffer {name} of parameter {key!r} is not a tensor")
-                if name == "step":
+                if name in self._scalar_names:
                     if tensor.dim() != 0:
-                        raise bad(f"step of parameter {key!r} is not a scalar tensor")
+                        raise bad(f"{name} of parameter {key!r} is not a scalar tensor")
                 elif key in shapes and tensor.shape != shapes[key]:
                     raise bad(f"buffer {name} of parameter {key!r} has shape "
                               f"{tuple(tensor.shape)}, the parameter {tuple(shapes[key])}")
@@ -132,6 +133,8 @@ class GenomeOptimizer(torch.optim.Optimizer):
             if len(state) == 0:
                 if self._uses_step:
                     state["step"] = torch.tensor(0.0, dtype=torch.float64)
+                for name, initial in self.program.scalars.items():
+                    state[name] = torch.tensor(initial, dtype=torch.float64)
                 for name in self.program.buffers:
                     state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
             params.append(p)

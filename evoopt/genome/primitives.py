@@ -14,7 +14,12 @@ A step of any genome runs these phases, in order::
     state        moment buffers: m, d = EMA(g - g_prev), v           (momentum, grad_diff, 2nd)
     decay        decoupled weight decay  p *= 1 - lr*wd              (weight_decay)
     update       p -= lr * sum_i w_i * direction_i [/ (sqrt(v)+eps)] (terms)
+    transform    r += wd*p; r *= ||p||/||r||; then p -= lr * r        (weight_decay, transform)
     proximal     proximal weight decay   p /= 1 + lr*wd              (weight_decay)
+
+When a primitive acts on the whole update (``builds_update``: a trust ratio, decay added to the
+update), the terms are summed into an ``update`` tensor r instead of being applied one by one,
+the transform phase acts on r, and then p -= lr * r.
 """
 
 from __future__ import annotations
@@ -29,8 +34,9 @@ from evoopt.genome.program import Program
 if TYPE_CHECKING:
     from evoopt.genome.genome import Block
 
-PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "proximal")
-BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
+PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "transform", "proximal")
+BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment",
+               "transform")
 MAX_TERMS = 4
 
 
@@ -124,6 +130,7 @@ class Builder:
     # slot -> (first state buffer, hparam name -> exported arg name), known before any emission
     declared: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
     denom: str | None = None
+    update: str | None = None  # the update tensor r, when a primitive acts on the whole update
     _diff: str | None = None
 
     def arg(self, spec: HParam, value: float, name: str | None = None) -> str:
@@ -181,6 +188,11 @@ class Primitive:
     # one only by bias correction (what toggle_bias_correction swaps it for), if any
     denominator: str = ""
     bias_twin: str = ""
+    # acts on the whole update r (then the terms are summed into r before p -= lr·r)
+    builds_update: bool = False
+    # the update's overall scale (mostly) never reaches the parameters: a trust ratio divides
+    # it out, but not where ‖p‖ = 0, so no weight scale can be folded into lr exactly
+    update_scale_free: bool = False
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -305,6 +317,42 @@ register(Primitive(
     emit=lambda b, block, a: b.program.op(
         "div_", "param", scalar=b.program.let("decay_divisor", f"1 + {b.lr} * {a['value']}"))))
 
+register(Primitive(
+    "weight_decay", "update", "transform",
+    "decay added to the whole update before it is transformed (LAMB): r += wd·p",
+    "r+={value}·p", (DECAY,), builds_update=True, lr_scaled=("value",),
+    emit=lambda b, block, a: b.program.op("add_", b.update, "param", scalar=a["value"])))
+
+# ----------------------------------------------------------------------------------------------
+# Transforms of the whole update r.
+
+
+def _trust_ratio(b: Builder, block: Block, a: dict[str, str]) -> None:
+    p = b.program
+    param_norm = p.op("norm", "param", out="p_norm")
+    update_norm = p.op("norm", b.update, out="r_norm")
+    p.op("mult_", b.update, p.op("ratio_or_one", param_norm, update_norm, out="trust_ratio"))
+
+
+def _update_momentum(b: Builder, block: Block, a: dict[str, str]) -> None:
+    buf = b.program.buffer("update_buf")
+    b.program.op("mul_", buf, scalar=a["beta"])
+    b.program.op("add_", buf, b.update, scalar="1")
+    b.update = buf
+
+
+register(Primitive(
+    "transform", "momentum", "transform",
+    "heavy-ball momentum of the whole update (RMSprop's momentum): b = β·b + r; r = b",
+    "b (b={beta}·b+r)", (HParam("beta", 0.9, 0.0, 1.0, open_high=True, search=(0.5, 0.999),
+                            scale="log1m", arg="update_momentum",
+                            doc="momentum factor of the update"),),
+    buffers=("update_buf",), builds_update=True, emit=_update_momentum))
+register(Primitive(
+    "transform", "trust_ratio", "transform",
+    "layer-wise trust ratio (LAMB): r *= ‖p‖/‖r‖ per tensor (1 when either norm is 0)",
+    "‖p‖/‖r‖·r", builds_update=True, update_scale_free=True, emit=_trust_ratio))
+
 # ----------------------------------------------------------------------------------------------
 # State: first moment, gradient-difference moment, second moment.
 
@@ -379,6 +427,19 @@ def _second_moment(form: str) -> Callable[[Builder, Block, dict[str, str]], None
     return emit
 
 
+def _centered(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Centered RMSprop's √(v − ḡ²) + eps: v and ḡ are EMAs of g² and g (no bias correction)."""
+    p = b.program
+    v, mean = p.buffer("square_avg"), p.buffer("grad_avg")
+    p.op("mul_", v, scalar=a["beta"])
+    p.op("addcmul_", v, "grad", "grad", scalar=f"1 - {a['beta']}")
+    p.op("lerp_", mean, "grad", scalar=f"1 - {a['beta']}")
+    variance = p.op("addcmul", v, mean, mean, out="denom", scalar="-1")
+    denom = p.op("sqrt", variance, out="denom", into=variance)
+    p.op("adds_", denom, scalar=a["eps"])
+    b.denom = denom
+
+
 def _infinity_norm(b: Builder, block: Block, a: dict[str, str]) -> None:
     """Adamax's u = max(β·u, |g| + eps), used as the denominator as it is."""
     p = b.program
@@ -450,6 +511,11 @@ register(Primitive(
     "v=EMA[{beta}](g²), v̄=max(v̄,v)", (_BETA2, EPS), buffers=("exp_avg_sq", "max_exp_avg_sq"),
     denominator="√v̄̂+ε", emit=_second_moment("amsgrad")))
 register(Primitive(
+    "second_moment", "centered", "state",
+    "centered RMSprop: √(v − ḡ²) + eps, with v and ḡ EMAs of g² and g",
+    "v=EMA[{beta}](g²), ḡ=EMA[{beta}](g)", (_beta("beta", 0.99, "alpha", "decay of v and ḡ"), EPS),
+    buffers=("square_avg", "grad_avg"), denominator="√(v−ḡ²)+ε", emit=_centered))
+register(Primitive(
     "second_moment", "infinity_norm", "state",
     "Adamax's exponentially weighted infinity norm: u = max(β·u, |g| + eps)",
     "u=max({beta}·u,|g|+ε)", (_BETA2, EPS), buffers=("exp_inf",), denominator="u",
@@ -505,6 +571,25 @@ def _lion(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
     return b.program.op("sign", c, out=c), None
 
 
+def _nadam(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
+    """NAdam's direction c_m·m + c_g·g (Dozat 2016, as torch.optim.NAdam): with the momentum
+    coefficient μ_t = β·(1 − ½·0.96^(t·ψ)) and Π_t = μ_1···μ_t (per-parameter scalar state),
+    c_g = (1 − μ_t)/(1 − Π_t) and c_m = μ_{t+1}/(1 − Π_t·μ_{t+1}). m is the raw EMA (the term
+    does its own bias correction)."""
+    p = b.program
+    beta, decay = b.declared["momentum"][1]["beta"], a["momentum_decay"]
+    suffix = decay.removesuffix("_momentum_decay").removeprefix("nadam")  # "" for the first
+    mu = p.let(f"mu{suffix}", f"{beta} * (1.0 - 0.5 * 0.96 ** (step * {decay}))")
+    mu_next = p.let(f"mu_next{suffix}", f"{beta} * (1.0 - 0.5 * 0.96 ** ((step + 1) * {decay}))")
+    product = p.scalar(f"mu_product{suffix}", 1.0, f"mu_product{suffix} * {mu}")
+    p.let(f"nadam_grad_coef{suffix}", f"(1.0 - {mu}) / (1.0 - {product})")
+    p.let(f"nadam_momentum_coef{suffix}", f"{mu_next} / (1.0 - {product} * {mu_next})")
+    out = p.op("muls", b.moment("momentum")[0], out=b.fresh("nadam"),
+               scalar=f"nadam_momentum_coef{suffix}")
+    p.op("add_", out, "grad", scalar=f"nadam_grad_coef{suffix}")
+    return out, None
+
+
 _M = frozenset({"momentum"})
 register(Primitive("terms", "grad", "update", "the (processed) gradient", "g", (WEIGHT, NORMALIZE),
                    emit=lambda b, block, a: ("grad", None)))
@@ -513,6 +598,13 @@ register(Primitive("terms", "momentum", "update", "the first moment m (m̂ when 
 register(Primitive("terms", "nesterov", "update",
                    "Nesterov look-ahead: the momentum update applied once more to g",
                    "nesterov(m,g)", (WEIGHT, NORMALIZE), uses=_M, emit=_nesterov))
+register(Primitive(
+    "terms", "nadam", "update",
+    "NAdam's Nesterov direction: g and m with momentum coefficients that warm up over steps",
+    "nadam(m,g,ψ={momentum_decay})",
+    (WEIGHT, NORMALIZE, HParam("momentum_decay", 4e-3, 0.0, 1.0, search=(1e-4, 0.1), scale="log",
+                               arg="momentum_decay", doc="ψ: how fast μ_t warms up to β")),
+    uses=_M, emit=_nadam))
 register(Primitive("terms", "grad_diff", "update", "Adan's gradient-difference moment d",
                    "d", (WEIGHT, NORMALIZE), uses=frozenset({"grad_diff"}),
                    emit=_moment_term("grad_diff")))

@@ -53,6 +53,7 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("sign", 1, False, "{0}.sign()", "torch._foreach_sign({0})"),
     OpKind("abs", 1, False, "{0}.abs()", "torch._foreach_abs({0})"),
     OpKind("adds", 1, True, "{0}.add({s})", "torch._foreach_add({0}, {s})"),
+    OpKind("muls", 1, True, "{0}.mul({s})", "torch._foreach_mul({0}, {s})"),
     OpKind("div", 2, False, "{0}.div({1})", "torch._foreach_div({0}, {1})"),
     OpKind("sub", 2, False, "{0}.sub({1})", "torch._foreach_sub({0}, {1})",
            into="torch.sub({0}, {1}, out={into})"),
@@ -63,6 +64,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("adds_", 1, True, "{0}.add_({s})", "torch._foreach_add_({0}, {s})"),
     OpKind("add_", 2, True, "{0}.add_({1}, alpha={s})", "torch._foreach_add_({0}, {1}, alpha={s})"),
     OpKind("lerp_", 2, True, "{0}.lerp_({1}, {s})", "torch._foreach_lerp_({0}, {1}, {s})"),
+    OpKind("addcmul", 3, True, "{0}.addcmul({1}, {2}, value={s})",
+           "torch._foreach_addcmul({0}, {1}, {2}, value={s})"),
     OpKind("addcmul_", 3, True, "{0}.addcmul_({1}, {2}, value={s})",
            "torch._foreach_addcmul_({0}, {1}, {2}, value={s})"),
     OpKind("addcdiv_", 3, True, "{0}.addcdiv_({1}, {2}, value={s})",
@@ -70,6 +73,12 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("copy_", 2, False, "{0}.copy_({1})", "torch._foreach_copy_({0}, {1})"),
     OpKind("maximum_", 2, False, "torch.maximum({0}, {1}, out={0})",
            "torch._foreach_maximum_({0}, {1})"),
+    # per-tensor scalars: 0-dim tensors (no host sync), one per parameter on the foreach path
+    OpKind("norm", 1, False, "torch.linalg.vector_norm({0})", "torch._foreach_norm({0})"),
+    OpKind("ratio_or_one", 2, False, "torch.where(({0} > 0) & ({1} > 0), {0} / {1}, 1.0)",
+           "[torch.where((a > 0) & (b > 0), a / b, 1.0)\n"
+           "    for a, b in zip({0}, {1}, strict=True)]"),
+    OpKind("mult_", 2, False, "{0}.mul_({1})", "torch._foreach_mul_({0}, {1})"),
 )}
 
 
@@ -118,6 +127,8 @@ class Program:
     lets: list[tuple[str, str]] = field(default_factory=list)
     ops: list[Op] = field(default_factory=list)
     buffers: list[str] = field(default_factory=list)  # per-parameter state, zero-initialized
+    # per-parameter scalar state (a float64 0-dim tensor, like ``step``): name -> initial value
+    scalars: dict[str, float] = field(default_factory=dict)
     clip: str | None = None  # hyperparameter name of the global-norm clip, if any
 
     def let(self, name: str, expr: str) -> str:
@@ -134,6 +145,16 @@ class Program:
             self.buffers.append(name)
         return name
 
+    def scalar(self, name: str, initial: float, update: str) -> str:
+        """Declare per-parameter scalar state ``name``, starting at ``initial`` and set once per
+        step to ``update``: an expression that reads the previous value by the state's own name,
+        the step count and hyperparameters (NAdam's running product of momentum coefficients).
+        It must be a function of those alone, so that parameters with the same step count hold
+        the same value (the foreach path evaluates it once per step count)."""
+        self.scalars[name] = initial
+        self.lets.append((name, update))
+        return name
+
     def counters(self) -> list[str]:
         """The step counters the scalar expressions read besides the per-parameter ``step``:
         ``group_step`` (the optimizer's step count, for lr schedules) and ``total_steps``."""
@@ -144,7 +165,7 @@ class Program:
         """The lets that depend, directly or through other lets, on the per-parameter ``step``
         (torch.optim counts steps per parameter: one whose gradient starts late has its own
         bias correction). The other lets are evaluated once per group and step."""
-        dependent: set[str] = {"step"}
+        dependent: set[str] = {"step", *self.scalars}
         out = []
         for name, expr in self.lets:
             if _names(expr) & dependent:
@@ -161,17 +182,23 @@ class Program:
     def uses_step(self) -> bool:
         """Whether any scalar reads the per-parameter step count (then state holds ``step``)."""
         dependent = {"step"} | {n for n, _ in self.step_lets()}
-        return any(_names(e) & dependent for e in self._expressions())
+        return bool(self.scalars) or any(_names(e) & dependent for e in self._expressions())
 
     @property
     def state_names(self) -> list[str]:
-        """Per-parameter state keys: the buffers, and ``step`` when the program counts steps."""
-        return [*self.buffers, *(["step"] if self.uses_step else [])]
+        """Per-parameter state keys: the buffers, the scalar states, and ``step`` when the
+        program counts steps."""
+        return [*self.buffers, *self.scalars, *(["step"] if self.uses_step else [])]
+
+    @property
+    def scalar_state_names(self) -> list[str]:
+        """The state keys that hold 0-dim tensors, not tensors shaped like the parameter."""
+        return [*self.scalars, *(["step"] if self.uses_step else [])]
 
     def step_function_lists(self) -> list[str]:
         """The list arguments of the step functions, in order: ``params``, ``grads``, one list
-        per buffer, ``state_steps`` when the program counts steps."""
-        lists = ["params", "grads", *(plural(b) for b in self.buffers)]
+        per buffer, one per scalar state, ``state_steps`` when the program counts steps."""
+        lists = ["params", "grads", *(plural(b) for b in [*self.buffers, *self.scalars])]
         return [*lists, *(["state_steps"] if self.uses_step else [])]
 
     def _expressions(self) -> list[str]:
@@ -195,6 +222,16 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     head = [f"    {n} = {e}" for n, e in program.group_lets()]
     per_step = [f"{n} = {e}" for n, e in program.step_lets()]
 
+    def with_scalars(index: str) -> list[str]:
+        """The per-step lets, between reading the scalar states (of parameter ``index``) and
+        writing their new values back."""
+        read = [f"{s} = {plural(s)}[{index}].item()" for s in program.scalars]
+        if index == "i":
+            write = [f"{plural(s)}[i].fill_({s})" for s in program.scalars]
+        else:
+            write = [f"for t in {plural(s)}:\n    t.fill_({s})" for s in program.scalars]
+        return [*read, *per_step, *write]
+
     def function(name: str, foreach: bool, body: list[str]) -> list[str]:
         negate = "torch._foreach_neg(grads)" if foreach else "[-g for g in grads]"
         clip = ([f"    grads = _clip_grads_by_global_norm(grads, {program.clip}, "
@@ -210,7 +247,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     if program.uses_step:
         single += ["        step_t = state_steps[i]", "        step_t += 1",
                    "        step = step_t.item()"]
-    single += indent([*per_step, *(op.render(foreach=False) for op in program.ops)], 8)
+    single += indent([*with_scalars("i"), *(op.render(foreach=False) for op in program.ops)], 8)
     ops = [op.render(foreach=True) for op in program.ops]
     if program.uses_step:
         multi = ["    torch._foreach_add_(state_steps, 1)",
@@ -219,7 +256,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                  *_fit("    parts = _by_step(state_steps, ", lists[:-1], ")"),
                  "    for step, part in parts:",
                  *_fit("        ", lists[:-1], " = part", brackets="()"),
-                 *indent([*per_step, *ops], 8)]
+                 *indent([*with_scalars("0"), *ops], 8)]
     else:
         multi = indent(ops, 4)
     return [*function("_single_tensor_step", False, single), "", "",

@@ -92,5 +92,6 @@ def random_genome(rng: np.random.Generator, max_terms: int = MAX_TERMS) -> Genom
         "schedule": random_block("schedule", rng),
         "weight_decay": random_block("weight_decay", rng) if rng.random() < 0.5 else None,
         "clip": random_block("clip", rng) if rng.random() < 0.2 else None,
+        "transform": random_block("transform", rng) if rng.random() < 0.1 else None,
     }
     return complete(parts, rng)

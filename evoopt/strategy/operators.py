@@ -36,7 +36,7 @@ from types import MappingProxyType
 import numpy as np
 
 from evoopt.genome.genome import STATE_SLOTS, Block, Genome
-from evoopt.genome.primitives import MAX_TERMS, REGISTRY, GenomeError
+from evoopt.genome.primitives import BLOCK_SLOTS, MAX_TERMS, REGISTRY, GenomeError
 from evoopt.genome.sampling import complete, perturb_hparam, random_block
 
 __all__ = [
@@ -57,9 +57,11 @@ __all__ = [
 
 
 #: Slots a crossover picks from one parent or the other, besides ``lr`` and the terms.
-CROSSOVER_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment")
+CROSSOVER_SLOTS = BLOCK_SLOTS
 #: Weight-decay modes: ``none`` (no table) or a ``weight_decay`` kind of the registry.
 WEIGHT_DECAY_MODES = ("none", *sorted(REGISTRY["weight_decay"]))
+#: Transform modes: ``none`` (the terms are applied as they are) or a ``transform`` kind.
+TRANSFORM_MODES = ("none", *sorted(REGISTRY["transform"]))
 
 _TRIES = 8  # attempts of a structural operator before falling back to a perturbation
 _MUTATE_TRIES = 10  # draws of mutate() looking for a child whose canonical hash differs
@@ -71,9 +73,7 @@ _Parts = dict  # keyword arguments of Genome (without name and description)
 # Helpers.
 def _parts(g: Genome) -> _Parts:
     """The genome's fields as keyword arguments; name and description are not inherited."""
-    return {"lr": g.lr, "terms": g.terms, "schedule": g.schedule, "clip": g.clip,
-            "weight_decay": g.weight_decay, "momentum": g.momentum, "grad_diff": g.grad_diff,
-            "second_moment": g.second_moment}
+    return {"lr": g.lr, "terms": g.terms, **{slot: getattr(g, slot) for slot in BLOCK_SLOTS}}
 
 
 def _fmt(v: float | bool | None) -> str:
@@ -340,6 +340,18 @@ def _change_weight_decay(g: Genome, rng: np.random.Generator) -> tuple[Genome, s
         new = _rekind(old, mode, rng)
     parts["weight_decay"] = new
     return Genome(**parts), f"weight_decay {current}→{mode} ({_fmt(new['value'])})"
+
+
+@mutation_operator("change_transform", default_rate=0.04)
+def _change_transform(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Add a transform of the whole update (a trust ratio), change its kind, or remove it."""
+    old = g.transform
+    current = "none" if old is None else old.kind
+    mode = _other_kind("transform", current, rng, among=TRANSFORM_MODES)
+    parts = _parts(g)
+    parts["transform"] = None if mode == "none" else (
+        random_block("transform", rng, mode) if old is None else _rekind(old, mode, rng))
+    return Genome(**parts), f"transform {current}→{mode}"
 
 
 @mutation_operator("toggle_clip", default_rate=0.06)
