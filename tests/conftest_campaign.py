@@ -26,9 +26,13 @@ TINY = DATA / "campaign-tiny.toml"
 SESSION_SEEDS = ["adam", "adan", str(DATA / "adam-split-terms.toml"),
                  str(DATA / "adam-warmup-noop.toml"), str(DATA / "adam-diverging.toml")]
 #: Room for one more member in generation 0 (adam at 3x its lr, lr_screen) and five children
-#: in generation 1 (mutations and crossovers, some stopped at the median hurdle).
+#: in generation 1 (mutations and crossovers, some stopped at the median hurdle). The campaign
+#: seed is one whose winner is a child, not a seed (so the report has a line of changes to
+#: show); the draws depend on the operator and primitive registries, so a change there can make
+#: a seed win: test_the_campaign_shows_what_the_report_shows then says so, and another seed
+#: (seeds 1-3 qualified when the transform slot was added) mends it.
 SESSION_CHANGES: dict[str, dict[str, Any]] = {
-    "campaign": {"seeds": SESSION_SEEDS, "population": 6},
+    "campaign": {"seeds": SESSION_SEEDS, "population": 6, "seed": 1},
     "variation": {"lr_screen": [3.0]},
 }
 

@@ -210,7 +210,8 @@ def test_the_campaign_shows_what_the_report_shows(real: Campaign) -> None:
     assert any(_is_crossover(r["operator"]) for r in children), "no crossover child evaluated"
     assert all(r["parents"] and r["change"] for r in children)
     line = first_parent_line(real.individuals, real.winner)
-    assert len(line) >= 2, f"the winner {real.winner} is a seed: no line of changes to show"
+    assert len(line) >= 2, (f"the winner {real.winner} is a seed: no line of changes to show "
+                            "(pick another campaign seed in conftest_campaign.SESSION_CHANGES)")
     assert any(e["status"] == "diverged" for e in real.evaluations)
     kinds = {r["kind"] for r in real.summary["comparison"]}
     assert kinds == {"winner", "seed", "tuned"} and real.summary["verdicts"]
@@ -493,6 +494,10 @@ def test_report_comparison_kinds_and_tuning(rich: dict) -> None:
     lr = tuned["tuning"]["best"]["lr"]
     edge = " ⚠ edge" if tuned["tuning"]["at_grid_edge"]["lr"] else ""
     assert rows[tuned["name"]][-1].startswith(f"lr={format_value(lr)}{edge}")
+    # the runner stores the grid per dimension ({"lr": [...]}); the report used to show only a
+    # grid stored as a bare list, so a real tuned row never showed what was searched
+    grid = tuned["tuning"]["grid"]["lr"]
+    assert f"grid lr ∈ {{{', '.join(format_value(g) for g in grid)}}}" in rows[tuned["name"]][-1]
     budget = rows["adamw (Optuna, budget-matched)"]
     assert budget[3] == "0.6123 ± 0.0030"  # the best row
     assert budget[-1].startswith("lr=0.0021, weight_decay=0.05 24 trials · 9 pruned · 61")

@@ -537,7 +537,11 @@ def _tuning_notes(row: dict) -> list[str]:
         if tuning.get(key) is not None:
             notes.append(f"{format_value(tuning[key])} {label}")
     grid = tuning.get("grid") or tuning.get("lr_grid")
-    if isinstance(grid, list | tuple) and grid:
+    if isinstance(grid, dict) and grid:  # per dimension, as the campaign runner stores it
+        notes.append("grid " + "; ".join(
+            f"{name} ∈ {{{', '.join(format_value(v) for v in values)}}}"
+            for name, values in grid.items() if isinstance(values, list | tuple)))
+    elif isinstance(grid, list | tuple) and grid:
         notes.append("grid " + ", ".join(format_value(g) for g in grid))
     elif isinstance(row.get("sweep"), dict) and row["sweep"]:
         notes.append("grid " + ", ".join(map(str, row["sweep"])))
