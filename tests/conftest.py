@@ -1,4 +1,5 @@
-"""Shared fixtures: the CIFAR-10 mini copy, located beside the repository (as in CI)."""
+"""Shared fixtures: the CIFAR-10 mini copy and tiny Shakespeare, located beside the repository
+(as in CI)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,21 @@ def data_dir() -> Path:
     path = mini_data_dir()
     if not (path / "cifar-10-batches-py").is_dir():
         pytest.fail(f"CIFAR-10 mini copy not found at {path} (set EVOOPT_TEST_DATA)")
+    return path
+
+
+def text_data_dir() -> Path:
+    env = os.environ.get("EVOOPT_TEST_TEXT_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "tinyshakespeare"
+
+
+@pytest.fixture(scope="session")
+def text_dir() -> Path:
+    """The folder holding tiny Shakespeare's ``input.txt``."""
+    path = text_data_dir()
+    if not (path / "input.txt").is_file():
+        pytest.fail(f"tiny Shakespeare (input.txt) not found in {path} "
+                    "(set EVOOPT_TEST_TEXT_DATA)")
     return path
 
 
