@@ -22,7 +22,7 @@ from evoopt.fitness import (
 )
 from evoopt.fitness import text_data as T
 from evoopt.fitness.task import DATASET_MODELS
-from evoopt.fitness.transformer import CharTransformer, build_seeded
+from evoopt.fitness.transformer import CharTransformer, VisionTransformer, build_seeded
 from evoopt.fitness.workloads import WORKLOADS
 from evoopt.genome import seed_genome
 
@@ -180,6 +180,31 @@ def test_char_model_is_causal_and_leaves_the_global_rng_alone() -> None:
         a, b = model(ids), model(edited)
     assert a.shape == (2, 16, 65)
     assert torch.equal(a[:, :10], b[:, :10]) and not torch.equal(a[:, 10:], b[:, 10:])
+
+
+@pytest.mark.parametrize("name", ["cifar10-vit-gpu", "shakespeare-char-gpu"])
+def test_gpu_specs_models_build_and_train_a_step_on_cpu(name: str) -> None:
+    """The unmeasured GPU specs at least give a model that runs forward and backward."""
+    t = load_task(name)
+    g = torch.Generator().manual_seed(0)
+    if t.model == "vit":
+        model = build_seeded(lambda: VisionTransformer(t.image_size, t.patch_size, t.width,
+                                                       t.layers, t.heads), g)
+        x, classes = torch.randn(2, 3, t.image_size, t.image_size, generator=g), 10
+    else:
+        model = build_seeded(lambda: CharTransformer(65, t.context, t.width, t.layers, t.heads),
+                             g)
+        x, classes = torch.randint(0, 65, (2, t.context), generator=g), 65
+    out = model(x)
+    assert out.shape[-1] == classes and torch.isfinite(out).all()
+    out.float().logsumexp(-1).mean().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_task_without_cuda_names_the_device_field(text_dir: Path) -> None:
+    with pytest.raises(TaskError, match="'device'.*CUDA is not available"):
+        FitnessRunner(load_task("shakespeare-char-gpu"), data_dir=text_dir)
 
 
 # ---------------------------------------------------------------- training runs

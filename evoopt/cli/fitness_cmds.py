@@ -66,7 +66,7 @@ def evaluate(
 ) -> None:
     """Train the fitness task with a genome's optimizer and report fitness per seed (and bits
     per character, for character-level tasks)."""
-    from evoopt.fitness import DataError, bits_per_char, evaluate_genome
+    from evoopt.fitness import DataError, TaskError, bits_per_char, evaluate_genome
     from evoopt.genome import GenomeError, load_genome, seed_genome
 
     if split not in ("val", "test"):
@@ -79,7 +79,7 @@ def evaluate(
         raise fail(str(e)) from None
     try:
         result = evaluate_genome(genome, spec, seeds=seeds, data_dir=data_dir, split=split)
-    except DataError as e:
+    except (DataError, TaskError) as e:  # missing data; device="cuda" without CUDA
         raise fail(str(e)) from None
     d = result.to_dict()
     d["genome"] = {"name": genome.name, "hash": genome.hash, "formula": genome.formula()}

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evoopt.fitness.task import TaskSpec, load_task
+from evoopt.fitness.task import TaskError, TaskSpec, load_task
 from evoopt.fitness.workloads import check_workload_data, make_workload
 from evoopt.stats import mean_std
 
@@ -139,10 +139,13 @@ def derive_seed(task_name: str, seed: int, purpose: str) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device of a task's ``device`` field; :class:`TaskError` naming the field when it
+    asks for CUDA on a machine without it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("task asks for device='cuda' but CUDA is not available")
+        raise TaskError("device", "the task asks for 'cuda' but CUDA is not available on this "
+                                  "machine (override it: --set device=\"cpu\" or \"auto\")")
     return torch.device(device)
 
 
