@@ -39,9 +39,10 @@ def plain_loop(runner: FitnessRunner, lr: float, seed: int) -> float:
     task = runner.task
     pad = task.translate
     # the same images, NCHW, unpadded
-    x = runner.train.x[:, pad:pad + task.image_size, pad:pad + task.image_size, :]
+    train = runner.workload.train
+    x = train.x[:, pad:pad + task.image_size, pad:pad + task.image_size, :]
     x = x.permute(0, 3, 1, 2).contiguous()
-    y = runner.train.y
+    y = train.y
     g = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(x, y), batch_size=task.batch_size, shuffle=True,
                         drop_last=True, generator=g)
@@ -86,9 +87,12 @@ def main() -> None:
     overrides = {k: tomllib.loads(f"v = {v}")["v"] for k, _, v in
                  (item.partition("=") for item in args.set)}
     task = load_task(args.task).with_overrides(threads=0, **overrides)
+    if task.model != "cnn":
+        sys.exit(f"task {task.name}: this benchmark compares CNN loops; model is {task.model!r}")
     runner = FitnessRunner(task, data_dir=args.data_dir)
-    images = task.steps * min(task.batch_size, len(runner.train))
-    print(f"task {task.name}: {len(runner.train)} train images, {task.image_size} px, "
+    n_train = len(runner.workload.train)
+    images = task.steps * min(task.batch_size, n_train)
+    print(f"task {task.name}: {n_train} train images, {task.image_size} px, "
           f"width {task.width}, batch {task.batch_size}, {task.steps} steps; "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads")
 

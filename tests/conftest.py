@@ -1,5 +1,5 @@
-"""Shared fixtures: the CIFAR-10 mini copy, located beside the repository (as in CI), and the
-tiny campaign the real runner makes once per session."""
+"""Shared fixtures: the CIFAR-10 mini copy and tiny Shakespeare, located beside the repository
+(as in CI), and the tiny campaign the real runner makes once per session."""
 
 from __future__ import annotations
 
@@ -36,6 +36,21 @@ def tiny_campaign(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> P
     out = tmp_path_factory.mktemp("tiny-campaign") / "tiny"
     run_tiny(out, data_dir, **SESSION_CHANGES)
     return out
+
+
+def text_data_dir() -> Path:
+    env = os.environ.get("EVOOPT_TEST_TEXT_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data" / "tinyshakespeare"
+
+
+@pytest.fixture(scope="session")
+def text_dir() -> Path:
+    """The folder holding tiny Shakespeare's ``input.txt``."""
+    path = text_data_dir()
+    if not (path / "input.txt").is_file():
+        pytest.fail(f"tiny Shakespeare (input.txt) not found in {path} "
+                    "(set EVOOPT_TEST_TEXT_DATA)")
+    return path
 
 
 @pytest.fixture

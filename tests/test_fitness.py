@@ -155,11 +155,11 @@ def test_time_limit_gives_timeout(data_dir: Path) -> None:
 
 
 def test_test_split_is_separate(tiny: FitnessRunner) -> None:
-    assert tiny._test is None  # the official test set is not even staged for fitness
+    assert not tiny.workload.test_staged  # the official test set is not even staged for fitness
     rec = tiny.evaluate(seed_genome("adam"), seed=0, split="test")
     assert rec.status == "ok" and rec.split == "test"
     assert len(tiny.split_data("test")) == 1017 and len(tiny.split_data("val")) == 200
-    assert not set(tiny.train_indices) & set(tiny.val_indices)
+    assert not set(tiny.workload.train_indices) & set(tiny.workload.val_indices)
 
 
 def test_curve_is_downsampled() -> None:

@@ -133,7 +133,9 @@ def run(
     config_file: str = typer.Argument(
         ..., help="A campaign config file, or the name of a shipped campaign (quickstart, ...)."),
     out: Path | None = typer.Option(None, "--out", help="Campaign dir (default runs/<name>)."),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Where cifar-10-batches-py is."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir",
+        help="Folder holding the tasks' data (cifar-10-batches-py/, tinyshakespeare/)."),
     address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in-process, without Ray."),
 ) -> None:

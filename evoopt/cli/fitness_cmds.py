@@ -55,16 +55,18 @@ def evaluate(
     task: str = typer.Option("cifar10-cpu", "--task", "-t",
                              help="Task name in fitness/ or a task TOML file."),
     data_dir: Path | None = typer.Option(
-        None, "--data-dir", help="Folder holding cifar-10-batches-py/ (default: "
-        "$EVOOPT_DATA_DIR, else the user cache dir; downloaded there if missing and online)."),
+        None, "--data-dir", help="Folder holding cifar-10-batches-py/ and/or tinyshakespeare/ "
+        "(default: $EVOOPT_DATA_DIR, else the user cache dir; downloaded there if missing and "
+        "online)."),
     seeds: int | None = typer.Option(None, "--seeds", "-n", min=1,
                                      help="Seeds 0..N-1 (default: the task's count)."),
     split: str = typer.Option("val", "--split", help="val (fitness) or test (final report)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a task field: field=value."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
-    """Train the fitness task with a genome's optimizer and report fitness per seed."""
-    from evoopt.fitness import DataError, evaluate_genome
+    """Train the fitness task with a genome's optimizer and report fitness per seed (and bits
+    per character, for character-level tasks)."""
+    from evoopt.fitness import DataError, TaskError, bits_per_char, evaluate_genome
     from evoopt.genome import GenomeError, load_genome, seed_genome
 
     if split not in ("val", "test"):
@@ -77,23 +79,31 @@ def evaluate(
         raise fail(str(e)) from None
     try:
         result = evaluate_genome(genome, spec, seeds=seeds, data_dir=data_dir, split=split)
-    except DataError as e:
+    except (DataError, TaskError) as e:  # missing data; device="cuda" without CUDA
         raise fail(str(e)) from None
     d = result.to_dict()
     d["genome"] = {"name": genome.name, "hash": genome.hash, "formula": genome.formula()}
+    if spec.char_level:  # the loss in bits per character, beside nats
+        d["val_bpc"] = bits_per_char(d["val_loss"])
+        for s in d["seeds"]:
+            s["val_bpc"] = bits_per_char(s["val_loss"])
     if as_json:
         print(json.dumps(d))
         return
     table = Table(title=f"{genome.name or genome.hash} on {spec.name} ({split})")
-    for col in ("seed", "status", "fitness", "accuracy", "loss", "steps", "time s", "message"):
+    cols = ("seed", "status", "fitness", "accuracy", "loss", *(("bpc",) * spec.char_level),
+            "steps", "time s", "message")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("status", "message") else "right")
-    for r in result.seeds:
+    for r, s in zip(result.seeds, d["seeds"], strict=True):
+        bpc = (_fmt(s["val_bpc"]),) if spec.char_level else ()
         table.add_row(str(r.seed), r.status, f"{r.fitness:.4f}", _fmt(r.val_accuracy),
-                      _fmt(r.val_loss), str(r.steps), f"{r.wall_time_s:.2f}", r.message)
+                      _fmt(r.val_loss), *bpc, str(r.steps), f"{r.wall_time_s:.2f}", r.message)
     console.print(table)
     acc_std = _fmt(result.val_accuracy_std)
+    bpc_part = f"bpc {_fmt(d['val_bpc'])}   " if spec.char_level else ""
     say(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
-        f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}   status {result.status}   "
+        f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}   {bpc_part}status {result.status}   "
         f"{result.wall_time_s:.1f} s")
 
 
@@ -119,8 +129,8 @@ def baselines(
     budget: int = typer.Option(0, "--budget", min=0,
                                help="Paid training runs of the Optuna search."),
     search_seed: int = typer.Option(0, "--search-seed", help="Seed of the TPE sampler."),
-    data_dir: Path | None = typer.Option(None, "--data-dir",
-                                         help="Folder holding cifar-10-batches-py/."),
+    data_dir: Path | None = typer.Option(
+        None, "--data-dir", help="Folder holding cifar-10-batches-py/ and/or tinyshakespeare/."),
     overrides: list[str] = typer.Option([], "--set", help="Override a task field: field=value."),
     output: Path | None = typer.Option(
         None, "-o", "--output", help="Write OUTPUT.csv (summary) and OUTPUT.json (all); the "

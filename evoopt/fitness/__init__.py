@@ -1,4 +1,5 @@
-"""Fitness stage: CIFAR-10 data and splits, the small CNN, task specs, training runs, baselines.
+"""Fitness stage: task specs, workloads (CIFAR-10 with a small CNN or ViT, tiny Shakespeare with a
+character transformer), training runs, baselines.
 
 ```python
 from evoopt.fitness import load_task, FitnessRunner, evaluate_genome, WORST_FITNESS
@@ -13,10 +14,12 @@ from evoopt.fitness.runner import (
     EvaluationResult,
     FitnessRunner,
     SeedResult,
+    bits_per_char,
     check_task_data,
     evaluate_genome,
 )
 from evoopt.fitness.task import DEFAULT_TASK, TaskError, TaskSpec, available_tasks, load_task
+from evoopt.fitness.text_data import load_shakespeare
 
 __all__ = [
     "DEFAULT_TASK",
@@ -28,9 +31,11 @@ __all__ = [
     "TaskSpec",
     "WORST_FITNESS",
     "available_tasks",
+    "bits_per_char",
     "check_task_data",
     "evaluate_genome",
     "load_cifar10",
+    "load_shakespeare",
     "load_task",
     "make_splits",
 ]

@@ -103,13 +103,11 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def download_cifar10(
-    data_dir: str | os.PathLike[str],
-    url: str = CIFAR10_URL,
-    md5: str = CIFAR10_MD5,
-    progress: bool = True,
-) -> Path:
-    """Download the tarball into ``data_dir``, verify its md5, extract; return the batches dir."""
+def download_to_temp(url: str, folder: Path, suffix: str, label: str, progress: bool = True,
+                     ) -> Path:
+    """Stream ``url`` into a new temporary file in ``folder`` (a progress bar on stderr unless
+    ``progress`` is false) and return its path; the caller verifies, uses and removes it. Nothing
+    is left behind when the download fails."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -119,11 +117,7 @@ def download_cifar10(
         TransferSpeedColumn,
     )
 
-    base = Path(data_dir).expanduser()
-    if base.name == CIFAR10_FOLDER:
-        base = base.parent
-    base.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(suffix=".tar.gz", dir=base)
+    fd, tmp_name = tempfile.mkstemp(suffix=suffix, dir=folder)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as resp:
@@ -133,10 +127,29 @@ def download_cifar10(
                 TransferSpeedColumn(), TimeRemainingColumn(), disable=not progress,
                 console=Console(stderr=True),
             ) as bar:
-                job = bar.add_task("CIFAR-10", total=total)
+                job = bar.add_task(label, total=total)
                 for chunk in iter(lambda: resp.read(1 << 20), b""):
                     out.write(chunk)
                     bar.advance(job, len(chunk))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def download_cifar10(
+    data_dir: str | os.PathLike[str],
+    url: str = CIFAR10_URL,
+    md5: str = CIFAR10_MD5,
+    progress: bool = True,
+) -> Path:
+    """Download the tarball into ``data_dir``, verify its md5, extract; return the batches dir."""
+    base = Path(data_dir).expanduser()
+    if base.name == CIFAR10_FOLDER:
+        base = base.parent
+    base.mkdir(parents=True, exist_ok=True)
+    tmp = download_to_temp(url, base, ".tar.gz", "CIFAR-10", progress)
+    try:
         got = _md5(tmp)
         if got != md5:
             raise DataError(f"checksum mismatch for {url}: md5 {got}, expected {md5}")
@@ -323,6 +336,7 @@ def write_fake_cifar10(root: str | os.PathLike[str], n_train: int = 60, n_test: 
 
 __all__ = [
     "CIFAR10_MD5", "CIFAR10_URL", "CLASSES", "Cifar10Arrays", "DataError", "clear_cache",
-    "download_cifar10", "ensure_cifar10", "find_batches_dir", "load_cifar10", "make_splits",
-    "network_reachable", "resolve_data_dir", "write_fake_cifar10",
+    "download_cifar10", "download_to_temp", "ensure_cifar10", "find_batches_dir",
+    "load_cifar10", "make_splits", "network_reachable", "resolve_data_dir",
+    "write_fake_cifar10",
 ]

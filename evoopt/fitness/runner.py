@@ -1,10 +1,13 @@
-"""The fitness run: train the small CNN with a genome's optimizer, score it on a held-out split.
+"""The fitness run: train a task's model with a genome's optimizer, score it on a held-out split.
 
-``FitnessRunner`` stages the task's data once as tensors on the task's device (NHWC, normalised,
-reflect-padded for translation) and then evaluates one (genome, seed) at a time:
+``FitnessRunner`` stages the task's data once on the task's device through the task's
+:class:`~evoopt.fitness.workloads.Workload` (CIFAR-10 images, tiny Shakespeare characters) and
+then evaluates one (genome, seed) at a time:
 
-* **fitness** = accuracy on the evaluated split (validation unless ``split="test"``), a number in
-  [0, 1] to maximise; a run that diverges, times out or fails gets ``WORST_FITNESS`` (-1.0).
+* **fitness** = the workload's score on the evaluated split (validation unless
+  ``split="test"``), a number in [0, 1] to maximise: accuracy for CIFAR-10, the fraction of the
+  uniform prediction's loss removed for characters; a run that diverges, times out or fails gets
+  ``WORST_FITNESS`` (-1.0).
 * **common random numbers**: initial weights, data order and augmentation come from generators
   seeded by (task name, seed) only, so two genomes evaluated with the same seed see the same
   network and the same batches.
@@ -27,20 +30,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from evoopt.fitness.data import load_cifar10, make_splits
-from evoopt.fitness.model import build_model
-from evoopt.fitness.task import TaskSpec, load_task
+from evoopt.fitness.task import TaskError, TaskSpec, load_task
+from evoopt.fitness.workloads import check_workload_data, make_workload
 from evoopt.stats import mean_std
 
 WORST_FITNESS = -1.0
-"""Fitness of any run whose status is not ``ok`` (finite, below every accuracy)."""
+"""Fitness of any run whose status is not ``ok`` (finite, below every score in [0, 1])."""
 
 STATUSES = ("ok", "diverged", "timeout", "error")
 CURVE_POINTS = 50
-SPLITS = ("val", "test")
-# CIFAR-10 channel statistics of the training set, on 0..1 pixel values.
-CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
-CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], int], torch.optim.Optimizer]
 
@@ -55,8 +53,9 @@ class SeedResult:
 
     seed: int
     fitness: float = WORST_FITNESS
-    val_accuracy: float | None = None   # accuracy on ``split`` (val, or test when asked)
-    val_loss: float | None = None       # mean cross-entropy (no smoothing) on ``split``
+    val_accuracy: float | None = None   # accuracy on ``split`` (val, or test when asked); for
+                                        # characters: next-character accuracy
+    val_loss: float | None = None       # mean cross-entropy (nats, no smoothing) on ``split``
     status: str = "error"
     message: str = ""
     steps: int = 0                      # optimizer steps completed
@@ -82,7 +81,7 @@ class SeedResult:
 class EvaluationResult:
     """Seeds aggregated: mean and (population) std over seeds.
 
-    ``fitness`` is the mean per-seed accuracy if every seed is ``ok``; otherwise the status is
+    ``fitness`` is the mean per-seed fitness if every seed is ``ok``; otherwise the status is
     the first failing seed's and ``fitness == WORST_FITNESS``. Accuracy/loss means are over the
     seeds that finished (None if none did).
     """
@@ -128,6 +127,11 @@ class EvaluationResult:
         return d
 
 
+def bits_per_char(loss: float | None) -> float | None:
+    """A mean cross-entropy in nats per character as bits per character (None stays None)."""
+    return None if loss is None else loss / math.log(2)
+
+
 def derive_seed(task_name: str, seed: int, purpose: str) -> int:
     """A 63-bit generator seed that depends only on (task name, seed, purpose)."""
     h = hashlib.sha256(f"evoopt|{task_name}|{int(seed)}|{purpose}".encode()).digest()
@@ -135,10 +139,13 @@ def derive_seed(task_name: str, seed: int, purpose: str) -> int:
 
 
 def resolve_device(device: str) -> torch.device:
+    """The torch device of a task's ``device`` field; :class:`TaskError` naming the field when it
+    asks for CUDA on a machine without it."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("task asks for device='cuda' but CUDA is not available")
+        raise TaskError("device", "the task asks for 'cuda' but CUDA is not available on this "
+                                  "machine (override it: --set device=\"cpu\" or \"auto\")")
     return torch.device(device)
 
 
@@ -190,52 +197,18 @@ def genome_optimizer_factory(genome: Any) -> OptimizerFactory:
     return make
 
 
-class _Split:
-    """One split staged on the device: padded NHWC images (train) or plain NCHW views (eval)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-
-def stage_images(x_uint8: np.ndarray, image_size: int, device: torch.device, pad: int = 0,
-                 ) -> torch.Tensor:
-    """uint8 HWC images -> normalised float32 NHWC tensor on ``device``, avg-pooled to size,
-    reflect-padded by ``pad`` pixels."""
-    x = torch.from_numpy(np.array(x_uint8, dtype=np.uint8, order="C")).to(device)
-    x = x.permute(0, 3, 1, 2).float().div_(255)          # NCHW view
-    mean = torch.tensor(CIFAR10_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR10_STD, device=device).view(1, 3, 1, 1)
-    x = (x - mean) / std
-    if image_size != x.shape[-1]:
-        x = F.avg_pool2d(x, x.shape[-1] // image_size)
-    if pad:
-        x = F.pad(x, (pad, pad, pad, pad), mode="reflect")
-    return x.permute(0, 2, 3, 1).contiguous()            # NHWC storage
-
-
-def min_train_images(task: TaskSpec) -> int:
-    """Fewest training images a task may be left with by its validation split: one batch (or
-    the task's ``train_size``, when that is smaller)."""
-    return min(task.batch_size, task.train_size or task.batch_size)
-
-
 def check_task_data(task: TaskSpec, data_dir: str | None = None) -> None:
     """Raise :class:`~evoopt.fitness.data.DataError` now, before any run is paid for, when
     ``task`` cannot run on the data: missing or broken files, or a split that leaves too little
-    to train on. Loads the arrays (cached for this process's later runs)."""
-    arrays = load_cifar10(data_dir)
-    make_splits(arrays.train_y, task.val_size, task.train_size, task.split_seed,
-                min_train=min_train_images(task))
+    to train on. Loads the data (cached for this process's later runs)."""
+    check_workload_data(task, data_dir)
 
 
 class FitnessRunner:
     """Loads and stages a task's data once; ``evaluate(genome, seed)`` trains and scores.
 
-    The raw arrays are cached per process (keyed by resolved path), so several runners, e.g. for
-    fidelity stages, share them; each runner stages its own subset on its device.
+    The raw data is cached per process (keyed by resolved path), so several runners, e.g. for
+    fidelity stages, share it; each runner stages its own subset on its device (``workload``).
     """
 
     def __init__(self, task: TaskSpec | str, data_dir: str | None = None,
@@ -243,36 +216,13 @@ class FitnessRunner:
         self.task = load_task(task)
         self.device = resolve_device(self.task.device)
         self.data_dir = data_dir
-        arrays = load_cifar10(data_dir, download=download)
-        self.data_root = arrays.root
-        train_idx, val_idx = make_splits(
-            arrays.train_y, self.task.val_size, self.task.train_size, self.task.split_seed,
-            min_train=min_train_images(self.task),
-        )
-        t = self.task
-        self._pad = t.translate
-        self.train = _Split(
-            stage_images(arrays.train_x[train_idx], t.image_size, self.device, pad=self._pad),
-            torch.from_numpy(arrays.train_y[train_idx]).to(self.device),
-        )
-        self.val = self._eval_split(arrays.train_x[val_idx], arrays.train_y[val_idx])
-        self._arrays = arrays
-        self._test: _Split | None = None
-        self.train_indices, self.val_indices = train_idx, val_idx
+        self.workload = make_workload(self.task, self.device, data_dir, download=download)
+        self.data_root = self.workload.data_root
 
-    def _eval_split(self, x: np.ndarray, y: np.ndarray) -> _Split:
-        return _Split(stage_images(x, self.task.image_size, self.device),
-                      torch.from_numpy(np.array(y, dtype=np.int64)).to(self.device))
-
-    def split_data(self, split: str) -> _Split:
-        """The staged evaluation split; the official test set is staged only on first request."""
-        if split == "val":
-            return self.val
-        if split == "test":
-            if self._test is None:
-                self._test = self._eval_split(self._arrays.test_x, self._arrays.test_y)
-            return self._test
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    def split_data(self, split: str) -> Any:
+        """The staged evaluation split (``val`` or ``test``; the test split is staged only on
+        first request)."""
+        return self.workload.split_data(split)
 
     # ------------------------------------------------------------------ public API
     def evaluate(self, genome: Any, seed: int, split: str = "val") -> SeedResult:
@@ -312,44 +262,26 @@ class FitnessRunner:
 
     def _run(self, make_optimizer: OptimizerFactory, seed: int, split: str, t0: float,
              res: SeedResult) -> None:
-        task, dev = self.task, self.device
-        eval_data = self.split_data(split)  # validate split before training
+        task, work = self.task, self.workload
+        eval_data = work.split_data(split)  # validate split before training
         g_init = torch.Generator().manual_seed(derive_seed(task.name, seed, "init"))
         g_data = torch.Generator().manual_seed(derive_seed(task.name, seed, "data"))
-        model = build_model(task.width, g_init, dev, channels_last=True)
+        model = work.build_model(g_init)
         opt = make_optimizer(model.parameters(), task.steps)
 
-        x_all, y_all = self.train.x, self.train.y
-        n = len(y_all)
-        bs = min(task.batch_size, n)
-        size, pad = task.image_size, self._pad
-        ar = torch.arange(size, device=dev)
-        losses = torch.empty(task.steps, device=dev, dtype=torch.float32)
+        batches = work.train_batches(g_data)
+        losses = torch.empty(task.steps, device=self.device, dtype=torch.float32)
         first_loss: float | None = None
         checked = 0
-        pos = n  # forces a new epoch at step 0
         t_train = time.perf_counter()
         model.train()
         for step in range(task.steps):
-            if pos + bs > n:  # new epoch: order, flips and shifts from the data generator
-                perm = torch.randperm(n, generator=g_data).to(dev)
-                flip = (torch.rand(n, generator=g_data) < 0.5) if task.flip else None
-                shift = torch.randint(0, 2 * pad + 1, (2, n), generator=g_data)
-                rows_all = (shift[0].to(dev)[:, None] + ar)            # (n, size)
-                cols_all = (shift[1].to(dev)[:, None] + ar)
-                if flip is not None:
-                    cols_all = torch.where(flip.to(dev)[:, None], cols_all.flip(1), cols_all)
-                pos = 0
-            idx = perm[pos:pos + bs]
-            pos += bs
-            rows, cols = rows_all[idx], cols_all[idx]
-            # one gather does translation + flip; (B,H,W,C) contiguous == channels_last NCHW
-            xb = x_all[idx[:, None, None], rows[:, :, None], cols[:, None, :]]
-            xb = xb.permute(0, 3, 1, 2)
-            yb = y_all[idx]
+            xb, yb = next(batches)
             with self._autocast():
                 out = model(xb)
-            loss = F.cross_entropy(out.float(), yb, label_smoothing=task.label_smoothing)
+            # logits over the last dim: (B, classes) images, (B, T, vocab) characters
+            loss = F.cross_entropy(out.float().flatten(0, -2), yb.flatten(),
+                                   label_smoothing=task.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -380,21 +312,22 @@ class FitnessRunner:
             res.status, res.message = "diverged", f"non-finite {split} loss"
             return
         res.val_accuracy, res.val_loss = acc, vloss
-        res.status, res.fitness, res.message = "ok", acc, ""
+        res.status, res.fitness, res.message = "ok", work.fitness(acc, vloss), ""
 
     @torch.no_grad()
-    def _score(self, model: torch.nn.Module, data: _Split) -> tuple[float, float]:
+    def _score(self, model: torch.nn.Module, data: Any) -> tuple[float, float]:
+        """Accuracy and mean cross-entropy (nats) over every target of a staged split."""
         model.eval()
         correct = torch.zeros((), device=self.device, dtype=torch.int64)
         total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
-        for i in range(0, len(data), self.task.eval_batch_size):
-            xb = data.x[i:i + self.task.eval_batch_size].permute(0, 3, 1, 2)
-            yb = data.y[i:i + self.task.eval_batch_size]
+        n = 0
+        for xb, yb in self.workload.eval_batches(data):
             with self._autocast():
                 out = model(xb).float()
+            out, yb = out.flatten(0, -2), yb.flatten()
             total_loss += F.cross_entropy(out, yb, reduction="sum").double()
-            correct += (out.argmax(1) == yb).sum()
-        n = len(data)
+            correct += (out.argmax(-1) == yb).sum()
+            n += yb.numel()
         return float(correct) / n, float(total_loss) / n
 
 
@@ -411,6 +344,6 @@ def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int
 
 __all__ = [
     "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OptimizerFactory", "STATUSES",
-    "SeedResult", "WORST_FITNESS", "check_task_data", "derive_seed", "downsample_curve",
-    "evaluate_genome", "genome_optimizer_factory", "min_train_images", "resolve_device",
+    "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
+    "downsample_curve", "evaluate_genome", "genome_optimizer_factory", "resolve_device",
 ]

@@ -20,6 +20,11 @@ from evoopt.paths import FITNESS_DIR
 DEFAULT_TASK = "cifar10-cpu"
 DEVICES = ("auto", "cpu", "cuda")
 IMAGE_SIZES = (16, 32)
+#: dataset -> the models a task may train on it (a task names its ``model``; default "cnn")
+DATASET_MODELS = {"cifar10": ("cnn", "vit"), "shakespeare_char": ("transformer",)}
+#: datasets whose tasks predict characters: their loss is also reported in bits per character
+CHAR_DATASETS = ("shakespeare_char",)
+TRANSFORMERS = ("vit", "transformer")
 
 
 class TaskError(ValueError):
@@ -36,14 +41,22 @@ class TaskSpec:
 
     name: str
     description: str = ""
-    dataset: str = "cifar10"
+    dataset: str = "cifar10"        # cifar10 | shakespeare_char
+    model: str = "cnn"              # cifar10: cnn | vit; shakespeare_char: transformer
     image_size: int = 16            # 16 (2x2 average-pooled) or 32 px
-    train_size: int | None = None   # training subset (class-stratified); None = all non-val
-    val_size: int = 1000            # validation images held out of the training batches
-    split_seed: int = 0             # seed of the val split and of the training subset
+    train_size: int | None = None   # cifar10: training images (class-stratified), None = all
+                                    # non-val; shakespeare_char: first N train characters
+    val_size: int = 1000            # cifar10: validation images held out of the training
+                                    # batches; shakespeare_char: at most N validation windows
+    split_seed: int = 0             # seed of the val split and of the training subset (cifar10)
     steps: int = 100                # optimizer steps; the genome's schedule sees this as total
-    batch_size: int = 250
-    width: int = 16                 # channels of the first block; blocks are width x (1, 2, 4)
+    batch_size: int = 250           # images, or windows of `context` characters
+    width: int = 16                 # cnn: channels of the first block (blocks width x (1, 2, 4));
+                                    # vit/transformer: embedding width
+    layers: int = 2                 # vit/transformer: pre-LN blocks
+    heads: int = 4                  # vit/transformer: attention heads (must divide width)
+    context: int = 64               # transformer: characters per window
+    patch_size: int = 4             # vit: patch side in pixels (must divide image_size)
     label_smoothing: float = 0.0
     flip: bool = True               # random horizontal flip
     translate: int = 1              # random translation, in pixels (reflect-padded); 0 = none
@@ -61,17 +74,27 @@ class TaskSpec:
             _check_type(f.name, getattr(self, f.name), f.type)
         if not self.name:
             raise TaskError("name", "must be a non-empty string")
-        if self.dataset != "cifar10":
-            raise TaskError("dataset", f"unknown dataset {self.dataset!r} (only 'cifar10')")
+        if self.dataset not in DATASET_MODELS:
+            raise TaskError("dataset", f"unknown dataset {self.dataset!r} (known: "
+                                       f"{', '.join(DATASET_MODELS)})")
+        models = DATASET_MODELS[self.dataset]
+        if self.model not in models:
+            raise TaskError("model", f"model {self.model!r} cannot train on dataset "
+                                     f"{self.dataset!r} (valid: {', '.join(models)})")
         if self.image_size not in IMAGE_SIZES:
             raise TaskError("image_size", f"must be one of {IMAGE_SIZES}, got {self.image_size}")
         if self.device not in DEVICES:
             raise TaskError("device", f"must be one of {DEVICES}, got {self.device!r}")
-        positive = ("val_size", "steps", "batch_size", "width", "seeds", "check_every",
-                    "eval_batch_size")
+        positive = ("val_size", "steps", "batch_size", "width", "layers", "heads", "context",
+                    "patch_size", "seeds", "check_every", "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise TaskError(name, f"must be >= 1, got {getattr(self, name)}")
+        if self.model in TRANSFORMERS and self.width % self.heads:
+            raise TaskError("heads", f"must divide width ({self.width}), got {self.heads}")
+        if self.model == "vit" and self.image_size % self.patch_size:
+            raise TaskError("patch_size", f"must divide image_size ({self.image_size}), "
+                                          f"got {self.patch_size}")
         if self.threads < 0:
             raise TaskError("threads", f"must be >= 0 (0 = as given), got {self.threads}")
         if self.train_size is not None and self.train_size < 1:
@@ -84,6 +107,11 @@ class TaskSpec:
             raise TaskError("time_limit_s", f"must be a positive number, got {self.time_limit_s}")
         if not (math.isfinite(self.divergence_factor) and self.divergence_factor > 1.0):
             raise TaskError("divergence_factor", f"must be > 1, got {self.divergence_factor}")
+
+    @property
+    def char_level(self) -> bool:
+        """Whether the task predicts characters (its loss is also reported in bits/char)."""
+        return self.dataset in CHAR_DATASETS
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict (``train_size`` may be None)."""
@@ -181,4 +209,5 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
         raise located from None
 
 
-__all__ = ["DEFAULT_TASK", "TaskError", "TaskSpec", "available_tasks", "load_task"]
+__all__ = ["DATASET_MODELS", "DEFAULT_TASK", "TaskError", "TaskSpec", "available_tasks",
+           "load_task"]
