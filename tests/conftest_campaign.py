@@ -52,12 +52,11 @@ def tiny_config(**changes: dict) -> dict:
 def run_tiny(out: Path, data_dir: Path, **changes: dict) -> dict[str, Any]:
     """Run the tiny campaign (with ``changes``) to the end in ``out``; returns its summary."""
     config = parse_config(tiny_config(**changes))
-    with SerialEvaluator(data_dir=str(data_dir), num_threads=1) as evaluator:
-        runner = CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator)
-        try:
-            return runner.run()
-        finally:
-            runner.store.close()  # checkpoints the WAL: the directory can be copied as files
+    # leaving the runner closes its store, which checkpoints the WAL: the directory can then be
+    # copied as plain files
+    with SerialEvaluator(data_dir=str(data_dir), num_threads=1) as evaluator, \
+            CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator) as runner:
+        return runner.run()
 
 
 def copy_campaign(source: Path, target: Path) -> Path:

@@ -16,7 +16,7 @@ import pytest
 from evoopt.campaign.config import ConfigError, load_config, parse_config
 from evoopt.campaign.runner import CampaignRunner
 from evoopt.campaign.status import campaign_status
-from evoopt.campaign.store import CampaignStore
+from evoopt.campaign.store import DB_NAME, CampaignStore
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
 from tests.conftest_campaign import TINY, run_tiny, tiny_config
@@ -459,3 +459,13 @@ def test_evaluation_estimate_respects_the_search_budget() -> None:
     assert config.max_evaluations == 1800 and config.final_budget_matched == "optuna"
     # search + Optuna ≤ 2 × 1,800 (+ a last generation's overshoot); finals and tuning ~1,100
     assert 2 * 1800 < estimate < 2 * 1800 + 1500, estimate
+
+
+def test_leaving_the_runner_closes_its_store(tiny_campaign: Path) -> None:
+    """``CampaignRunner`` is a context manager: leaving it closes the store, so SQLite's WAL is
+    checkpointed into the one store file (before, a library caller had to reach into
+    ``runner.store`` to close it, or a copied directory missed the last writes)."""
+    assert (tiny_campaign / DB_NAME).is_file()
+    assert not (tiny_campaign / f"{DB_NAME}-wal").exists()
+    with CampaignStore(tiny_campaign, readonly=True) as store:
+        assert store.get_meta("state") == "finished"

@@ -108,6 +108,16 @@ class CampaignRunner:
         self._by_hash: dict[str, tuple[str, str]] = {}  # canonical hash -> (uid, eval hash)
         self._by_behaviour: dict[str, tuple[str, str]] = {}
 
+    def close(self) -> None:
+        """Close the campaign store (checkpointing SQLite's WAL into the one store file)."""
+        self.store.close()
+
+    def __enter__(self) -> CampaignRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # -- entry point ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run to the end (or resume); return the summary written to the store."""

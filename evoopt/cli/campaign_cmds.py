@@ -79,9 +79,9 @@ def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
 
         evaluator = make_evaluator(config, data_dir, address=address, serial=serial)
         try:
-            runner = CampaignRunner(config, out, data_dir=data_dir, evaluator=evaluator,
-                                    progress=hook)
-            summary = runner.run()
+            with CampaignRunner(config, out, data_dir=data_dir, evaluator=evaluator,
+                                progress=hook) as runner:
+                summary = runner.run()
         finally:
             evaluator.close()
     _print_summary(out, summary)
