@@ -12,17 +12,26 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _shared_data(env: str, folder: str) -> Path:
+    """``$env``, else ``../shared/data/<folder>`` beside the checkout (as in CI)."""
+    value = os.environ.get(env)
+    return Path(value) if value else REPO.parent / "shared" / "data" / folder
+
+
+def _required(path: Path, marker: str, what: str, env: str) -> Path:
+    if not (path / marker).exists():
+        pytest.fail(f"{what} not found in {path} (set {env})")
+    return path
+
+
 def mini_data_dir() -> Path:
-    env = os.environ.get("EVOOPT_TEST_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "cifar10-mini"
+    return _shared_data("EVOOPT_TEST_DATA", "cifar10-mini")
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    path = mini_data_dir()
-    if not (path / "cifar-10-batches-py").is_dir():
-        pytest.fail(f"CIFAR-10 mini copy not found at {path} (set EVOOPT_TEST_DATA)")
-    return path
+    return _required(mini_data_dir(), "cifar-10-batches-py", "CIFAR-10 mini copy",
+                     "EVOOPT_TEST_DATA")
 
 
 @pytest.fixture(scope="session")
@@ -39,18 +48,14 @@ def tiny_campaign(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> P
 
 
 def text_data_dir() -> Path:
-    env = os.environ.get("EVOOPT_TEST_TEXT_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data" / "tinyshakespeare"
+    return _shared_data("EVOOPT_TEST_TEXT_DATA", "tinyshakespeare")
 
 
 @pytest.fixture(scope="session")
 def text_dir() -> Path:
     """The folder holding tiny Shakespeare's ``input.txt``."""
-    path = text_data_dir()
-    if not (path / "input.txt").is_file():
-        pytest.fail(f"tiny Shakespeare (input.txt) not found in {path} "
-                    "(set EVOOPT_TEST_TEXT_DATA)")
-    return path
+    return _required(text_data_dir(), "input.txt", "tiny Shakespeare (input.txt)",
+                     "EVOOPT_TEST_TEXT_DATA")
 
 
 @pytest.fixture

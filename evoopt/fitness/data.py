@@ -18,7 +18,9 @@ import socket
 import tarfile
 import tempfile
 import threading
+import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,6 +165,26 @@ def download_cifar10(
     return found
 
 
+def locate_or_download(
+    data_dir: str | os.PathLike[str] | None, find: Callable[[Path], Path | None],
+    fetch: Callable[[Path], Path], url: str, missing: Callable[[Path, str], str],
+    download: bool = True,
+) -> Path:
+    """What ``find`` locates under the data dir, else what ``fetch`` downloads there when
+    ``download`` is on, ``EVOOPT_OFFLINE`` is unset and ``url``'s host is reachable; otherwise a
+    :class:`DataError` with ``missing(base, reason)``, which names the folder to fill."""
+    base = resolve_data_dir(data_dir)
+    found = find(base)
+    if found is not None:
+        return found
+    if not download:
+        raise DataError(missing(base, "download disabled"))
+    if os.environ.get("EVOOPT_OFFLINE") or not network_reachable(url):
+        host = urllib.parse.urlsplit(url).hostname
+        raise DataError(missing(base, f"offline: cannot reach {host or url}"))
+    return fetch(base)
+
+
 def ensure_cifar10(
     data_dir: str | os.PathLike[str] | None = None, download: bool = True, progress: bool = True,
 ) -> Path:
@@ -170,15 +192,9 @@ def ensure_cifar10(
 
     Raises :class:`DataError` naming the exact folder to put the files in otherwise.
     """
-    base = resolve_data_dir(data_dir)
-    found = find_batches_dir(base)
-    if found is not None:
-        return found
-    if not download:
-        raise DataError(_missing_message(base, "download disabled"))
-    if os.environ.get("EVOOPT_OFFLINE") or not network_reachable():
-        raise DataError(_missing_message(base, "offline: cannot reach www.cs.toronto.edu"))
-    return download_cifar10(base, progress=progress)
+    return locate_or_download(data_dir, find_batches_dir,
+                              lambda base: download_cifar10(base, progress=progress),
+                              CIFAR10_URL, _missing_message, download)
 
 
 #: The only globals a CIFAR-10 batch pickle may name: numpy's array reconstruction

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from evoopt.fitness.data import DataError, download_to_temp, network_reachable, resolve_data_dir
+from evoopt.fitness.data import DataError, download_to_temp, locate_or_download, resolve_data_dir
 
 SHAKESPEARE_URL = (
     "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt"
@@ -124,15 +124,9 @@ def ensure_shakespeare(data_dir: str | os.PathLike[str] | None = None, download:
 
     Raises :class:`DataError` naming the folder to put the file in otherwise.
     """
-    base = resolve_data_dir(data_dir)
-    found = find_shakespeare(base)
-    if found is not None:
-        return found
-    if not download:
-        raise DataError(_missing_message(base, "download disabled"))
-    if os.environ.get("EVOOPT_OFFLINE") or not network_reachable(SHAKESPEARE_URL):
-        raise DataError(_missing_message(base, "offline: cannot reach raw.githubusercontent.com"))
-    return download_shakespeare(base, progress=progress)
+    return locate_or_download(data_dir, find_shakespeare,
+                              lambda base: download_shakespeare(base, progress=progress),
+                              SHAKESPEARE_URL, _missing_message, download)
 
 
 def _read_corpus(path: Path, sha256: str) -> CharCorpus:
