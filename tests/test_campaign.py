@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -461,11 +462,14 @@ def test_evaluation_estimate_respects_the_search_budget() -> None:
     assert 2 * 1800 < estimate < 2 * 1800 + 1500, estimate
 
 
-def test_leaving_the_runner_closes_its_store(tiny_campaign: Path) -> None:
+def test_leaving_the_runner_closes_its_store(tiny_campaign: Path, tmp_path: Path) -> None:
     """``CampaignRunner`` is a context manager: leaving it closes the store, so SQLite's WAL is
     checkpointed into the one store file (before, a library caller had to reach into
-    ``runner.store`` to close it, or a copied directory missed the last writes)."""
-    assert (tiny_campaign / DB_NAME).is_file()
-    assert not (tiny_campaign / f"{DB_NAME}-wal").exists()
-    with CampaignStore(tiny_campaign, readonly=True) as store:
+    ``runner.store`` to close it, or a copy of the store file missed the last writes). The
+    store file alone, copied without any side file, holds the finished campaign."""
+    shutil.copy(tiny_campaign / DB_NAME, tmp_path / DB_NAME)
+    with CampaignStore(tmp_path, readonly=True) as store:
         assert store.get_meta("state") == "finished"
+        summary = store.get_meta("summary")
+        assert summary is not None
+        assert len(store.evaluations()) >= summary["evaluations_done"]
