@@ -65,6 +65,13 @@ class Block:
         except KeyError:
             return default
 
+    def needs(self) -> set[str]:
+        """The tables this block needs: its primitive's ``uses`` and those of its switches that
+        are on (a normalized term needs the second moment)."""
+        switches = {h.needs for h in self.primitive.hparams
+                    if h.is_bool and h.needs and self.get(h.name)}
+        return set(self.primitive.uses) | switches
+
     def replace(self, **values: float | bool) -> Block:
         merged = dict(self.values) | values
         return Block(self.slot, self.kind, tuple(sorted(merged.items())))
@@ -151,8 +158,9 @@ class Genome:
             for slot in sorted(term.primitive.uses):
                 if getattr(self, slot) is None:
                     raise GenomeError(f"terms[{i}].kind: {term.kind!r} needs a [{slot}] table")
-            if term.get("normalize") and self.second_moment is None:
-                raise GenomeError(f"terms[{i}].normalize: true needs a [second_moment] table")
+            for h in term.primitive.hparams:
+                if h.needs and term.get(h.name) and getattr(self, h.needs) is None:
+                    raise GenomeError(f"terms[{i}].{h.name}: true needs a [{h.needs}] table")
         if self.schedule.slot != "schedule":
             raise GenomeError("schedule: not a schedule block")
 
@@ -206,8 +214,7 @@ class Genome:
         )
         if not terms:
             raise GenomeError("terms: every term has weight 0; the genome makes no update")
-        used = set().union(*(t.primitive.uses for t in terms))
-        normalized = any(t.get("normalize") for t in terms)
+        needed = set().union(*(t.needs() for t in terms))
         wd = self.weight_decay
         return _fold_scale(Genome(
             lr=self.lr,
@@ -215,9 +222,9 @@ class Genome:
             schedule=self.schedule,
             clip=self.clip,
             weight_decay=wd if wd is not None and wd["value"] != 0.0 else None,
-            momentum=self.momentum if "momentum" in used else None,
-            grad_diff=self.grad_diff if "grad_diff" in used else None,
-            second_moment=self.second_moment if normalized else None,
+            momentum=self.momentum if "momentum" in needed else None,
+            grad_diff=self.grad_diff if "grad_diff" in needed else None,
+            second_moment=self.second_moment if "second_moment" in needed else None,
             transform=self.transform,
         ))
 
@@ -312,7 +319,7 @@ class Genome:
         names = [self._register_args(b, block, i - first_term) for i, block in enumerate(blocks)]
         for block, args in zip(blocks, names, strict=True):
             if block.slot in STATE_SLOTS:
-                b.declared[block.slot] = (block.primitive.buffers[0], args)
+                b.declared[block.slot] = (block.primitive, args)
         directions: dict[int, tuple[str, str | None]] = {}
         for phase in PHASES:
             for i, block in enumerate(blocks):

@@ -64,6 +64,7 @@ class HParam:
     scale: str = "linear"
     arg: str = ""
     doc: str = ""
+    needs: str = ""  # a switch whose true value needs this slot's table (normalize: the 2nd moment)
 
     @property
     def is_bool(self) -> bool:
@@ -113,7 +114,8 @@ EPS = HParam("eps", 1e-8, 0.0, 1.0, open_low=True, search=(1e-10, 1e-4), scale="
              doc="added to the denominator, outside the square root")
 WEIGHT = HParam("weight", 1.0, -100.0, 100.0, search=(0.05, 4.0), scale="log", arg="weight",
                 doc="coefficient of this term in the update")
-NORMALIZE = HParam("normalize", False, doc="divide by the second-moment denominator sqrt(v)+eps")
+NORMALIZE = HParam("normalize", False, doc="divide by the second-moment denominator sqrt(v)+eps",
+                   needs="second_moment")
 BIAS_CORRECTION = HParam("bias_correction", True, doc="divide the moment by 1 - beta**step")
 
 
@@ -127,8 +129,8 @@ class Builder:
     args: dict[str, tuple[HParam, float]] = field(default_factory=dict)  # arg -> (spec, value)
     lr: str = "lr"  # name of the (scheduled) learning-rate scalar
     moments: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # slot -> (buf, bc)
-    # slot -> (first state buffer, hparam name -> exported arg name), known before any emission
-    declared: dict[str, tuple[str, dict[str, str]]] = field(default_factory=dict)
+    # slot -> (its primitive, hparam name -> exported arg name), known before any emission
+    declared: dict[str, tuple[Primitive, dict[str, str]]] = field(default_factory=dict)
     denom: str | None = None
     update: str | None = None  # the update tensor r, when a primitive acts on the whole update
     _diff: str | None = None
@@ -188,6 +190,9 @@ class Primitive:
     # one only by bias correction (what toggle_bias_correction swaps it for), if any
     denominator: str = ""
     bias_twin: str = ""
+    # momentum: m = β·m + g (torch.optim.SGD's buffer) rather than an EMA; Nesterov's look-ahead
+    # then adds β·m to g instead of interpolating
+    heavy_ball: bool = False
     # acts on the whole update r (then the terms are summed into r before p -= lr·r)
     builds_update: bool = False
     # the update's overall scale (mostly) never reaches the parameters: a trust ratio divides
@@ -380,7 +385,7 @@ register(Primitive(
     "momentum", "heavy_ball", "state", "heavy-ball momentum as in torch.optim.SGD: m = β·m + g",
     "m={beta}·m+g", (HParam("beta", 0.9, 0.0, 1.0, open_high=True, search=(0.5, 0.999),
                             scale="log1m", arg="momentum", doc="momentum factor"),),
-    buffers=("momentum_buffer",), emit=_heavy_ball))
+    buffers=("momentum_buffer",), heavy_ball=True, emit=_heavy_ball))
 
 
 def _grad_diff_ema(b: Builder, block: Block, a: dict[str, str]) -> None:
@@ -546,8 +551,9 @@ def _moment_term(slot: str) -> Callable:
 
 def _nesterov(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, str | None]:
     m, bc = b.moment("momentum")
-    beta = b.declared["momentum"][1]["beta"]
-    if m == "momentum_buffer":  # torch.optim.SGD(nesterov=True): g + momentum * buf
+    momentum, args = b.declared["momentum"]
+    beta = args["beta"]
+    if momentum.heavy_ball:  # torch.optim.SGD(nesterov=True): g + momentum * buf
         return b.program.op("add", "grad", m, out="nesterov", scalar=beta), None
     out = b.program.op("clone", m, out="nesterov")
     b.program.op("lerp_", out, "grad", scalar=f"1 - {beta}")
@@ -565,7 +571,7 @@ def _sign_of(source: Callable[[Builder], str], out: str) -> Callable:
 
 def _lion(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, None]:
     # Runs in the pre_state phase: reads last step's m, before the momentum update.
-    m = b.declared["momentum"][0]
+    m = b.declared["momentum"][0].buffers[0]
     c = b.program.op("clone", m, out=b.fresh("interp"))
     b.program.op("lerp_", c, "grad", scalar=f"1 - {a['beta']}")
     return b.program.op("sign", c, out=c), None

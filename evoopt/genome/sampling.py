@@ -72,9 +72,7 @@ def random_block(slot: str, rng: np.random.Generator, kind: str | None = None) -
 def complete(genome_parts: dict, rng: np.random.Generator) -> Genome:
     """Add the state tables the terms need (random kinds) and drop the ones they don't."""
     terms: tuple[Block, ...] = genome_parts["terms"]
-    needed = set().union(*(t.primitive.uses for t in terms))
-    if any(t.get("normalize") for t in terms):
-        needed.add("second_moment")
+    needed = set().union(*(t.needs() for t in terms))
     for slot in ("momentum", "grad_diff", "second_moment"):
         if slot in needed and genome_parts.get(slot) is None:
             genome_parts[slot] = random_block(slot, rng)
