@@ -65,12 +65,17 @@ class Block:
         except KeyError:
             return default
 
+    def requirements(self) -> list[tuple[str, str]]:
+        """``(slot, field)`` for every table this block needs, with the field that needs it:
+        ``kind`` for its primitive's ``uses``, a switch's name for a switch that is on (a
+        normalized term needs the second moment)."""
+        return [*((slot, "kind") for slot in sorted(self.primitive.uses)),
+                *((h.needs, h.name) for h in self.primitive.hparams
+                  if h.is_bool and h.needs and self.get(h.name))]
+
     def needs(self) -> set[str]:
-        """The tables this block needs: its primitive's ``uses`` and those of its switches that
-        are on (a normalized term needs the second moment)."""
-        switches = {h.needs for h in self.primitive.hparams
-                    if h.is_bool and h.needs and self.get(h.name)}
-        return set(self.primitive.uses) | switches
+        """The tables this block needs (:meth:`requirements` without the fields)."""
+        return {slot for slot, _ in self.requirements()}
 
     def replace(self, **values: float | bool) -> Block:
         merged = dict(self.values) | values
@@ -155,12 +160,10 @@ class Genome:
 
     def _check_consistency(self) -> None:
         for i, term in enumerate(self.terms):
-            for slot in sorted(term.primitive.uses):
+            for slot, by in term.requirements():
                 if getattr(self, slot) is None:
-                    raise GenomeError(f"terms[{i}].kind: {term.kind!r} needs a [{slot}] table")
-            for h in term.primitive.hparams:
-                if h.needs and term.get(h.name) and getattr(self, h.needs) is None:
-                    raise GenomeError(f"terms[{i}].{h.name}: true needs a [{h.needs}] table")
+                    value = repr(term.kind) if by == "kind" else "true"
+                    raise GenomeError(f"terms[{i}].{by}: {value} needs a [{slot}] table")
         if self.schedule.slot != "schedule":
             raise GenomeError("schedule: not a schedule block")
 
@@ -299,6 +302,12 @@ class Genome:
     def with_lr(self, lr: float) -> Genome:
         return replace(self, lr=LR.check(lr, "lr"))
 
+    @property
+    def builds_update(self) -> bool:
+        """Whether some primitive acts on the whole update, so the terms are summed into an
+        update tensor r before p -= lr·r."""
+        return any(block.primitive.builds_update for block in self.blocks())
+
     def blocks(self) -> Iterator[Block]:
         """Every block: the tables in slot order, then the terms."""
         for slot in BLOCK_SLOTS:
@@ -313,7 +322,7 @@ class Genome:
         b = Builder()
         b.arg(LR, self.lr)
         blocks = list(self.blocks())
-        if any(block.primitive.builds_update for block in blocks):
+        if self.builds_update:
             b.update = "update"
         first_term = len(blocks) - len(self.terms)
         names = [self._register_args(b, block, i - first_term) for i, block in enumerate(blocks)]
@@ -392,7 +401,7 @@ class Genome:
             parts.append(sym if w == 1.0 else f"{w:.4g}·{sym}")
         rule = "p ← p − lr·(" + " + ".join(parts) + ")" if len(parts) > 1 else \
             f"p ← p − lr·{parts[0]}"
-        if any(block.primitive.builds_update for block in self.blocks()):
+        if self.builds_update:
             t = self.transform
             rule = (f"p ← p − lr·{t.primitive.describe(dict(t.values)) if t else 'r'}, "
                     f"r = {' + '.join(parts)}")

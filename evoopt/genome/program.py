@@ -188,7 +188,7 @@ class Program:
     def state_names(self) -> list[str]:
         """Per-parameter state keys: the buffers, the scalar states, and ``step`` when the
         program counts steps."""
-        return [*self.buffers, *self.scalars, *(["step"] if self.uses_step else [])]
+        return [*self.buffers, *self.scalar_state_names]
 
     @property
     def scalar_state_names(self) -> list[str]:
@@ -222,14 +222,12 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     head = [f"    {n} = {e}" for n, e in program.group_lets()]
     per_step = [f"{n} = {e}" for n, e in program.step_lets()]
 
-    def with_scalars(index: str) -> list[str]:
-        """The per-step lets, between reading the scalar states (of parameter ``index``) and
-        writing their new values back."""
-        read = [f"{s} = {plural(s)}[{index}].item()" for s in program.scalars]
-        if index == "i":
-            write = [f"{plural(s)}[i].fill_({s})" for s in program.scalars]
-        else:
-            write = [f"for t in {plural(s)}:\n    t.fill_({s})" for s in program.scalars]
+    def with_scalars(foreach: bool) -> list[str]:
+        """The per-step lets, between reading the scalar states (parameter i's; on the foreach
+        path the first of a part, whose parameters share a step count) and writing them back."""
+        read = [f"{s} = {plural(s)}[{0 if foreach else 'i'}].item()" for s in program.scalars]
+        write = [f"for t in {plural(s)}:\n    t.fill_({s})" if foreach
+                 else f"{plural(s)}[i].fill_({s})" for s in program.scalars]
         return [*read, *per_step, *write]
 
     def function(name: str, foreach: bool, body: list[str]) -> list[str]:
@@ -247,7 +245,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     if program.uses_step:
         single += ["        step_t = state_steps[i]", "        step_t += 1",
                    "        step = step_t.item()"]
-    single += indent([*with_scalars("i"), *(op.render(foreach=False) for op in program.ops)], 8)
+    single += indent([*with_scalars(False), *(op.render(foreach=False) for op in program.ops)], 8)
     ops = [op.render(foreach=True) for op in program.ops]
     if program.uses_step:
         multi = ["    torch._foreach_add_(state_steps, 1)",
@@ -256,7 +254,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                  *_fit("    parts = _by_step(state_steps, ", lists[:-1], ")"),
                  "    for step, part in parts:",
                  *_fit("        ", lists[:-1], " = part", brackets="()"),
-                 *indent([*with_scalars("0"), *ops], 8)]
+                 *indent([*with_scalars(True), *ops], 8)]
     else:
         multi = indent(ops, 4)
     return [*function("_single_tensor_step", False, single), "", "",
