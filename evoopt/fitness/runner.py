@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from evoopt.fitness.task import TaskError, TaskSpec, load_task
-from evoopt.fitness.workloads import check_workload_data, make_workload
+from evoopt.fitness.workloads import WORKLOADS, make_workload
 from evoopt.stats import mean_std
 
 WORST_FITNESS = -1.0
@@ -201,7 +201,7 @@ def check_task_data(task: TaskSpec, data_dir: str | None = None) -> None:
     """Raise :class:`~evoopt.fitness.data.DataError` now, before any run is paid for, when
     ``task`` cannot run on the data: missing or broken files, or a split that leaves too little
     to train on. Loads the data (cached for this process's later runs)."""
-    check_workload_data(task, data_dir)
+    WORKLOADS[task.dataset].check_data(task, data_dir)
 
 
 class FitnessRunner:

@@ -321,13 +321,8 @@ def make_workload(task: TaskSpec, device: torch.device, data_dir: DataDir = None
     return WORKLOADS[task.dataset](task, device, data_dir=data_dir, download=download)
 
 
-def check_workload_data(task: TaskSpec, data_dir: DataDir = None) -> None:
-    """:meth:`Workload.check_data` of ``task``'s dataset."""
-    WORKLOADS[task.dataset].check_data(task, data_dir)
-
-
 __all__ = [
     "SPLITS", "Batch", "CharWorkload", "CifarWorkload", "ImageSplit", "TextSplit", "WORKLOADS",
-    "Workload", "check_workload_data", "eval_windows", "make_workload", "min_train_images",
+    "Workload", "eval_windows", "make_workload", "min_train_images",
     "stage_images", "train_chars",
 ]
