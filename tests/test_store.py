@@ -291,3 +291,22 @@ def test_other_process_reads_while_campaign_runs(tmp_path: Path) -> None:
         assert json.loads(out) == [5, "running"]
         store.add_individual(**_ind("after"))  # the writer is not blocked by the reader
         assert len(store.individuals()) == 6
+
+
+def test_a_version_1_store_is_read_and_upgraded_by_a_writer(tmp_path: Path) -> None:
+    """A store of schema version 1 (no ``tasks`` column) reads as it is; a writer adds the
+    column and stamps the current version, and rows written before read the column as None."""
+    with CampaignStore(tmp_path) as store:
+        store.add_evaluation(uid="a", hash="h", stage="s", seed=0, split="val", fitness=0.5)
+    with sqlite3.connect(tmp_path / DB_NAME) as conn:
+        conn.execute("ALTER TABLE evaluations DROP COLUMN tasks")
+        conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
+    with CampaignStore(tmp_path, readonly=True) as store:
+        [row] = store.evaluations()
+        assert row["fitness"] == 0.5 and "tasks" not in row
+    with CampaignStore(tmp_path) as store:
+        assert store.get_meta("schema_version") == SCHEMA_VERSION == 2
+        store.add_evaluation(uid="b", hash="h", stage="s", seed=1, split="val", fitness=0.1,
+                             tasks={"t": {"fitness": 0.1}})
+        old, new = store.evaluations()
+        assert old["tasks"] is None and new["tasks"] == {"t": {"fitness": 0.1}}

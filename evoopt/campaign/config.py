@@ -6,7 +6,9 @@ Layout::
     [selection]  method = "tournament" | "regularized", tournament_size, elitism
     [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms,
                  lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure)
-    [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value}
+    [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value};
+                 or tasks = [..] (several tasks, selected on together: each scored relative to
+                 the seeded Adam, :mod:`evoopt.fitness.multitask`) with weights = [..]
     [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
     [refine]     evaluations = N (paid runs of a TPE search over the best structure's
                  hyperparameters after the generations; part of the search's budget)
@@ -16,7 +18,9 @@ Layout::
                  (evoopt.fitness.baselines.FAIR_BASELINES, tuned by the fair protocol),
                  lr_factors = [0.25, 0.5, 1, 2, 4] (optional: multipliers of each baseline's
                  centre lr), budget_matched = "none" | "optuna", budget_matched_budget = 0
-                 (paid evaluations of the Optuna AdamW search; 0 = as many as the search paid)
+                 (paid evaluations of the Optuna AdamW search; 0 = as many as the search paid),
+                 heldout_tasks = [..] (tasks selection never sees: the winner and the fair
+                 baselines are tuned and compared on each, for transfer)
     [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
 """
 
@@ -83,6 +87,8 @@ class CampaignConfig:
     max_terms: int = MAX_TERMS
     lr_screen: tuple[float, ...] = ()
     task: str = "cifar10-cpu"
+    tasks: tuple[str, ...] = ()  # several selection tasks (then ``task`` is unused)
+    task_weights: tuple[float, ...] = ()
     split: str = "val"
     task_overrides: dict[str, Any] = field(default_factory=dict)
     stages: tuple[Stage, ...] = (Stage("full", (0,)),)
@@ -96,11 +102,17 @@ class CampaignConfig:
     final_lr_factors: tuple[float, ...] | None = None
     final_budget_matched: str = "none"
     final_budget_matched_budget: int = 0
+    final_heldout_tasks: tuple[str, ...] = ()
     ray_enabled: bool = True
     ray_address: str | None = None
     ray_num_workers: int = 0
     ray_cpus_per_worker: float = 1.0
     ray_gpus_per_worker: float = 0.0
+
+    @property
+    def selection_tasks(self) -> tuple[str, ...]:
+        """The tasks fitness is measured on: ``tasks``, or the one ``task``."""
+        return self.tasks or (self.task,)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,8 +129,8 @@ class CampaignConfig:
             d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])})
                                 for s in d["stages"])
             for key in ("seeds", "final_seeds", "final_selection_seeds", "final_compare",
-                        "final_baselines",
-                        "final_lr_factors", "lr_screen"):
+                        "final_baselines", "final_lr_factors", "lr_screen", "tasks",
+                        "task_weights", "final_heldout_tasks"):
                 if d.get(key) is not None:
                     d[key] = tuple(d[key])
             return cls(**d)
@@ -138,7 +150,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     "variation": {"crossover_rate": ("crossover_rate", (int, float)),
                   "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int),
                   "lr_screen": ("lr_screen", list)},
-    "fitness": {"task": ("task", str), "split": ("split", str),
+    "fitness": {"task": ("task", str), "tasks": ("tasks", list),
+                "weights": ("task_weights", list), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
     "refine": {"evaluations": ("refine_evaluations", int)},
     "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
@@ -146,7 +159,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
               "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
               "baselines": ("final_baselines", list), "lr_factors": ("final_lr_factors", list),
               "budget_matched": ("final_budget_matched", str),
-              "budget_matched_budget": ("final_budget_matched_budget", int)},
+              "budget_matched_budget": ("final_budget_matched_budget", int),
+              "heldout_tasks": ("final_heldout_tasks", list)},
     "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
             "num_workers": ("ray_num_workers", int),
             "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
@@ -216,6 +230,7 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
     for key in ("seeds", "final_compare", "final_baselines"):
         if key in values:
             values[key] = tuple(values[key])
+    _parse_task_lists(values)
     if "lr_screen" in values:
         factors = values["lr_screen"]
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f != 1
@@ -273,21 +288,64 @@ def _check_genomes(config: CampaignConfig) -> None:
                               f"got {hurdle!r}")
 
 
+def _parse_task_lists(values: dict[str, Any]) -> None:
+    """``fitness.tasks`` / ``fitness.weights`` / ``final.heldout_tasks``: shapes and names."""
+    if "tasks" in values and "task" in values:
+        raise ConfigError("fitness.tasks: give fitness.task (one task) or fitness.tasks "
+                          "(several), not both")
+    for attr, where in (("tasks", "fitness.tasks"), ("final_heldout_tasks", "final.heldout_tasks")):
+        if attr not in values:
+            continue
+        names = values[attr]
+        if not names or not all(isinstance(n, str) and n for n in names):
+            raise ConfigError(f"{where}: expected a non-empty list of task names or files, "
+                              f"got {names!r}")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"{where}: names repeat: {names!r}")
+        values[attr] = tuple(names)
+    if "task_weights" in values:
+        weights = values["task_weights"]
+        if "tasks" not in values:
+            raise ConfigError("fitness.weights: weights are for several tasks (fitness.tasks)")
+        if len(weights) != len(values["tasks"]) or not all(
+                isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w)
+                and w > 0 for w in weights):
+            raise ConfigError(f"fitness.weights: expected one positive weight per task of "
+                              f"fitness.tasks ({len(values['tasks'])}), got {weights!r}")
+        values["task_weights"] = tuple(float(w) for w in weights)
+
+
 def _check_tasks(config: CampaignConfig) -> None:
-    """The task exists and every override (campaign-wide, then per stage) gives a valid spec."""
-    try:
-        base = load_task(config.task)
-    except TaskError as e:
-        raise ConfigError(f"fitness.task: {e}") from None
-    try:
-        base = base.with_overrides(**config.task_overrides)
-    except TaskError as e:
-        raise ConfigError(f"fitness.overrides: {e}") from None
-    for i, stage in enumerate(config.stages):
+    """Every task exists, every override (campaign-wide, then per stage) gives a valid spec for
+    each, and held-out tasks are not selected on."""
+    where = "fitness.tasks" if config.tasks else "fitness.task"
+    names = []
+    for i, name in enumerate(config.selection_tasks):
+        at = f"{where}[{i}]" if config.tasks else where
         try:
-            base.with_overrides(**stage.overrides)
+            base = load_task(name)
         except TaskError as e:
-            raise ConfigError(f"stages[{i}].overrides: {e}") from None
+            raise ConfigError(f"{at}: {e}") from None
+        names.append(base.name)
+        try:
+            base = base.with_overrides(**config.task_overrides)
+        except TaskError as e:
+            raise ConfigError(f"fitness.overrides: {e} (task {base.name})") from None
+        for j, stage in enumerate(config.stages):
+            try:
+                base.with_overrides(**stage.overrides)
+            except TaskError as e:
+                raise ConfigError(f"stages[{j}].overrides: {e} (task {base.name})") from None
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{where}: two tasks share a name ({', '.join(names)})")
+    for i, name in enumerate(config.final_heldout_tasks):
+        try:
+            task = load_task(name)
+        except TaskError as e:
+            raise ConfigError(f"final.heldout_tasks[{i}]: {e}") from None
+        if task.name in names:
+            raise ConfigError(f"final.heldout_tasks[{i}]: {task.name!r} is selected on "
+                              "(fitness.task/tasks); a held-out task must never enter selection")
 
 
 def _check_ranges(v: dict[str, Any]) -> None:

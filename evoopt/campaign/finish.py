@@ -14,6 +14,9 @@ On the final seeds (``final.seeds``, which no stage used) at the last stage's bu
 2. the fair baselines ``final.baselines`` are tuned by the one protocol of
    :mod:`evoopt.fitness.baselines` (grid sweep on the last stage's seeds, validation split, then
    the best point on the final seeds);
+2b. on each held-out task (``final.heldout_tasks``, which selection never saw), the winner (its
+   lr tuned on a grid of ``final.lr_factors``) and the same fair baselines are tuned by the same
+   protocol on that task and compared paired on the final seeds: does the winner transfer?
 3. with ``final.budget_matched = "optuna"``, AdamW is tuned by the budget-matched Optuna search
    of :mod:`evoopt.fitness.optuna_search` over the campaign's own fidelity stages, with as many
    paid evaluations as the campaign's search paid (or ``final.budget_matched_budget``); the
@@ -42,7 +45,14 @@ from evoopt.campaign.refine import refine_best
 from evoopt.campaign.store import CampaignStore, StoreCorruptError
 from evoopt.fileio import atomic_write_text
 from evoopt.fitness import WORST_FITNESS
-from evoopt.fitness.baselines import get_baseline, tune_baselines
+from evoopt.fitness.baselines import (
+    DEFAULT_LR_FACTORS,
+    BaselineSpec,
+    TunedBaseline,
+    get_baseline,
+    tune_baselines,
+)
+from evoopt.fitness.multitask import TaskMix
 from evoopt.genome import Genome, GenomeError
 from evoopt.genome.behaviour import numerically_equivalent
 from evoopt.genome.export import class_name_for, export_genome
@@ -60,6 +70,7 @@ GENOME_FILE = "best_genome.toml"
 OPTUNA_FILE = "optuna.sqlite"
 FINAL_STAGE = "final"
 SELECTION_STAGE = "selection"  # the top-k re-measured on final.selection_seeds
+HELDOUT_STAGE = "heldout:"  # + task name: the held-out transfer's evaluations
 # uid prefixes of evaluations that are not the campaign's search
 PROTOCOL_UIDS = ("baseline:", "optuna:")
 
@@ -74,7 +85,23 @@ def _scores(store: CampaignStore, eval_hash: str, seeds: Sequence[int], split: s
     acc, _ = mean_std([e["val_accuracy"] for e in evs])
     return {"aggregate": aggregate_fitness(evs) if len(evs) == len(seeds) else WORST_FITNESS,
             "fitness_mean": mean, "fitness_std": std, "accuracy_mean": acc,
-            "per_seed": per_seed, "n_seeds": len(evs)}
+            "per_seed": per_seed, "n_seeds": len(evs), "tasks": _task_means(evs)}
+
+
+def _task_means(evs: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
+    """A multi-task evaluation's per-task means over seeds: fitness (the task's own score, not
+    normalised), accuracy and loss, over the seeds whose run of that task finished."""
+    if not evs or not all(e.get("tasks") for e in evs):
+        return None
+    out = {}
+    for name in evs[0]["tasks"]:
+        runs = [e["tasks"].get(name, {}) for e in evs]
+        ok = [r for r in runs if r.get("status") == "ok"]
+        out[name] = {"fitness_mean": mean_std([r["fitness"] for r in ok])[0],
+                     "accuracy_mean": mean_std([r["val_accuracy"] for r in ok])[0],
+                     "loss_mean": mean_std([r["val_loss"] for r in ok])[0],
+                     "n_ok": len(ok), "n": len(runs)}
+    return out
 
 
 class CampaignEvaluate:
@@ -84,18 +111,23 @@ class CampaignEvaluate:
 
     ``stage`` indexes the campaign's stages (task and stage name); an evaluation on the final
     seeds (disjoint from every stage's seeds) is stored under stage ``final`` at the last stage's
-    task, like the candidates' re-evaluation.
+    task, like the candidates' re-evaluation. With ``fixed = (stage name, tasks)`` every
+    evaluation goes there instead (a held-out task: one stage name for its sweep and its final
+    seeds, which are disjoint).
     """
 
-    def __init__(self, runner: CampaignRunner) -> None:
+    def __init__(self, runner: CampaignRunner, fixed: tuple[str, TaskMix] | None = None) -> None:
         self.runner = runner
+        self.fixed = fixed
 
     def __call__(self, items: list[tuple[str, Genome]], seeds: Sequence[int], split: str,
                  stage: int = -1) -> dict[str, list[float]]:
         cfg, store = self.runner.config, self.runner.store
         seed_list = tuple(int(s) for s in seeds)
         index = stage % len(cfg.stages)
-        if set(seed_list) <= set(cfg.final_seeds):
+        if self.fixed is not None:
+            name, task = self.fixed
+        elif set(seed_list) <= set(cfg.final_seeds):
             name, task = FINAL_STAGE, self.runner.stage_tasks[-1]
         else:
             name, task = cfg.stages[index].name, self.runner.stage_tasks[index]
@@ -108,26 +140,85 @@ class CampaignEvaluate:
 def search_paid(store: CampaignStore) -> int:
     """Paid evaluations of the campaign's search (every stage; not the finish's)."""
     return sum(1 for e in store.evaluations() if e["stage"] not in (FINAL_STAGE, SELECTION_STAGE)
+               and not str(e["stage"]).startswith(HELDOUT_STAGE)
                and not str(e["uid"]).startswith(PROTOCOL_UIDS))
 
 
 def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
          genome: dict[str, Any], eval_hash: str, seeds: Sequence[int], tested: bool,
-         **extra: Any) -> dict[str, Any]:
-    val = _scores(store, eval_hash, seeds, "val")
+         stage: str = FINAL_STAGE, **extra: Any) -> dict[str, Any]:
+    val = _scores(store, eval_hash, seeds, "val", stage)
     row: dict[str, Any] = {
         "key": key, "kind": kind, "name": name, "uid": uid,
         "formula": _formula(genome), "genome": genome,
         "fitness_mean": val["fitness_mean"], "fitness_std": val["fitness_std"],
         "val_accuracy_mean": val["accuracy_mean"], "per_seed": val["per_seed"],
         "seed_numbers": list(seeds), "n_seeds": val["n_seeds"],
-        "test_accuracy_mean": None, "test_per_seed": None, "test_fitness_std": None}
+        "test_accuracy_mean": None, "test_per_seed": None, "test_fitness_std": None,
+        "test_fitness_mean": None, "tasks": val["tasks"], "test_tasks": None}
     if tested:
-        test = _scores(store, eval_hash, seeds, "test")
+        test = _scores(store, eval_hash, seeds, "test", stage)
         row.update(test_accuracy_mean=test["accuracy_mean"], test_per_seed=test["per_seed"],
-                   test_fitness_std=test["fitness_std"])
+                   test_fitness_std=test["fitness_std"], test_fitness_mean=test["fitness_mean"],
+                   test_tasks=test["tasks"])
     row.update(extra)
     return row
+
+
+def _tuned_row(store: CampaignStore, t: TunedBaseline, spec: BaselineSpec, sweep_stage: str,
+               seeds: Sequence[int], tested: bool, stage: str = FINAL_STAGE) -> dict[str, Any]:
+    """A comparison row for a baseline tuned by the fair protocol, with how it was tuned."""
+    d = t.to_dict()
+    return _row(
+        store, t.key, "tuned", f"{t.name} (tuned)", t.key, d["genome"], t.genome.hash, seeds,
+        tested, stage, lr=t.genome.lr, at_grid_edge=any(t.at_grid_edge.values()),
+        tuning={"best": d["best"], "at_grid_edge": d["at_grid_edge"],
+                "grid": {dim: list(v) for dim, v in spec.grid.items()},
+                "sweep_seeds": d["sweep_seeds"], "sweep_stage": sweep_stage,
+                "sweep": [{"point": r["point"], "fitness_mean": r["fitness_mean"],
+                           "per_seed": r["per_seed"], "status": r["status"]}
+                          for r in d["sweep"]]})
+
+
+def transfer_verdict(verdicts: list[dict[str, Any]], split: str = "val") -> str:
+    """One line: how the winner fares against the tuned baselines on a held-out task."""
+    counts = {v: sum(1 for x in verdicts if x["split"] == split and x["verdict"] == v)
+              for v in ("better", "indistinguishable", "worse")}
+    total = sum(counts.values())
+    if not total:
+        return "not compared"
+    if counts["worse"]:
+        return (f"does not transfer: worse than {counts['worse']} of {total} tuned baselines "
+                f"(better than {counts['better']})")
+    if counts["better"]:
+        return (f"transfers: better than {counts['better']} of {total} tuned baselines, "
+                f"worse than none")
+    return f"transfers only as well: indistinguishable from all {total} tuned baselines"
+
+
+def heldout_transfer(runner: CampaignRunner, mix: TaskMix, winner: Genome,
+                     specs: Sequence[BaselineSpec]) -> dict[str, Any]:
+    """The winner and the fair baselines on a held-out task (one selection never saw): each has
+    its lr (and the baselines their grids) tuned by the fair protocol on the task's validation
+    split on the last stage's seeds, then is re-run on the final seeds; the winner is compared
+    with each paired by seed. Stored under stage ``heldout:<task>``."""
+    cfg = runner.config
+    task = mix.tasks[0]
+    stage = HELDOUT_STAGE + task.name
+    splits = ("val", "test") if cfg.final_test_split else ("val",)
+    winner_spec = BaselineSpec(
+        "winner", "the campaign's winner, its lr tuned on this task", lambda: winner,
+        {"lr": (winner.lr,)}).with_lr_factors(cfg.final_lr_factors or DEFAULT_LR_FACTORS)
+    runner.report_progress(None, stage)
+    tuned = tune_baselines([winner_spec, *specs], CampaignEvaluate(runner, (stage, mix)),
+                           cfg.stages[-1].seeds, cfg.final_seeds, splits)
+    rows = [_tuned_row(runner.store, t, spec, stage, cfg.final_seeds, cfg.final_test_split,
+                       stage) for t, spec in zip(tuned, [winner_spec, *specs], strict=True)]
+    rows[0].update(key="winner", kind="winner", name="winner (lr tuned)")
+    verdicts = _verdicts(rows)
+    return {"task": task.name, "description": task.description, "stage": stage, "rows": rows,
+            "verdicts": verdicts, "transfer": transfer_verdict(verdicts, "val"),
+            "transfer_test": transfer_verdict(verdicts, "test")}
 
 
 def _formula(genome: dict[str, Any]) -> str | None:
@@ -229,22 +320,18 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     t0 = time.time()
     specs = [get_baseline(n, cfg.final_lr_factors) for n in cfg.final_baselines]
     last = cfg.stages[-1]
-    tuned_rows = []
-    for t in tune_baselines(specs, evaluate, last.seeds, final_seeds, splits) if specs else []:
-        d = t.to_dict()
-        tuned_rows.append(_row(
-            store, t.key, "tuned", f"{t.name} (tuned)", t.key, d["genome"], t.genome.hash,
-            final_seeds, tested, lr=t.genome.lr, at_grid_edge=any(t.at_grid_edge.values()),
-            tuning={"best": d["best"], "at_grid_edge": d["at_grid_edge"],
-                    "grid": {dim: list(v) for dim, v in get_baseline(
-                        t.name, cfg.final_lr_factors).grid.items()},
-                    "sweep_seeds": d["sweep_seeds"], "sweep_stage": last.name,
-                    "sweep": [{"point": r["point"], "fitness_mean": r["fitness_mean"],
-                               "per_seed": r["per_seed"], "status": r["status"]}
-                              for r in d["sweep"]]}))
+    tuned = tune_baselines(specs, evaluate, last.seeds, final_seeds, splits) if specs else []
+    tuned_rows = [_tuned_row(store, t, specs[i], last.name, final_seeds, tested)
+                  for i, t in enumerate(tuned)]
     comparison += tuned_rows
     store.set_meta("baselines", tuned_rows)
     baselines_s = time.time() - t0
+
+    # 2b. held-out transfer: the winner and the fair baselines, each tuned on the held-out task
+    t0 = time.time()
+    heldout = [heldout_transfer(runner, mix, Genome.from_dict(winner["genome"]), specs)
+               for mix in runner.heldout_tasks]
+    heldout_s = time.time() - t0
 
     # 3. budget-matched Optuna AdamW search
     t0 = time.time()
@@ -303,8 +390,9 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         "comparison": comparison,
         "verdicts": verdicts,
         "operators": operators,
+        "heldout": heldout,
         "timings": {"search_s": generations_s + refine_s, "refine_s": refine_s,
-                    "baselines_s": baselines_s,
+                    "baselines_s": baselines_s, "heldout_s": heldout_s,
                     "budget_matched_s": budget_matched_s, "final_s": final_s},
         "evaluations_done": len(store.evaluations()),
         # reuse during the generations, plus during this final phase (e.g. a baseline's grid

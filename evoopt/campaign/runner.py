@@ -28,7 +28,8 @@ from evoopt.campaign.finish import finish_campaign
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
 from evoopt.fileio import check_directory
-from evoopt.fitness import WORST_FITNESS, TaskSpec, check_task_data, load_task
+from evoopt.fitness import WORST_FITNESS, check_task_data, load_task
+from evoopt.fitness.multitask import REFERENCE_SEED, TaskMix, combine, weights_for
 from evoopt.genome import Genome
 from evoopt.genome.behaviour import behaviour_hash
 from evoopt.stats import mean_std
@@ -47,10 +48,18 @@ def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | 
                         gpus_per_worker=config.ray_gpus_per_worker)
 
 
-def stage_tasks(config: CampaignConfig) -> list[TaskSpec]:
-    """The task spec of each fidelity stage (task, campaign overrides, stage overrides)."""
-    base = load_task(config.task).with_overrides(**config.task_overrides)
+def stage_tasks(config: CampaignConfig) -> list[TaskMix]:
+    """The tasks of each fidelity stage (each selection task with the campaign's overrides, then
+    the stage's), weighted as the config says."""
+    names = config.selection_tasks
+    base = TaskMix(tuple(load_task(n) for n in names), weights_for(names, config.task_weights))
+    base = base.with_overrides(**config.task_overrides)
     return [base.with_overrides(**s.overrides) for s in config.stages]
+
+
+def heldout_tasks(config: CampaignConfig) -> list[TaskMix]:
+    """Each held-out task (``final.heldout_tasks``) as shipped, a mix of one."""
+    return [TaskMix.single(load_task(n)) for n in config.final_heldout_tasks]
 
 
 def preflight(config: CampaignConfig, data_dir: str | None) -> None:
@@ -59,15 +68,15 @@ def preflight(config: CampaignConfig, data_dir: str | None) -> None:
     task's split). Raises GenomeError, TaskError (``ValueError``) or DataError."""
     for name in config.seeds:
         resolve_seed(name)
-    check_stage_data(stage_tasks(config), data_dir)
+    check_stage_data([*stage_tasks(config), *heldout_tasks(config)], data_dir)
 
 
-def check_stage_data(tasks: list[TaskSpec], data_dir: str | None) -> None:
-    """The data each distinct stage task reads is present, readable and large enough for its
-    split (DataError otherwise); the arrays are loaded once and cached for later runs."""
+def check_stage_data(mixes: list[TaskMix], data_dir: str | None) -> None:
+    """The data each distinct task reads is present, readable and large enough for its split
+    (DataError otherwise); the data is loaded once and cached for later runs."""
+    tasks = [t for mix in mixes for t in mix.tasks]
     for task in {json.dumps(t.to_dict(), sort_keys=True): t for t in tasks}.values():
-        if task.dataset == "cifar10":
-            check_task_data(task, data_dir)
+        check_task_data(task, data_dir)
 
 
 @dataclass
@@ -95,7 +104,8 @@ class CampaignRunner:
         self.progress = progress or (lambda info: None)
         # inputs first: a bad seed or task must not leave a store behind
         self.seeds = [resolve_seed(name) for name in config.seeds]
-        self.stage_tasks: list[TaskSpec] = stage_tasks(config)
+        self.stage_tasks: list[TaskMix] = stage_tasks(config)
+        self.heldout_tasks: list[TaskMix] = heldout_tasks(config)
         check_directory(self.out_dir, "campaign directory")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = CampaignStore(self.out_dir)
@@ -124,7 +134,7 @@ class CampaignRunner:
         cfg, store = self.config, self.store
         # Fail (or download) here, once, rather than in every worker's first evaluation; before
         # the config is stored, so the store of a campaign that could not start stays reusable.
-        check_stage_data(self.stage_tasks, self.data_dir)
+        check_stage_data([*self.stage_tasks, *self.heldout_tasks], self.data_dir)
         store.set_meta("config", cfg.to_dict())
         store.set_meta("data_dir", self.data_dir)
         store.set_meta("state", "running")
@@ -280,16 +290,60 @@ class CampaignRunner:
             t.scores[stage.name] = aggregate_fitness([rows[s] for s in stage.seeds])
             t.stage_index = index
 
-    def evaluate_many(self, who: list[tuple[str, Genome, str]], stage: str, task: TaskSpec,
+    def evaluate_many(self, who: list[tuple[str, Genome, str]], stage: str, mix: TaskMix,
                       seeds: tuple[int, ...], split: str) -> None:
         """Make sure every (eval hash, stage, seed, split) exists in the store, paying once.
 
         ``who``: ``(uid, genome, eval hash)``; a missing evaluation is run on the evaluator
-        (in parallel where it can) and committed under ``uid`` as it arrives; one already stored
-        under the same eval hash is reused (counted in ``counters["cached"]``). Public: the
-        finish (``evoopt.campaign.finish``) evaluates baselines and searches through it.
+        (in parallel where it can: one request per task of ``mix``) and committed under ``uid``
+        as soon as its last task arrives; one already stored under the same eval hash is reused
+        (counted in ``counters["cached"]``). With several tasks, the reference (the seeded Adam)
+        is evaluated first on the same stage, seeds and split, and each row's fitness is
+        :func:`~evoopt.fitness.multitask.combine`'s. Public: the finish
+        (``evoopt.campaign.finish``) evaluates baselines and searches through it.
         """
+        if mix.multi:
+            reference = self._reference()
+            self._evaluate(
+                [(self._seed_uid(reference), reference, self._eval_hash(reference))],
+                stage, mix, seeds, split)
+        self._evaluate(who, stage, mix, seeds, split)
+
+    def _reference(self) -> Genome:
+        return self.seeds[self.config.seeds.index(REFERENCE_SEED)]
+
+    def _eval_hash(self, genome: Genome) -> str:
+        """The hash a genome's evaluations are stored under (its representative's)."""
+        return self._by_hash.get(genome.hash, ("", genome.hash))[1]
+
+    def _seed_uid(self, genome: Genome) -> str:
+        """The uid of the seed individual of ``genome`` (``reference:<name>`` before it exists)."""
+        return next((r["uid"] for r in self.store.individuals(0)
+                     if r["operator"] == "seed" and r["hash"] == genome.hash),
+                    f"reference:{REFERENCE_SEED}")
+
+    def _reference_fitness(self, stage: str, seed: int, split: str,
+                           mix: TaskMix) -> dict[str, float]:
+        """Per task, the reference's fitness at (stage, seed, split); where it failed on that
+        seed, its mean over the seeds it finished at that stage and split."""
+        rows = self.store.find_evaluations(self._eval_hash(self._reference()), stage, split)
+        out = {}
+        for name in mix.names:
+            ok = {r["seed"]: r["tasks"][name]["fitness"] for r in rows
+                  if r.get("tasks") and r["tasks"].get(name, {}).get("status") == "ok"}
+            if not ok:
+                raise ValueError(f"multi-task fitness: the reference {REFERENCE_SEED!r} finished "
+                                 f"no run of task {name!r} at stage {stage!r} ({split} split), "
+                                 "so no score can be normalised by it; is the task trainable "
+                                 "by Adam at its default lr?")
+            out[name] = ok.get(seed, statistics.fmean(ok.values()))
+        return out
+
+    def _evaluate(self, who: list[tuple[str, Genome, str]], stage: str, mix: TaskMix,
+                  seeds: tuple[int, ...], split: str) -> None:
         assert self.evaluator is not None
+        # one pending evaluation per (eval hash, stage, seed, split); one request per task
+        pending: dict[str, tuple[str, str, int, dict[str, dict[str, Any]]]] = {}
         requests: dict[str, tuple[EvalRequest, str, str]] = {}
         for uid, genome, eval_hash in who:
             have = {r["seed"]: r for r in self.store.find_evaluations(eval_hash, stage, split)}
@@ -298,33 +352,46 @@ class CampaignRunner:
                 if seed in have:
                     if have[seed]["uid"] != uid:
                         self.counters["cached"] += 1
-                elif key in requests:
+                elif key in pending:
                     self.counters["cached"] += 1
                 else:
-                    requests[key] = (EvalRequest(key=key, genome=genome.to_dict(),
-                                                 task=task.to_dict(), seed=seed, split=split),
-                                     uid, eval_hash)
+                    pending[key] = (uid, eval_hash, seed, {})
+                    for task in mix.tasks:
+                        task_key = f"{key}/{task.name}" if mix.multi else key
+                        requests[task_key] = (EvalRequest(
+                            key=task_key, genome=genome.to_dict(), task=task.to_dict(),
+                            seed=seed, split=split), key, task.name)
         for request, _, _ in requests.values():
             self.evaluator.submit(request)
-        self.counters["running"] = len(requests)
+        self.counters["running"] = len(pending)
         for outcome in self.evaluator.results():
-            _, uid, eval_hash = requests[outcome.key]
-            self._commit_evaluation(outcome, uid, eval_hash, stage)
+            _, key, task_name = requests[outcome.key]
+            uid, eval_hash, seed, results = pending[key]
+            results[task_name] = {**outcome.result, "worker": outcome.worker}
+            if len(results) < len(mix.tasks):
+                continue
+            reference = None
+            if mix.multi and all(r.get("status") == "ok" for r in results.values()):
+                reference = ({n: results[n]["fitness"] for n in mix.names}  # itself: 0
+                             if eval_hash == self._eval_hash(self._reference())
+                             else self._reference_fitness(stage, seed, split, mix))
+            row = combine(mix, results, reference)
+            row["worker"] = ",".join(sorted({str(r["worker"]) for r in results.values()}))
+            self._commit_evaluation(row, uid, eval_hash, stage, seed, split)
             self.counters["running"] -= 1
             self.counters["done"] += 1
             self.report_progress(None, "evaluating", outcome=outcome)
 
-    def _commit_evaluation(self, outcome: EvalOutcome, uid: str, eval_hash: str,
-                           stage: str) -> None:
-        r = outcome.result
+    def _commit_evaluation(self, r: dict[str, Any], uid: str, eval_hash: str, stage: str,
+                           seed: int, split: str) -> None:
         self.store.add_evaluation(
-            uid=uid, hash=eval_hash, stage=stage, seed=outcome.request.seed,
-            split=outcome.request.split, fitness=float(r.get("fitness", WORST_FITNESS)),
+            uid=uid, hash=eval_hash, stage=stage, seed=seed, split=split,
+            fitness=float(r.get("fitness", WORST_FITNESS)),
             val_accuracy=r.get("val_accuracy"), val_loss=r.get("val_loss"),
             status=r.get("status", "error"), message=r.get("message", ""),
             steps=r.get("steps", 0), wall_time_s=r.get("wall_time_s", 0.0),
-            worker=outcome.worker, train_loss_curve=r.get("train_loss_curve", []),
-            created_at=time.time())
+            worker=r.get("worker"), train_loss_curve=r.get("train_loss_curve", []),
+            tasks=r.get("tasks"), created_at=time.time())
 
     def report_progress(self, generation: int | None, phase: str,
                         outcome: EvalOutcome | None = None) -> None:

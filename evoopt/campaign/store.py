@@ -33,7 +33,10 @@ Tables
     ``split`` TEXT ("val" | "test"); ``fitness`` REAL; ``val_accuracy`` REAL; ``val_loss`` REAL;
     ``status`` TEXT (ok | diverged | timeout | error); ``message`` TEXT; ``steps`` INTEGER;
     ``wall_time_s`` REAL; ``worker`` TEXT; ``train_loss_curve`` TEXT (JSON list);
-    ``created_at`` REAL. ``UNIQUE(hash, stage, seed, split)``.
+    ``created_at`` REAL; ``tasks`` TEXT NULL (since version 2; JSON: a multi-task evaluation's
+    per-task results, ``{task: {fitness, val_accuracy, val_loss, status, message, steps,
+    wall_time_s}}``, see :mod:`evoopt.fitness.multitask`; NULL for one task).
+    ``UNIQUE(hash, stage, seed, split)``.
 
 ``generations`` -- one row per finished generation:
     ``generation`` INTEGER PK; ``best``, ``median``, ``mean``, ``std`` REAL (fitness over the
@@ -53,7 +56,8 @@ Validation on open
 Every open of an existing file checks, before anything else is read or written: the SQLite
 header, ``PRAGMA integrity_check``, the four tables with their columns, and ``schema_version``.
 A store written before ``schema_version`` existed (evoopt 0.1.0, same tables) is recognised by
-its tables and columns and read as version 1; a writer (``resume``) stamps it. A file that fails
+its tables and columns and read as version 1. A writer (``resume``) upgrades an older store: it
+adds the columns of :data:`ADDED_COLUMNS` and stamps the version. A file that fails
 any check, an unknown version, or a value that is not valid JSON raises
 :class:`StoreCorruptError` naming the file: never a traceback, never a write.
 """
@@ -107,6 +111,7 @@ EVALUATION_COLUMNS: tuple[str, ...] = tuple(
         "worker",
         "train_loss_curve",
         "created_at",
+        "tasks",
     ]
 )
 GENERATION_COLUMNS: tuple[str, ...] = tuple(
@@ -127,7 +132,7 @@ GENERATION_COLUMNS: tuple[str, ...] = tuple(
 )
 INDIVIDUAL_STATUSES = ("pending", "evaluated", "cached", "stopped_at_hurdle", "failed")
 
-_JSON_COLUMNS = {"parents", "genome", "train_loss_curve"}
+_JSON_COLUMNS = {"parents", "genome", "train_loss_curve", "tasks"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -172,6 +177,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     worker TEXT,
     train_loss_curve TEXT,
     created_at REAL,
+    tasks TEXT,
     UNIQUE(hash, stage, seed, split)
 );
 CREATE INDEX IF NOT EXISTS idx_evaluations_uid ON evaluations(uid);
@@ -207,7 +213,10 @@ class StoreCorruptError(StoreError):
 
 
 #: Version of the layout above, in meta ``schema_version``.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Columns added by each version after the first (a writer adds them to an older store, which
+#: readers read with those columns missing from its rows).
+ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {2: {"evaluations": ("tasks",)}}
 _TABLES: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"), "individuals": INDIVIDUAL_COLUMNS,
     "evaluations": EVALUATION_COLUMNS, "generations": GENERATION_COLUMNS,
@@ -268,6 +277,7 @@ class CampaignStore:
     def __init__(self, path_or_dir: str | Path, readonly: bool = False) -> None:
         self.path = db_path(path_or_dir)
         self.readonly = readonly
+        self._version = SCHEMA_VERSION  # of an existing file: read by _validate
         self._lock = threading.RLock()
         path = self.path
         if path.exists() and not path.is_file():
@@ -297,8 +307,7 @@ class CampaignStore:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
-                self._conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)",
-                                   ("schema_version", json.dumps(SCHEMA_VERSION)))
+                self._upgrade()
         except sqlite3.DatabaseError as e:
             self._conn.close()
             raise StoreCorruptError(f"{path}: corrupt campaign store ({e})") from None
@@ -317,15 +326,29 @@ class CampaignStore:
             if not have:
                 raise StoreCorruptError(f"{self.path}: not an evoopt campaign store (it has no "
                                         f"table {table!r})")
-            missing = [c for c in columns if c not in have]
+            added = {c for cols in ADDED_COLUMNS.values() for c in cols.get(table, ())}
+            missing = [c for c in columns if c not in have and c not in added]
             if missing:
                 raise StoreCorruptError(f"{self.path}: not an evoopt campaign store (table "
                                         f"{table!r} lacks {', '.join(missing)})")
-        version = self.get_meta("schema_version", SCHEMA_VERSION)
-        if version != SCHEMA_VERSION or isinstance(version, bool):
+        version = self.get_meta("schema_version", 1)
+        if version not in range(1, SCHEMA_VERSION + 1) or isinstance(version, bool):
             raise StoreCorruptError(f"{self.path}: schema_version {version!r} is not one this "
-                                    f"evoopt reads ({SCHEMA_VERSION}); written by another "
+                                    f"evoopt reads (1 to {SCHEMA_VERSION}); written by another "
                                     "version?")
+        self._version = version
+
+    def _upgrade(self) -> None:
+        """Bring an older store to :data:`SCHEMA_VERSION` (a writer only): add the columns later
+        versions added; rows written before read them as NULL."""
+        for version in range(self._version + 1, SCHEMA_VERSION + 1):
+            for table, columns in ADDED_COLUMNS.get(version, {}).items():
+                have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
+                for column in columns:
+                    if column not in have:
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+        self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
+                           ("schema_version", json.dumps(SCHEMA_VERSION)))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:

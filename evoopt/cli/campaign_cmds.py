@@ -46,7 +46,11 @@ def _estimated_evaluations(config: Any) -> int:
     optuna = 0
     if config.final_budget_matched == "optuna":
         optuna = (config.final_budget_matched_budget or search) + n_final * splits
-    return search + finals + tuned + optuna
+    # held out: the winner's lr grid (5 points) and every baseline's, per held-out task
+    heldout = len(config.final_heldout_tasks) * (
+        (len(config.final_lr_factors or ()) or 5) * len(config.stages[-1].seeds)
+        + n_final * splits + tuned)
+    return search + finals + tuned + optuna + heldout
 
 
 def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
@@ -67,8 +71,11 @@ def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
                     best["fitness"] is None or last["fitness"] > best["fitness"]):
                 best["fitness"] = last["fitness"]
             gen = info["generation"]
-            where = "final re-evaluation" if info["phase"] == "final" else (
-                f"gen {gen + 1}/{info['generations']}" if gen is not None else "")
+            phase = info["phase"]
+            where = ("final re-evaluation" if phase == "final" else
+                     f"held out: {phase.removeprefix('heldout:')}"
+                     if phase.startswith("heldout:") else
+                     f"gen {gen + 1}/{info['generations']}" if gen is not None else "")
             if where:
                 hook.where = where  # type: ignore[attr-defined]
             progress.update(task, completed=info["done"] + info["cached"] + info["saved"],
@@ -95,20 +102,59 @@ def _pm(mean: float | None, std: float | None) -> str:
     return "-" if mean is None else f"{mean:.4f} ± {std or 0:.4f}"
 
 
+def _print_verdicts(verdicts: list[dict[str, Any]]) -> None:
+    for v in verdicts:
+        p = "-" if v["p_value"] is None else f"{v['p_value']:.3g}"
+        say(f"winner − {v['name']} ({v['split']}): {v['mean_diff']:+.4f} (paired SE "
+            f"{v['paired_se']:.4f}, p={p}, n={v['n']}): {v['verdict']}")
+
+
+def _print_tasks(comparison: list[dict[str, Any]]) -> None:
+    """A multi-task campaign's per-task scores (each task's own fitness, not normalised)."""
+    names = next((list(r["tasks"]) for r in comparison if r.get("tasks")), None)
+    if not names:
+        return
+    table = Table(title="per task, final seeds, val (each task's own fitness; the fitness "
+                        "above is the weighted mean gain over the seeded Adam)")
+    table.add_column("")
+    for name in names:
+        table.add_column(name)
+    for row in comparison:
+        tasks = row.get("tasks") or {}
+        table.add_row(row["name"], *(_fmt(tasks.get(n, {}).get("fitness_mean")) for n in names))
+    console.print(table)
+
+
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     table = Table(title=f"{out}: winner vs seeds and baselines on the final seeds")
-    for col in ("", "kind", "uid", "val fitness (mean ± std)", "test accuracy", "seeds"):
+    # several tasks: the test split's fitness (normalised as the val one), else its accuracy
+    multi = any(row.get("tasks") for row in summary["comparison"])
+    test_field = "test_fitness_mean" if multi else "test_accuracy_mean"
+    for col in ("", "kind", "uid", "val fitness (mean ± std)",
+                "test fitness" if multi else "test accuracy", "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
-        test = row.get("test_accuracy_mean")
+        test = row.get(test_field)
         table.add_row(row["name"], row.get("kind", ""), row["uid"] or "-",
                       _pm(row["fitness_mean"], row["fitness_std"]),
                       "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
     console.print(table)
-    for v in summary.get("verdicts") or []:
-        p = "-" if v["p_value"] is None else f"{v['p_value']:.3g}"
-        say(f"winner − {v['name']} ({v['split']}): {v['mean_diff']:+.4f} (paired SE "
-            f"{v['paired_se']:.4f}, p={p}, n={v['n']}): {v['verdict']}")
+    _print_tasks(summary["comparison"])
+    _print_verdicts(summary.get("verdicts") or [])
+    for held in summary.get("heldout") or []:
+        table = Table(title=f"held-out task {held['task']} (never selected on): each lr tuned "
+                            "on its val split, then the final seeds")
+        for col in ("", "lr", "val fitness (mean ± std)", "test fitness"):
+            table.add_column(col)
+        for row in held["rows"]:
+            test = row.get("test_fitness_mean")
+            table.add_row(row["name"], f"{row['lr']:.3g}",
+                          _pm(row["fitness_mean"], row["fitness_std"]),
+                          "" if test is None else f"{test:.4f}")
+        console.print(table)
+        _print_verdicts(held["verdicts"])
+        say(f"held-out {held['task']}: the winner {held['transfer']} (val); test: "
+            f"{held['transfer_test']}")
     operators = [o for o in summary.get("operators") or [] if o.get("improvements")]
     if operators:
         say("improvements by operator: " + ", ".join(

@@ -65,12 +65,26 @@ def resolve_data_dir(data_dir: str | os.PathLike[str] | None = None) -> Path:
 
 
 def find_batches_dir(data_dir: str | os.PathLike[str] | None = None) -> Path | None:
-    """The complete ``cifar-10-batches-py`` folder under (or equal to) ``data_dir``, else None."""
+    """The complete ``cifar-10-batches-py`` folder under (or equal to) ``data_dir``, else the
+    one in a sub-folder of it (a data folder holding several datasets, each in its own folder:
+    ``data/cifar10-mini/cifar-10-batches-py`` beside ``data/tinyshakespeare``), else None.
+    Two such sub-folders are ambiguous: :class:`DataError` names them."""
     base = resolve_data_dir(data_dir)
+
+    def complete(cand: Path) -> bool:
+        return all((cand / f).is_file() for f in (*TRAIN_FILES, TEST_FILE))
+
     for cand in (base / CIFAR10_FOLDER, base):
-        if all((cand / f).is_file() for f in (*TRAIN_FILES, TEST_FILE)):
+        if complete(cand):
             return cand.resolve()
-    return None
+    try:
+        nested = sorted(c for c in base.glob(f"*/{CIFAR10_FOLDER}") if complete(c))
+    except OSError:
+        return None
+    if len(nested) > 1:
+        raise DataError(f"several CIFAR-10 copies under {base} ({', '.join(map(str, nested))}); "
+                        "pass --data-dir the one to use")
+    return nested[0].resolve() if nested else None
 
 
 def _missing_message(base: Path, reason: str) -> str:

@@ -717,6 +717,22 @@ def _verdicts(summary: dict, comparison: list[dict]) -> list[dict] | None:
     return rows
 
 
+def _task_names(comparison: list[dict]) -> list[str]:
+    """The tasks of a multi-task campaign's comparison rows (none for one task)."""
+    return next((list(r["tasks"]) for r in comparison if isinstance(r.get("tasks"), dict)), [])
+
+
+def _heldout(summary: dict) -> list[dict]:
+    """The held-out tasks' tables: rows as the comparison's, verdicts as the main ones."""
+    out = []
+    for held in summary.get("heldout") or []:
+        rows = [dict(r, kind_label=KIND_LABELS.get(str(r.get("kind")), r.get("kind")),
+                     tuned_params=_tuning_items(r)) for r in held.get("rows") or []]
+        out.append(dict(held, rows=rows,
+                        verdicts=_verdicts({"verdicts": held.get("verdicts")}, rows) or []))
+    return out
+
+
 def _stage_order(config: Any, store: CampaignStore) -> dict[str, int]:
     """Fidelity stage name -> index, in the config's order.
 
@@ -901,6 +917,8 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
             if improved_by.get(st.individual["uid"])
         ],
         "comparison": comparison,
+        "task_names": _task_names(comparison),
+        "heldout": _heldout(summary),
         "structure": _structure(store, comparison),
         "verdicts": _verdicts(summary, comparison),
         "operators": operators,

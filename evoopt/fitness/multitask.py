@@ -1,0 +1,131 @@
+"""Multi-task fitness: one score from several tasks, each measured against a reference optimizer.
+
+A :class:`TaskMix` is the weighted set of tasks a campaign selects on. One evaluation of a
+(genome, seed) on a mix runs the genome on every task with that seed; :func:`combine` turns the
+per-task results into the one row a campaign stores and selects on:
+
+* with one task the result is that task's, unchanged (a single-task campaign is a mix of one);
+* with several, each task's fitness ``f_t`` is divided by the reference optimizer's fitness
+  ``r_t`` on the same task, seed, budget and split (common random numbers: the same network,
+  batches and augmentation), so tasks of different scales add up fairly::
+
+      fitness = sum_t w_t (f_t / r_t - 1) / sum_t w_t
+
+  0 is the reference itself, 0.05 is 5 % better than it on the weighted average of tasks, and
+  a run that fails on any task is a failure (``WORST_FITNESS``, the status of its first failed
+  task). The reference is the campaign's seeded Adam (:data:`REFERENCE_SEED`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from evoopt.fitness.runner import WORST_FITNESS
+from evoopt.fitness.task import TaskSpec
+
+#: The seed genome every task of a mix is normalised by (every campaign seeds it).
+REFERENCE_SEED = "adam"
+#: Per-task fields kept in a multi-task evaluation's ``tasks`` record.
+TASK_FIELDS = ("fitness", "val_accuracy", "val_loss", "status", "message", "steps",
+               "wall_time_s")
+
+
+@dataclass(frozen=True)
+class TaskMix:
+    """Tasks selected on together, with their weights (positive; normalised when combined)."""
+
+    tasks: tuple[TaskSpec, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if not self.tasks:
+            raise ValueError("a task mix needs at least one task")
+        if len(self.weights) != len(self.tasks):
+            raise ValueError(f"a task mix needs one weight per task: {len(self.tasks)} tasks, "
+                             f"{len(self.weights)} weights")
+        if any(not (isinstance(w, int | float) and math.isfinite(w) and w > 0)
+               for w in self.weights):
+            raise ValueError(f"task weights must be positive numbers, got {list(self.weights)}")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError(f"task names repeat in a mix: {list(self.names)}")
+
+    @classmethod
+    def single(cls, task: TaskSpec) -> TaskMix:
+        return cls((task,), (1.0,))
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.tasks)
+
+    @property
+    def multi(self) -> bool:
+        """Whether scores are normalised by the reference (more than one task)."""
+        return len(self.tasks) > 1
+
+    def with_overrides(self, **kw: Any) -> TaskMix:
+        """The mix with the same overrides (a fidelity stage's budget) applied to every task."""
+        return TaskMix(tuple(t.with_overrides(**kw) for t in self.tasks), self.weights)
+
+
+def task_record(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of one task's result (a ``SeedResult.to_dict()``) a mix's row keeps."""
+    return {k: result.get(k) for k in TASK_FIELDS}
+
+
+def combine(mix: TaskMix, results: Mapping[str, Mapping[str, Any]],
+            reference: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """One result dict (``SeedResult.to_dict()`` shape, plus ``tasks``) from the results of the
+    tasks of ``mix`` (by task name) on one seed and split.
+
+    ``reference`` maps each task to the reference optimizer's fitness on the same seed and split
+    (needed, and each > 0, when the mix has several tasks). A single task's result is returned
+    as it is, with ``tasks`` None.
+    """
+    missing = [n for n in mix.names if n not in results]
+    if missing:
+        raise ValueError(f"no result for task(s) {', '.join(missing)}")
+    if not mix.multi:
+        return {**results[mix.names[0]], "tasks": None}
+    records = {n: task_record(results[n]) for n in mix.names}
+    out: dict[str, Any] = {
+        "val_accuracy": None, "val_loss": None, "train_loss_curve": [], "tasks": records,
+        "steps": sum(int(r["steps"] or 0) for r in records.values()),
+        "wall_time_s": float(sum(r["wall_time_s"] or 0.0 for r in records.values())),
+        "train_time_s": float(sum(results[n].get("train_time_s") or 0.0 for n in mix.names)),
+        "seed": results[mix.names[0]].get("seed"), "split": results[mix.names[0]].get("split"),
+    }
+    failed = [n for n in mix.names if records[n]["status"] != "ok"]
+    if failed:
+        first = records[failed[0]]
+        return {**out, "fitness": WORST_FITNESS, "status": first["status"],
+                "message": "; ".join(f"{n}: {records[n]['status']}: {records[n]['message']}"
+                                     for n in failed)}
+    if reference is None:
+        raise ValueError("a multi-task score needs the reference's fitness on every task")
+    for n in mix.names:
+        r = reference.get(n)
+        if r is None or not (math.isfinite(r) and r > 0):
+            raise ValueError(f"task {n}: the reference fitness must be a positive number, "
+                             f"got {r!r}")
+    total = sum(mix.weights)
+    score = sum(w * (records[n]["fitness"] / reference[n] - 1.0)
+                for n, w in zip(mix.names, mix.weights, strict=True)) / total
+    return {**out, "fitness": float(score), "status": "ok", "message": ""}
+
+
+def relative_scores(mix: TaskMix, records: Mapping[str, Mapping[str, Any]],
+                    reference: Mapping[str, float]) -> dict[str, float]:
+    """Each task's ``f_t / r_t - 1`` (what :func:`combine` averages), for reports."""
+    return {n: records[n]["fitness"] / reference[n] - 1.0 for n in mix.names}
+
+
+def weights_for(names: Sequence[str], weights: Sequence[float]) -> tuple[float, ...]:
+    """The weights of ``names``: as given, or all 1 when none are."""
+    return tuple(float(w) for w in weights) if weights else (1.0,) * len(names)
+
+
+__all__ = ["REFERENCE_SEED", "TASK_FIELDS", "TaskMix", "combine", "relative_scores",
+           "task_record", "weights_for"]
