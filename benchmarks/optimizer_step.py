@@ -1,4 +1,4 @@
-"""Optimizer step time: exported genomes vs torch.optim.Adam, the interpreter, a third-party Adan.
+"""Optimizer step time: exported genomes vs torch.optim, the interpreter, a third-party Adan.
 
     python benchmarks/optimizer_step.py [--params-millions 7] [--repeats 7] [--steps 5]
                                         [--device auto|cpu|cuda] [--threads N]
@@ -15,6 +15,8 @@ Optimizers (each on its own copy of the model, so state and memory traffic are n
 * ``torch Adam`` vs the exported Adam genome, each at its default code path (``foreach=None``:
   the per-tensor loop on CPU, ``torch._foreach_*`` on CUDA) and with ``foreach=True``;
 * the exported Adan genome vs ``GenomeOptimizer`` (the interpreter) on the same genome;
+* the exported Adafactor genome vs ``torch.optim.Adafactor(lr=1e-2)``, both per-tensor (torch's
+  default, on every device) and both with ``foreach=True``;
 * the exported Adan genome vs ``pytorch_optimizer.Adan`` (``pip install pytorch-optimizer``;
   skipped when not installed) with betas=(0.98, 0.92, 0.99), weight_decay=0.02 and
   ``weight_decouple=False``, i.e. the proximal decay of the official Adan that the genome uses.
@@ -114,6 +116,8 @@ def candidates() -> dict[str, OptFactory]:
                                    "ExportedAdam")
     adan_cls = load_exported_class(export_genome(seed_genome("adan"), "ExportedAdan"),
                                    "ExportedAdan")
+    adafactor_cls = load_exported_class(
+        export_genome(seed_genome("adafactor"), "ExportedAdafactor"), "ExportedAdafactor")
     adan = seed_genome("adan")
     out: dict[str, OptFactory] = {
         "torch Adam": lambda ps: torch.optim.Adam(ps, lr=1e-3),
@@ -124,6 +128,10 @@ def candidates() -> dict[str, OptFactory]:
         "interpreter Adan foreach": lambda ps: GenomeOptimizer(ps, adan, foreach=True),
         "exported Adan": lambda ps: adan_cls(ps),
         "exported Adan foreach": lambda ps: adan_cls(ps, foreach=True),
+        "torch Adafactor": lambda ps: torch.optim.Adafactor(ps, lr=1e-2),
+        "torch Adafactor foreach": lambda ps: torch.optim.Adafactor(ps, lr=1e-2, foreach=True),
+        "exported Adafactor": lambda ps: adafactor_cls(ps, foreach=False),
+        "exported Adafactor foreach": lambda ps: adafactor_cls(ps, foreach=True),
     }
     if ThirdPartyAdan is not None:
         out["pytorch_optimizer Adan"] = lambda ps: ThirdPartyAdan(ps, **ADAN_KW)
@@ -142,6 +150,10 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
      "interpreter Adan foreach", None),
     ("interpreter Adan / exported Adan (foreach)", "interpreter Adan foreach",
      "exported Adan foreach", None),
+    ("exported Adafactor / torch Adafactor (per-tensor)", "exported Adafactor",
+     "torch Adafactor", None),
+    ("exported Adafactor / torch Adafactor (foreach)", "exported Adafactor foreach",
+     "torch Adafactor foreach", None),
     ("exported Adan / pytorch_optimizer Adan (defaults)", "exported Adan",
      "pytorch_optimizer Adan", 1.0),
     ("exported Adan / pytorch_optimizer Adan (both foreach)", "exported Adan foreach",
@@ -156,6 +168,8 @@ def check_equivalence(factories: dict[str, OptFactory], device: torch.device) ->
     pytorch_optimizer's Adan negates ``p.grad`` in place)."""
     pairs = [("exported Adam", "torch Adam"), ("exported Adam foreach", "torch Adam foreach"),
              ("exported Adan", "interpreter Adan"), ("exported Adan", "exported Adan foreach"),
+             ("exported Adafactor", "torch Adafactor"),
+             ("exported Adafactor foreach", "torch Adafactor foreach"),
              ("exported Adan", "pytorch_optimizer Adan"),
              ("exported Adan", "pytorch_optimizer Adan per-tensor")]
     lines = []

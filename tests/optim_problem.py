@@ -8,8 +8,9 @@ import torch
 
 
 def make_params(seed: int = 0) -> list[torch.Tensor]:
+    """An MLP's weights and biases and a conv kernel: 2-D, 1-D and 4-D parameters."""
     gen = torch.Generator().manual_seed(seed)
-    shapes = [(8, 6), (8,), (3, 8), (3,)]
+    shapes = [(8, 6), (8,), (3, 8), (3,), (3, 2, 3, 3)]
     return [
         (torch.randn(s, generator=gen, dtype=torch.float64) * 0.5).requires_grad_() for s in shapes
     ]
@@ -22,7 +23,8 @@ def trajectory(
     param_groups: bool = False,
     late_start: int = 0,
 ) -> torch.Tensor:
-    """Train a tiny MLP on fixed random batches; return the final flattened parameters.
+    """Train a tiny MLP beside a conv layer on fixed random batches; return the final
+    flattened parameters.
 
     With ``late_start=k`` the first layer's bias gets no gradient (``grad is None``) for the
     first ``k`` steps, so its per-parameter step count lags the others'."""
@@ -30,6 +32,7 @@ def trajectory(
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(steps, 16, 6, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (steps, 16), generator=gen)
+    images = torch.randn(steps, 16, 2, 4, 4, generator=gen, dtype=torch.float64)
     opt = make_optimizer(
         [{"params": params[:2]}, {"params": params[2:]}] if param_groups else params
     )
@@ -37,7 +40,8 @@ def trajectory(
         opt.zero_grad()
         bias = params[1] if t >= late_start else params[1].detach()
         h = torch.tanh(x[t] @ params[0].T + bias)
-        loss = torch.nn.functional.cross_entropy(h @ params[2].T + params[3], y[t])
+        conv = torch.tanh(torch.nn.functional.conv2d(images[t], params[4])).mean(dim=(2, 3))
+        loss = torch.nn.functional.cross_entropy(h @ params[2].T + params[3] + conv, y[t])
         loss.backward()
         opt.step()
     return torch.cat([p.detach().flatten() for p in params])

@@ -25,17 +25,24 @@ genomes = st.integers(0, 2**32 - 1).map(lambda s: random_genome(np.random.defaul
 
 
 def _with_new_primitives(seed: int) -> Genome:
-    """A random genome made to use the issue-9 primitives: a trust-ratio transform, decay added
-    to the update (half the time), and a NAdam term (per-parameter scalar state) in place of
-    its first term."""
+    """A random genome made to use the issue-9 primitives: a transform of the whole update
+    (LAMB's trust ratio or Adafactor's relative step), decay added to the update (half the
+    time), a NAdam term (per-parameter scalar state) in place of its first term, and half the
+    time Adafactor's factored second moment (buffers shaped unlike the parameter, one role's
+    only), which the NAdam term then divides by."""
     rng = np.random.default_rng(seed)
     g = random_genome(rng)
     nadam = random_block("terms", rng, "nadam")
+    second_moment = g.second_moment
+    if rng.random() < 0.5:
+        second_moment = random_block("second_moment", rng, "factored")
+        nadam = nadam.replace(normalize=True)
     parts = {"lr": g.lr, "terms": (nadam, *g.terms[1:]), "schedule": g.schedule, "clip": g.clip,
              "weight_decay": (random_block("weight_decay", rng, "update")
                               if rng.random() < 0.5 else g.weight_decay),
-             "transform": random_block("transform", rng, "trust_ratio"),
-             "momentum": g.momentum, "grad_diff": g.grad_diff, "second_moment": g.second_moment}
+             "transform": random_block("transform", rng,
+                                       ("trust_ratio", "relative_step")[int(rng.integers(2))]),
+             "momentum": g.momentum, "grad_diff": g.grad_diff, "second_moment": second_moment}
     return complete(parts, rng)
 
 
@@ -189,6 +196,39 @@ def test_behaviour_hash_separates_different_updates() -> None:
 def test_formula_is_one_line_and_mentions_state() -> None:
     f = seed_genome("adan").formula()
     assert "\n" not in f and "d=EMA[0.92]" in f and "proximal wd 0.02" in f
+    # a transform that sets the step size replaces lr in the rule
+    assert seed_genome("adafactor").formula().startswith(
+        "p ← p − min(lr,1/√t)·max(0.001,RMS(p))·r/max(1,RMS(r)/1), r = g/(max(√v̂,ε)); ")
+
+
+@pytest.mark.parametrize("exported", [False, True])
+def test_factored_state_is_checked_on_load(exported: bool) -> None:
+    """Adafactor's factored buffers are shaped unlike the parameter and held by matrices only;
+    load_state_dict checks both, interpreted and exported."""
+    genome = seed_genome("adafactor")
+    cls = load_exported_class(export_genome(genome, "Evolved"), "Evolved") if exported else None
+
+    def make(params):
+        return cls(params) if cls else GenomeOptimizer(params, genome)
+
+    params = make_params()
+    opt = make(params)
+    for p in params:
+        p.grad = torch.ones_like(p)
+    opt.step()
+    saved = opt.state_dict()
+    assert tuple(saved["state"][4]["row_var"].shape) == (3, 2, 3, 1)
+    assert tuple(saved["state"][4]["col_var"].shape) == (3, 2, 1, 3)
+    assert set(saved["state"][1]) == {"step", "variance"}
+    make(make_params()).load_state_dict(saved)  # the right shapes load
+    wrong = {**saved, "state": {**saved["state"], 4: {**saved["state"][4],
+                                                      "row_var": torch.zeros(3, 2, 3, 3)}}}
+    with pytest.raises(ValueError, match="buffer row_var of parameter 4 has shape"):
+        make(make_params()).load_state_dict(wrong)
+    role = {**saved, "state": {**saved["state"], 1: {"step": saved["state"][1]["step"],
+                                                     "row_var": torch.zeros(8, 1)}}}
+    with pytest.raises(ValueError, match="row_var"):
+        make(make_params()).load_state_dict(role)
 
 
 BAD = [
@@ -212,6 +252,18 @@ BAD = [
     ({"lr": 1e-3, "terms": [{"kind": "grad", "weight": float("nan")}]}, "terms[0].weight: nan"),
     ({"lr": 1e-3, "terms": [{"kind": "grad"}], "second_moment": "adam"},
      "second_moment: expected a table"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "second_moment": {"kind": "factored", "decay_rate": 0.5}},
+     "second_moment.decay_rate: 0.5 is outside [-10.0, 0.0]"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "second_moment": {"kind": "factored", "beta": 0.9}},
+     "second_moment.beta: unknown field for kind 'factored' (allowed: decay_rate)"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "transform": {"kind": "relative_step", "clip_threshold": 0.5}},
+     "transform.clip_threshold: 0.5 is outside [1.0, inf]"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "transform": {"kind": "relative_step",
+                                                             "eps2": -1e-3}},
+     "transform.eps2: -0.001 is outside [0.0, 1.0]"),
 ]
 
 
@@ -260,7 +312,7 @@ def test_warmup_cosine_schedule_shape() -> None:
     assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10], strict=False))
 
 
-@pytest.mark.parametrize("seed", ["adan", "lamb", "nadam"])
+@pytest.mark.parametrize("seed", ["adan", "lamb", "nadam", "adafactor"])
 def test_exported_module_is_standalone_safe_and_ruff_clean(tmp_path, seed: str) -> None:
     hostile = dataclasses.replace(seed_genome(seed), name='x"""\nimport os  # ',
                                   description="'); os.system('echo pwned') #")

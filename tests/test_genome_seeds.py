@@ -39,6 +39,9 @@ REFERENCES = {
     "nadam": lambda ps: torch.optim.NAdam(
         ps, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3
     ),
+    "adafactor": lambda ps: torch.optim.Adafactor(
+        ps, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0
+    ),
 }
 
 

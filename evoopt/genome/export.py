@@ -19,7 +19,7 @@ import textwrap
 
 from evoopt import __version__
 from evoopt.genome.genome import Genome
-from evoopt.genome.program import indent, plural, render_step_functions
+from evoopt.genome.program import indent, plural, render_buffer_shape, render_step_functions
 
 #: Names an exported module defines or imports at module level: its class may take none of them
 #: (nor a builtin's, a keyword or a dunder), or the module breaks.
@@ -29,6 +29,7 @@ MODULE_NAMES = frozenset({
     "_is_number",
     "_check_hyperparameters",
     "_clip_grads_by_global_norm", "_single_tensor_step", "_multi_tensor_step", "_by_step",
+    "_by_step_and_role", "_LAYOUTS", "_buffer_shape",
 })
 
 
@@ -111,13 +112,12 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     call_kw = [f'                {n}=group["{n}"],' for n in hp_names]
     call_kw += [f'                {n}=group["{"step" if n == "group_step" else n}"],'
                 for n in counters]
-    state_init = (['                state["step"] = torch.tensor(0.0, dtype=torch.float64)']
-                  if program.uses_step else [])
-    state_init += [f'                state["{s}"] = torch.tensor({v!r}, dtype=torch.float64)'
-                   for s, v in program.scalars.items()]
-    state_init += [f'                state["{b}"] = torch.zeros_like(p, memory_format=torch.'
-                   'preserve_format)' for b in buffers]
-    state_lists = [f'            {plural(b)}.append(state["{b}"])'
+    init_lines = program.state_init("p")
+    state_init = indent(init_lines, 16) if init_lines else []
+    # a buffer of one role's parameters is None in the others' lists
+    state_lists = [f'            {plural(b)}.append(state.get("{b}"))'
+                   if b in program.layouts and program.layouts[b].role else
+                   f'            {plural(b)}.append(state["{b}"])'
                    for b in [*buffers, *program.scalars]]
     if program.uses_step:
         state_lists.append('            state_steps.append(state["step"])')
@@ -163,6 +163,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         f"_HYPERPARAMETERS = {_literal(tuple([*hp_names, *extra]), len('_HYPERPARAMETERS = '))}",
         f"_BUFFERS = {_literal(tuple(program.state_names), len('_BUFFERS = '))}",
         f"_SCALAR_STATE = {_literal(tuple(program.scalar_state_names), len('_SCALAR_STATE = '))}",
+        *(render_buffer_shape(program) if program.layouts else []),
         "",
         "",
         "def _is_number(x: object) -> bool:",
@@ -206,7 +207,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "        _check_hyperparameters(defaults)",
         "        super().__init__(params, defaults)",
         "",
-        *_STATE_METHODS,
+        *_state_methods(bool(program.layouts)),
         "",
         "    def add_param_group(self, param_group: dict[str, Any]) -> None:",
         "        super().add_param_group(param_group)",
@@ -309,6 +310,28 @@ _STATE_METHODS = [
     '        super().load_state_dict({k: v for k, v in state_dict.items()',
     '                                 if k != "evoopt_structure"})',
 ]
+
+# the shape check when some buffer is held by one role only or shaped unlike the parameter
+_LAYOUT_CHECK = [
+    "                elif key in shapes:",
+    "                    expected = _buffer_shape(name, tuple(shapes[key]))",
+    "                    if tuple(buffer.shape) != expected:",
+    "                        raise ValueError(",
+    '                            f"buffer {name} of parameter {key} has shape "',
+    '                            f"{tuple(buffer.shape)}, not {expected} (the parameter\'s is "',
+    '                            f"{tuple(shapes[key])})"',
+    "                        )",
+]
+
+
+def _state_methods(layouts: bool) -> list[str]:
+    """``state_dict`` and ``load_state_dict``; with ``layouts``, saved buffers are checked
+    against ``_buffer_shape`` (None, for a buffer of another role, matches no shape)."""
+    if not layouts:
+        return _STATE_METHODS
+    start = _STATE_METHODS.index(
+        "                elif key in shapes and tuple(buffer.shape) != tuple(shapes[key]):")
+    return [*_STATE_METHODS[:start], *_LAYOUT_CHECK, *_STATE_METHODS[start + 5:]]
 
 
 def _call(func: str, args: list[str], indent: int) -> list[str]:

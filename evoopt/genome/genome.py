@@ -10,7 +10,7 @@ On disk a genome is TOML (or JSON) of this shape::
     [[terms]]         kind = "momentum", weight = 1.0, normalize = true
 
 Optional tables: ``clip``, ``weight_decay``, ``momentum``, ``grad_diff``, ``second_moment``,
-``transform`` (acts on the whole update, e.g. LAMB's trust ratio).
+``transform`` (acts on the whole update, e.g. LAMB's trust ratio, Adafactor's relative step).
 Every table's ``kind`` and hyperparameters come from :mod:`evoopt.genome.primitives`.
 """
 
@@ -344,7 +344,7 @@ class Genome:
                     self._emit_update(b, term, directions[i], names[first_term + i]["weight"],
                                       first=i == 0)
             elif phase == "transform" and b.update is not None:
-                b.program.op("add_", "param", b.update, scalar=f"-{b.lr}")
+                b.program.op("add_", "param", b.update, scalar=f"-{b.step_size or b.lr}")
         return b
 
     @staticmethod
@@ -403,7 +403,8 @@ class Genome:
             f"p ← p − lr·{parts[0]}"
         if self.builds_update:
             t = self.transform
-            rule = (f"p ← p − lr·{t.primitive.describe(dict(t.values)) if t else 'r'}, "
+            lr = "" if t is not None and t.primitive.sets_step_size else "lr·"
+            rule = (f"p ← p − {lr}{t.primitive.describe(dict(t.values)) if t else 'r'}, "
                     f"r = {' + '.join(parts)}")
         notes = [f"lr={self.lr:.4g}"]
         for slot in ("momentum", "grad_diff", "second_moment", "weight_decay", "clip"):

@@ -40,7 +40,6 @@ class GenomeOptimizer(torch.optim.Optimizer):
         self.program = builder.program
         self._functions = compile_step_functions(self.program, list(builder.args))
         self._counters = self.program.counters()
-        self._uses_step = self.program.uses_step
         self._state_names = self.program.state_names  # derived from the program: once, here
         self._scalar_names = set(self.program.scalar_state_names)
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
@@ -118,9 +117,17 @@ class GenomeOptimizer(torch.optim.Optimizer):
                 if name in self._scalar_names:
                     if tensor.dim() != 0:
                         raise bad(f"{name} of parameter {key!r} is not a scalar tensor")
-                elif key in shapes and tensor.shape != shapes[key]:
+                    continue
+                if key not in shapes:
+                    continue
+                expected = self._functions["buffer_shape"](name, tuple(shapes[key]))
+                if expected is None:
+                    raise bad(f"parameter {key!r} of shape {tuple(shapes[key])} holds buffer "
+                              f"{name}, which only parameters of another role hold")
+                if tuple(tensor.shape) != expected:
                     raise bad(f"buffer {name} of parameter {key!r} has shape "
-                              f"{tuple(tensor.shape)}, the parameter {tuple(shapes[key])}")
+                              f"{tuple(tensor.shape)}, not {expected} (the parameter's is "
+                              f"{tuple(shapes[key])})")
 
     def _init_group(self, group: dict[str, Any], params: list[torch.Tensor],
                     grads: list[torch.Tensor], buffers: dict[str, list[torch.Tensor]]) -> None:
@@ -131,16 +138,11 @@ class GenomeOptimizer(torch.optim.Optimizer):
                 raise RuntimeError("GenomeOptimizer does not support sparse gradients")
             state = self.state[p]
             if len(state) == 0:
-                if self._uses_step:
-                    state["step"] = torch.tensor(0.0, dtype=torch.float64)
-                for name, initial in self.program.scalars.items():
-                    state[name] = torch.tensor(initial, dtype=torch.float64)
-                for name in self.program.buffers:
-                    state[name] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                self._functions["init_state"](p, state)
             params.append(p)
             grads.append(p.grad)
-            for name, values in buffers.items():
-                values.append(state[name])
+            for name, values in buffers.items():  # None: a buffer of another role's parameters
+                values.append(state.get(name))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

@@ -15,11 +15,16 @@ A step of any genome runs these phases, in order::
     decay        decoupled weight decay  p *= 1 - lr*wd              (weight_decay)
     update       p -= lr * sum_i w_i * direction_i [/ (sqrt(v)+eps)] (terms)
     transform    r += wd*p; r *= ||p||/||r||; then p -= lr * r        (weight_decay, transform)
+                 (a transform may set the step size in place of lr: Adafactor's min(lr, 1/√t))
     proximal     proximal weight decay   p /= 1 + lr*wd              (weight_decay)
 
 When a primitive acts on the whole update (``builds_update``: a trust ratio, decay added to the
 update), the terms are summed into an ``update`` tensor r instead of being applied one by one,
 the transform phase acts on r, and then p -= lr * r.
+
+Some ops and buffers apply to one parameter *role* only (:data:`evoopt.genome.program.ROLES`:
+matrices of 2 or more dims, and the others): Adafactor's factored second moment keeps row and
+column moments for matrices and a full one for the others.
 """
 
 from __future__ import annotations
@@ -133,6 +138,7 @@ class Builder:
     declared: dict[str, tuple[Primitive, dict[str, str]]] = field(default_factory=dict)
     denom: str | None = None
     update: str | None = None  # the update tensor r, when a primitive acts on the whole update
+    step_size: str | None = None  # what multiplies r in p -= step_size * r, when not the lr
     _diff: str | None = None
 
     def arg(self, spec: HParam, value: float, name: str | None = None) -> str:
@@ -195,9 +201,12 @@ class Primitive:
     heavy_ball: bool = False
     # acts on the whole update r (then the terms are summed into r before p -= lr·r)
     builds_update: bool = False
-    # the update's overall scale (mostly) never reaches the parameters: a trust ratio divides
-    # it out, but not where ‖p‖ = 0, so no weight scale can be folded into lr exactly
+    # the update's overall scale does not act as lr·w alone, so no weight scale can be folded
+    # into lr exactly: a trust ratio divides it out (but not where ‖p‖ = 0); Adafactor's
+    # relative step clips r by its RMS and caps lr at 1/√t
     update_scale_free: bool = False
+    # a transform that sets the step size (p -= step_size·r instead of lr·r)
+    sets_step_size: bool = False
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -358,6 +367,32 @@ register(Primitive(
     "layer-wise trust ratio (LAMB): r *= ‖p‖/‖r‖ per tensor (1 when either norm is 0)",
     "‖p‖/‖r‖·r", builds_update=True, update_scale_free=True, emit=_trust_ratio))
 
+
+def _relative_step(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Adafactor's update clipping and relative step size (torch.optim.Adafactor):
+    r /= max(1, RMS(r)/d); r *= max(eps2, RMS(p)); the step size is min(lr, 1/√t)."""
+    p, r = b.program, b.update
+    update_rms = p.op("rms", r, out="update_rms")
+    p.op("div_", update_rms, scalar=a["clip_threshold"])
+    p.op("clamp_min_", update_rms, scalar="1.0")
+    scale = p.op("rms", "param", out="param_rms")
+    p.op("clamp_min_", scale, scalar=a["eps2"])
+    p.op("divt_", scale, update_rms)  # per tensor: one pass over r below
+    p.op("mult_", r, scale)
+    b.step_size = p.let("relative_step_size", f"min({b.lr}, 1 / step ** 0.5)")
+
+
+register(Primitive(
+    "transform", "relative_step", "transform",
+    "Adafactor's update clipping and relative step size: r /= max(1, RMS(r)/d), "
+    "r *= max(eps2, RMS(p)) per tensor, and p -= min(lr, 1/√t)·r",
+    "min(lr,1/√t)·max({eps2},RMS(p))·r/max(1,RMS(r)/{clip_threshold})",
+    (HParam("clip_threshold", 1.0, 1.0, math.inf, search=(1.0, 10.0), scale="log", arg="d",
+            doc="clipping threshold: the update's RMS is clipped to at most d"),
+     HParam("eps2", 1e-3, 0.0, 1.0, search=(1e-5, 0.1), scale="log", arg="eps2",
+            doc="floor of RMS(p) in the relative step size")),
+    builds_update=True, update_scale_free=True, sets_step_size=True, emit=_relative_step))
+
 # ----------------------------------------------------------------------------------------------
 # State: first moment, gradient-difference moment, second moment.
 
@@ -495,6 +530,32 @@ def _adadelta(b: Builder, block: Block, a: dict[str, str]) -> None:
     b.denom = denom
 
 
+def _factored(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """Adafactor's second moment, as torch.optim.Adafactor with eps1=None: with the decay
+    β̂_t = 1 − t^τ, a matrix (2 or more dims) keeps EMAs of the mean of g² over its rows R and
+    its columns C (over the last two dims) and estimates v̂ = R·C / max(mean(R), ε); the other
+    parameters keep the EMA of g² itself. The denominator is max(√v̂, ε), ε the machine epsilon
+    of the group's first parameter's dtype (torch's eps1=None)."""
+    p = b.program
+    eps = p.let("eps1", "torch.finfo(params[0].dtype).eps")  # as torch: the first's dtype
+    weight = p.let("one_minus_beta2_t", f"step ** {a['decay_rate']}")
+    with p.only("matrix"):
+        row, col = p.buffer("row_var", reduced=-1), p.buffer("col_var", reduced=-2)
+        p.op("lerp_", row, p.op("mean_sq", "grad", out="row_mean", scalar="-1"), scalar=weight)
+        p.op("lerp_", col, p.op("mean_sq", "grad", out="col_mean", scalar="-2"), scalar=weight)
+        estimate = p.op("matmul", row, col, out="var_estimate")
+        row_var_mean = p.op("mean", row, out="row_var_mean", scalar="-2")
+        p.op("clamp_min_", row_var_mean, scalar=eps)
+        p.op("divt_", estimate, row_var_mean)
+    with p.only("vector"):
+        variance = p.buffer("variance")
+        p.op("lerp_", variance, p.op("mul", "grad", "grad", out="grad_sq"), scalar=weight)
+        p.op("clone", variance, out="var_estimate")
+    p.op("clamp_min_", "var_estimate", scalar=f"{eps} * {eps}")  # max(√v̂, ε) = √max(v̂, ε²)
+    p.op("sqrt_", "var_estimate")
+    b.denom = "var_estimate"
+
+
 _BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
 register(Primitive(
     "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
@@ -536,6 +597,14 @@ register(Primitive(
     "v=EMA[{beta}](g²), u=EMA[{beta}]((g·√(u+ε)/√(v+ε))²)",
     (_beta("beta", 0.9, "rho", "decay of both running averages"), EPS),
     buffers=("square_avg", "acc_delta"), denominator="√(v+ε)/√(u+ε)", emit=_adadelta))
+register(Primitive(
+    "second_moment", "factored", "state",
+    "Adafactor's factored v: row and column EMAs of g² for matrices (v̂ = R·C/mean(R)), "
+    "the EMA of g² for the others, decaying by β̂_t = 1 − t^τ; max(√v̂, ε), ε the machine epsilon",
+    "v=factored EMA[1−t^{decay_rate}](g²)",
+    (HParam("decay_rate", -0.8, -10.0, 0.0, search=(-1.0, -0.3), arg="beta2_decay",
+            doc="τ: the decay of the second moment is β̂_t = 1 − t^τ"),),
+    buffers=("row_var", "col_var", "variance"), denominator="max(√v̂,ε)", emit=_factored))
 register(Primitive(
     "second_moment", "sum", "state", "Adagrad's accumulated squares: √(Σ g²) + eps",
     "v=Σg²", (EPS,), buffers=("grad_sq_sum",), denominator="√v+ε", emit=_second_moment("sum")))

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import groupby
 
 import torch
 
@@ -79,7 +81,57 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
            "[torch.where((a > 0) & (b > 0), a / b, 1.0)\n"
            "    for a, b in zip({0}, {1}, strict=True)]"),
     OpKind("mult_", 2, False, "{0}.mul_({1})", "torch._foreach_mul_({0}, {1})"),
+    OpKind("divt_", 2, False, "{0}.div_({1})", "torch._foreach_div_({0}, {1})"),
+    OpKind("mul", 2, False, "{0}.mul({1})", "torch._foreach_mul({0}, {1})"),
+    OpKind("sqrt_", 1, False, "{0}.sqrt_()", "torch._foreach_sqrt_({0})"),
+    OpKind("clamp_min_", 1, True, "{0}.clamp_(min={s})", "torch._foreach_clamp_min_({0}, {s})"),
+    OpKind("rms", 1, False, "torch.linalg.vector_norm({0}) / {0}.numel() ** 0.5",
+           "torch._foreach_div(\n    torch._foreach_norm({0}), [t.numel() ** 0.5 for t in {0}]\n)"),
+    # reductions over the dim {s}, kept with size 1 (factored moments: rows -1, columns -2)
+    OpKind("mean_sq", 1, True, "{0}.norm(dim={s}, keepdim=True).square_().div_({0}.size({s}))",
+           "[t.norm(dim={s}, keepdim=True).square_().div_(t.size({s})) for t in {0}]"),
+    OpKind("mean", 1, True, "{0}.mean(dim={s}, keepdim=True)",
+           "[t.mean(dim={s}, keepdim=True) for t in {0}]"),
+    OpKind("matmul", 2, False, "{0} @ {1}", "[a @ b for a, b in zip({0}, {1}, strict=True)]"),
 )}
+
+#: Parameter roles: ops and buffers of a role apply only to its parameters. ``matrix``: the
+#: parameters of two or more dims (weights, conv kernels); ``vector``: the others (biases,
+#: norms, scalars). Each role's test on the number of dims ``{ndim}``; on the foreach path the
+#: parts hold parameters of one role, and ``matrix`` is the part's flag.
+ROLES: dict[str, tuple[str, str]] = {
+    "matrix": ("{ndim} >= 2", "matrix"),
+    "vector": ("{ndim} < 2", "not matrix"),
+}
+
+
+def role_test(role: str, ndim: str) -> str:
+    """Source of the test that a parameter with ``ndim`` dims has ``role``."""
+    return ROLES[role][0].format(ndim=ndim)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A state buffer that not every parameter holds alike: only the parameters of ``role``
+    (every parameter when None) hold it, shaped like the parameter or, with ``reduced`` (a
+    negative dim), like the parameter with that dim reduced to size 1 (factored moments)."""
+
+    role: str | None = None
+    reduced: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+        if self.reduced is not None and self.reduced >= 0:
+            raise ValueError("reduced: a negative dim")
+
+    def zeros(self, p: str) -> str:
+        """Source of a zero buffer for parameter ``p``."""
+        if self.reduced is None:
+            return f"torch.zeros_like({p}, memory_format=torch.preserve_format)"
+        d = self.reduced
+        rest = "" if d == -1 else f", *{p}.shape[{d + 1}:]"
+        return f"{p}.new_zeros((*{p}.shape[:{d}], 1{rest}))"
 
 
 @dataclass(frozen=True)
@@ -92,9 +144,12 @@ class Op:
     scalar: str | None = None
     when: str | None = None  # scalar condition: the op runs only when it is true
     into: str | None = None  # a dead tensor the per-tensor path writes the result into
+    role: str | None = None  # a parameter role (:data:`ROLES`): the op runs only on its params
 
     def __post_init__(self) -> None:
         kind = OP_TABLE[self.kind]
+        if self.role is not None and self.role not in ROLES:
+            raise ValueError(f"op {self.kind}: unknown role {self.role!r}")
         if len(self.args) != kind.arity or (self.scalar is not None) != kind.has_scalar:
             raise ValueError(f"malformed op {self}")
         if kind.new != (self.out is not None):
@@ -112,7 +167,7 @@ class Op:
             text = (kind.foreach if foreach else kind.single).format(*names, s=self.scalar)
         if self.out is not None:
             text = f"{plural(self.out) if foreach else self.out} = {text}"
-        return f"if {self.when}:\n    {text}" if self.when else text
+        return "\n".join([f"if {self.when}:", *indent([text], 4)]) if self.when else text
 
 
 def plural(slot: str) -> str:
@@ -130,6 +185,9 @@ class Program:
     # per-parameter scalar state (a float64 0-dim tensor, like ``step``): name -> initial value
     scalars: dict[str, float] = field(default_factory=dict)
     clip: str | None = None  # hyperparameter name of the global-norm clip, if any
+    # buffers that only the parameters of one role hold, or shaped unlike the parameter
+    layouts: dict[str, Layout] = field(default_factory=dict)
+    role: str | None = None  # the role of the ops and buffers emitted now (see :meth:`only`)
 
     def let(self, name: str, expr: str) -> str:
         self.lets.append((name, expr))
@@ -137,13 +195,47 @@ class Program:
 
     def op(self, kind: str, *args: str, out: str | None = None, scalar: str | None = None,
            when: str | None = None, into: str | None = None) -> str | None:
-        self.ops.append(Op(kind, out, tuple(args), scalar, when, into))
+        self.ops.append(Op(kind, out, tuple(args), scalar, when, into, self.role))
         return out
 
-    def buffer(self, name: str) -> str:
+    def buffer(self, name: str, reduced: int | None = None) -> str:
+        """Declare a zero-initialized state buffer: shaped like the parameter, or like it with
+        dim ``reduced`` of size 1; held only by the parameters of the current role, if any."""
         if name not in self.buffers:
             self.buffers.append(name)
+            if self.role is not None or reduced is not None:
+                self.layouts[name] = Layout(self.role, reduced)
         return name
+
+    @contextmanager
+    def only(self, role: str) -> Iterator[None]:
+        """Ops and buffers emitted inside apply only to the parameters of ``role``."""
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}")
+        outer, self.role = self.role, role
+        try:
+            yield
+        finally:
+            self.role = outer
+
+    @property
+    def has_roles(self) -> bool:
+        """Whether some op or buffer applies to one role only (the foreach path then splits
+        the parameters by role as well as by step count)."""
+        return any(o.role is not None for o in self.ops) or any(
+            lay.role is not None for lay in self.layouts.values())
+
+    def state_init(self, p: str = "p") -> list[str]:
+        """Source lines that fill the empty ``state`` of parameter ``p``: the step count,
+        scalar states, then the buffers (those of a role under its test)."""
+        lines = (['state["step"] = torch.tensor(0.0, dtype=torch.float64)']
+                 if self.uses_step else [])
+        lines += [f'state["{s}"] = torch.tensor({v!r}, dtype=torch.float64)'
+                  for s, v in self.scalars.items()]
+        roles = [self.layouts[b].role if b in self.layouts else None for b in self.buffers]
+        return lines + _under_roles(
+            [(role, f'state["{b}"] = {self.layouts.get(b, Layout()).zeros(p)}')
+             for b, role in zip(self.buffers, roles, strict=True)], f"{p}.dim()")
 
     def scalar(self, name: str, initial: float, update: str) -> str:
         """Declare per-parameter scalar state ``name``, starting at ``initial`` and set once per
@@ -245,9 +337,19 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
     if program.uses_step:
         single += ["        step_t = state_steps[i]", "        step_t += 1",
                    "        step = step_t.item()"]
-    single += indent([*with_scalars(False), *(op.render(foreach=False) for op in program.ops)], 8)
-    ops = [op.render(foreach=True) for op in program.ops]
-    if program.uses_step:
+    single += indent([*with_scalars(False), *_render_ops(program.ops, foreach=False)], 8)
+    ops = _render_ops(program.ops, foreach=True)
+    if program.has_roles:
+        parted = lists[:-1] if program.uses_step else lists
+        steps = "state_steps" if program.uses_step else "None"
+        multi = ([] if not program.uses_step else ["    torch._foreach_add_(state_steps, 1)"])
+        multi += ["    # one part per role (matrices, the others) and step count (several only if"
+                  " some", "    # parameter's gradient started late)",
+                  *_fit(f"    parts = _by_step_and_role({steps}, ", parted, ")"),
+                  f"    for {'step' if program.uses_step else '_'}, matrix, part in parts:",
+                  *_fit("        ", parted, " = part", brackets="()"),
+                  *indent([*with_scalars(True), *ops], 8)]
+    elif program.uses_step:
         multi = ["    torch._foreach_add_(state_steps, 1)",
                  "    # one part per step count: several only if some parameter's gradient started"
                  " late",
@@ -257,9 +359,38 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                  *indent([*with_scalars(True), *ops], 8)]
     else:
         multi = indent(ops, 4)
+    helpers = (_BY_STEP_AND_ROLE if program.has_roles else _BY_STEP if program.uses_step
+               else [])
     return [*function("_single_tensor_step", False, single), "", "",
             *function("_multi_tensor_step", True, multi),
-            *(_CLIP_HELPER if program.clip else []), *(_BY_STEP if program.uses_step else [])]
+            *(_CLIP_HELPER if program.clip else []), *helpers]
+
+
+def _render_ops(ops: Sequence[Op], foreach: bool) -> list[str]:
+    return _under_roles([(op.role, op.render(foreach)) for op in ops], "param.dim()", foreach)
+
+
+def _under_roles(items: Sequence[tuple[str | None, str]], ndim: str,
+                 foreach: bool = False) -> list[str]:
+    """The source lines of ``items`` (role, text); a run of lines of one role goes under that
+    role's test (``ndim``: the parameter's number of dims; the part's flag on the foreach path),
+    a run of the other role straight after it is its ``else`` branch."""
+    lines: list[str] = []
+    open_if: str | None = None  # the role of the if block just written, if any
+    for role, run in groupby(items, key=lambda item: item[0]):
+        body = [text for _, text in run]
+        if role is None:
+            lines += body
+            open_if = None
+            continue
+        if open_if is not None and open_if != role:
+            lines.append("else:")
+            open_if = None
+        else:
+            lines.append(f"if {ROLES[role][1] if foreach else role_test(role, ndim)}:")
+            open_if = role
+        lines += indent(body, 4)
+    return lines
 
 
 def _fit(head: str, names: Sequence[str], tail: str, brackets: str = "") -> list[str]:
@@ -299,6 +430,24 @@ _CLIP_HELPER = [
     "    return [g.mul(coef) for g in grads]",
 ]
 
+_BY_STEP_AND_ROLE = [
+    "",
+    "",
+    "def _by_step_and_role(",
+    "    steps: list[Tensor] | None, *lists: list[Tensor]",
+    ") -> list[tuple[float, bool, tuple[list[Tensor], ...]]]:",
+    '    """The lists split by their parameter\'s role (matrix: 2 or more dims; lists[0] holds',
+    '    the parameters) and step count: a part\'s parameters share one update rule and step."""',
+    "    keys = [(0.0 if steps is None else steps[i].item(), "
+    f"{role_test('matrix', 'p.dim()')})",
+    "            for i, p in enumerate(lists[0])]",
+    "    parts: dict[tuple[float, bool], list[int]] = {}",
+    "    for i, key in enumerate(keys):",
+    "        parts.setdefault(key, []).append(i)",
+    "    return [(step, matrix, tuple([xs[i] for i in index] for xs in lists))",
+    "            for (step, matrix), index in parts.items()]",
+]
+
 _BY_STEP = [
     "",
     "",
@@ -317,12 +466,33 @@ _BY_STEP = [
 ]
 
 
+def render_buffer_shape(program: Program) -> list[str]:
+    """Source of ``_LAYOUTS`` and ``_buffer_shape(name, shape)``, the shape of a state buffer for
+    a parameter of ``shape`` (None when such a parameter holds none): what ``load_state_dict``
+    checks saved buffers against, when some buffer has a :class:`Layout`."""
+    layouts = {b: (lay.role, lay.reduced) for b, lay in program.layouts.items()}
+    tests = [line for role in ROLES for line in (
+        f'    if role == "{role}" and not {role_test(role, "len(shape)")}:', "        return None")]
+    return [f"_LAYOUTS = {layouts!r}", "", "",
+            "def _buffer_shape(name: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:",
+            '    """The shape of state buffer name for a parameter of this shape (None: such a',
+            '    parameter holds none; buffers not in _LAYOUTS are shaped like the parameter)."""',
+            "    role, reduced = _LAYOUTS.get(name, (None, None))", *tests,
+            "    if reduced is None:", "        return tuple(shape)",
+            "    return (*shape[:reduced], 1, *shape[len(shape) + reduced + 1:])"]
+
+
 def compile_step_functions(program: Program, hparams: Sequence[str]) -> dict[str, Callable]:
     """The rendered step functions, compiled: what the interpreter runs (the exporter prints the
-    same text). Returns ``{"single": _single_tensor_step, "foreach": _multi_tensor_step}``."""
-    source = "\n".join(render_step_functions(program, hparams))
+    same text). Returns ``{"single": _single_tensor_step, "foreach": _multi_tensor_step,
+    "init_state": fills a parameter's empty state, "buffer_shape": _buffer_shape}``."""
+    init = ["def _init_state(p, state):", *indent(program.state_init(), 4), "    return"]
+    source = "\n".join([*render_step_functions(program, hparams), "", "", *init, "", "",
+                        *render_buffer_shape(program)])
     namespace: dict[str, object] = {"torch": torch, "Tensor": torch.Tensor, "math": math,
                                     "__name__": "evoopt_genome_program"}
     exec(compile(source, "<genome program>", "exec"), namespace)  # noqa: S102 - package-authored
     return {"single": namespace["_single_tensor_step"],  # type: ignore[dict-item]
-            "foreach": namespace["_multi_tensor_step"]}  # type: ignore[dict-item]
+            "foreach": namespace["_multi_tensor_step"],  # type: ignore[dict-item]
+            "init_state": namespace["_init_state"],  # type: ignore[dict-item]
+            "buffer_shape": namespace["_buffer_shape"]}  # type: ignore[dict-item]
