@@ -155,6 +155,24 @@ def test_ray_pool_sized_and_labelled(ray_ev: RayEvaluator) -> None:
     assert all(w["label"] == f"ray:{w['label'].split(':')[1]}:pid{w['pid']}" for w in workers)
 
 
+def test_ray_more_gpus_than_the_instance_has_fail_at_once(ray_ev: RayEvaluator) -> None:
+    """num_workers x gpus_per_worker beyond the local instance's GPUs is a ValueError at once
+    (it used to leave the actors unscheduled until the 300 s startup timeout)."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0.0)
+    t0 = time.perf_counter()
+    with pytest.raises(ValueError, match="GPUs"):
+        # tiny CPU share: only the GPU request can be what does not fit
+        RayEvaluator(num_workers=int(gpus) + 1, gpus_per_worker=1.0, cpus_per_worker=0.01,
+                     data_dir=DATA, startup_timeout_s=60)
+    assert time.perf_counter() - t0 < 30
+    # the shared instance (not this evaluator's) is still up and serving
+    assert ray.is_initialized()
+    (ok,) = ray_ev.evaluate_all([req("gpu-check/after")])
+    assert ok.status == "ok"
+
+
 def test_ray_matches_serial_in_completion_order(
     ray_ev: RayEvaluator, serial_adam_seeds: dict[int, dict]
 ) -> None:

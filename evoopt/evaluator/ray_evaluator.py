@@ -102,7 +102,9 @@ class RayEvaluator(Evaluator):
         data_dir: passed to every worker's FitnessRunner.
         cpus_per_worker: Ray ``num_cpus`` per actor; also the actor's torch thread count.
         gpus_per_worker: Ray ``num_gpus`` per actor; fractional values share one GPU
-            (e.g. 0.25: four evaluations per GPU; Ray packs but does not isolate them).
+            (e.g. 0.25: four evaluations per GPU; Ray packs but does not isolate them). On a
+            local instance ``num_workers`` x ``cpus_per_worker`` / ``gpus_per_worker`` must fit
+            its CPUs / GPUs (``ValueError`` at once otherwise, not a startup timeout).
         max_restarts: how many dead actors may be replaced over the evaluator's life
             (``None``: unlimited; each request still dies at most ``max_attempts`` times).
         max_attempts: dispatches per request before a dead-worker error result is recorded.
@@ -163,6 +165,16 @@ class RayEvaluator(Evaluator):
             raise ValueError(
                 f"{num_workers} workers x {cpus_per_worker} CPUs exceed the {resources.get('CPU')}"
                 " CPUs of the local Ray instance (lower num_workers or cpus_per_worker)"
+            )
+        # Same for GPUs: actors asking for more than the instance has would wait, unscheduled,
+        # until startup_timeout_s (300 s) and then fail with a bare timeout.
+        gpus_needed = num_workers * gpus_per_worker
+        if address is None and gpus_needed > resources.get("GPU", 0) + 1e-9:
+            self._shutdown_ray_if_owned()
+            raise ValueError(
+                f"{num_workers} workers x {gpus_per_worker:g} GPUs need {gpus_needed:g} GPUs; the "
+                f"local Ray instance has {resources.get('GPU', 0):g} (lower num_workers or "
+                "gpus_per_worker; 1/N packs N workers on one GPU)"
             )
 
         self.num_workers = int(num_workers)
