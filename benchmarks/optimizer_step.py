@@ -17,6 +17,10 @@ Optimizers (each on its own copy of the model, so state and memory traffic are n
 * the exported Adan genome vs ``GenomeOptimizer`` (the interpreter) on the same genome;
 * the exported Adafactor genome vs ``torch.optim.Adafactor(lr=1e-2)``, both per-tensor (torch's
   default, on every device) and both with ``foreach=True``;
+* the exported Muon genome (parameter roles) vs ``torch.optim.Muon(lr=0.02, momentum=0.95)`` on
+  the parameters of 2 or more dims (as their (out, -1) views: torch's Muon takes 2-D ones only)
+  beside ``torch.optim.AdamW(lr=3e-4, betas=(0.9, 0.95), weight_decay=0)`` on the others, both
+  per-tensor (torch's Muon has no foreach path; its AdamW gets ``foreach=False``);
 * the exported Adan genome vs ``pytorch_optimizer.Adan`` (``pip install pytorch-optimizer``;
   skipped when not installed) with betas=(0.98, 0.92, 0.99), weight_decay=0.02 and
   ``weight_decouple=False``, i.e. the proximal decay of the official Adan that the genome uses.
@@ -61,6 +65,26 @@ ADAN_KW = {"betas": (0.98, 0.92, 0.99), "weight_decay": 0.02, "weight_decouple":
            "eps": 1e-8, "lr": 1e-3}
 
 OptFactory = Callable[[list[nn.Parameter]], torch.optim.Optimizer]
+
+
+class TorchMuonAdamW:
+    """torch.optim.Muon on each parameter of 2 or more dims, as its (out, -1) view (sharing
+    storage; its gradient viewed alike), and torch.optim.AdamW on the others."""
+
+    def __init__(self, params: list[nn.Parameter]) -> None:
+        self.views = [(p, p.detach().view(len(p), -1).requires_grad_())
+                      for p in params if p.dim() >= 2]
+        self.muon = torch.optim.Muon([v for _, v in self.views], lr=0.02, weight_decay=0.0,
+                                     momentum=0.95, nesterov=True)
+        self.adamw = torch.optim.AdamW([p for p in params if p.dim() < 2], lr=3e-4,
+                                       betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0,
+                                       foreach=False)
+
+    def step(self) -> None:
+        for p, view in self.views:
+            view.grad = p.grad.view(view.shape)
+        self.muon.step()
+        self.adamw.step()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -118,6 +142,8 @@ def candidates() -> dict[str, OptFactory]:
                                    "ExportedAdan")
     adafactor_cls = load_exported_class(
         export_genome(seed_genome("adafactor"), "ExportedAdafactor"), "ExportedAdafactor")
+    muon_cls = load_exported_class(export_genome(seed_genome("muon"), "ExportedMuon"),
+                                   "ExportedMuon")
     adan = seed_genome("adan")
     out: dict[str, OptFactory] = {
         "torch Adam": lambda ps: torch.optim.Adam(ps, lr=1e-3),
@@ -132,6 +158,8 @@ def candidates() -> dict[str, OptFactory]:
         "torch Adafactor foreach": lambda ps: torch.optim.Adafactor(ps, lr=1e-2, foreach=True),
         "exported Adafactor": lambda ps: adafactor_cls(ps, foreach=False),
         "exported Adafactor foreach": lambda ps: adafactor_cls(ps, foreach=True),
+        "torch Muon + AdamW": TorchMuonAdamW,  # type: ignore[dict-item]
+        "exported Muon": lambda ps: muon_cls(ps, foreach=False),
     }
     if ThirdPartyAdan is not None:
         out["pytorch_optimizer Adan"] = lambda ps: ThirdPartyAdan(ps, **ADAN_KW)
@@ -154,6 +182,8 @@ RATIOS: list[tuple[str, str, str, float | None]] = [
      "torch Adafactor", None),
     ("exported Adafactor / torch Adafactor (foreach)", "exported Adafactor foreach",
      "torch Adafactor foreach", None),
+    ("exported Muon / torch Muon + AdamW (per-tensor)", "exported Muon", "torch Muon + AdamW",
+     None),
     ("exported Adan / pytorch_optimizer Adan (defaults)", "exported Adan",
      "pytorch_optimizer Adan", 1.0),
     ("exported Adan / pytorch_optimizer Adan (both foreach)", "exported Adan foreach",
@@ -170,6 +200,7 @@ def check_equivalence(factories: dict[str, OptFactory], device: torch.device) ->
              ("exported Adan", "interpreter Adan"), ("exported Adan", "exported Adan foreach"),
              ("exported Adafactor", "torch Adafactor"),
              ("exported Adafactor foreach", "torch Adafactor foreach"),
+             ("exported Muon", "torch Muon + AdamW"),
              ("exported Adan", "pytorch_optimizer Adan"),
              ("exported Adan", "pytorch_optimizer Adan per-tensor")]
     lines = []

@@ -104,3 +104,41 @@ class ReferenceLamb(torch.optim.Optimizer):
                 p_norm, r_norm = p.norm(), r.norm()
                 trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
                 p.sub_(group["lr"] * trust * r)
+
+
+class ReferenceMuonAdamW:
+    """torch.optim.Muon on the parameters of 2 or more dims and torch.optim.AdamW on the others,
+    stepped together, group by group. torch's Muon takes 2-D parameters only: it gets each
+    matrix as its (out, -1) view (sharing storage, so Muon's in-place update is the
+    parameter's), as Keller Jordan's Muon treats conv kernels, with the gradient viewed alike."""
+
+    def __init__(self, params, muon: dict, adamw: dict):
+        groups = list(params)
+        if not groups or not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        self.views: list[tuple[torch.Tensor, torch.Tensor]] = []
+        matrices, others = [], []
+        for group in groups:
+            views = []
+            for p in group["params"]:
+                if p.dim() >= 2:
+                    view = p.detach().view(len(p), -1).requires_grad_()
+                    self.views.append((p, view))
+                    views.append(view)
+            matrices += [{"params": views}] if views else []
+            vectors = [p for p in group["params"] if p.dim() < 2]
+            others += [{"params": vectors}] if vectors else []
+        self.params = [p for group in groups for p in group["params"]]
+        self.muon = torch.optim.Muon(matrices, **muon)
+        self.adamw = torch.optim.AdamW(others, **adamw)
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for p, view in self.views:
+            view.grad = None if p.grad is None else p.grad.view(view.shape)
+        self.muon.step()
+        self.adamw.step()

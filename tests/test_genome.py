@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import dataclasses
 import json
+import math
 import shutil
 import subprocess
 import sys
@@ -46,8 +47,21 @@ def _with_new_primitives(seed: int) -> Genome:
     return complete(parts, rng)
 
 
-# half the examples use the newer primitives, which a plain random genome rarely combines
-genomes = st.one_of(genomes, st.integers(0, 2**32 - 1).map(_with_new_primitives))
+def _with_roles(seed: int) -> Genome:
+    """A genome whose matrices follow rules of their own (parameter roles): the others follow
+    :func:`_with_new_primitives`' rules, the matrices a random genome's, without clipping (it
+    acts on the whole group), with Muon's orthogonalization half the time."""
+    rng = np.random.default_rng(seed)
+    rules = random_genome(rng)
+    transform = (random_block("transform", rng, "orthogonalize") if rng.random() < 0.5
+                 else rules.transform)
+    matrix = dataclasses.replace(rules, clip=None, transform=transform)
+    return dataclasses.replace(_with_new_primitives(seed + 1), matrix=matrix)
+
+
+# two thirds of the examples use the newer primitives, which a random genome rarely combines
+genomes = st.one_of(genomes, st.integers(0, 2**32 - 1).map(_with_new_primitives),
+                    st.integers(0, 2**32 - 1).map(_with_roles))
 SETTINGS = settings(max_examples=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 TOTAL = 40
@@ -174,6 +188,44 @@ def test_canonical_folds_term_scale_into_lr() -> None:
     assert numerically_equivalent(doubled, doubled.canonical())
 
 
+def test_role_split_identity() -> None:
+    """A split whose matrix rules are the others' is no split: one canonical form, one hash.
+    Different matrix rules make another optimizer (hash, structure, behaviour); the formula
+    names both; tunable paths reach the matrix rules."""
+    adam, muon = seed_genome("adam"), seed_genome("muon")
+    same = dataclasses.replace(adam, matrix=dataclasses.replace(adam, name=""))
+    assert same != adam and same.canonical() == adam.canonical() and same.hash == adam.hash
+    assert numerically_equivalent(same, adam)
+    others = dataclasses.replace(muon, matrix=None)
+    assert muon.hash != others.hash and muon.structure != others.structure
+    assert behaviour_hash(muon) != behaviour_hash(others)
+    assert "; matrices: p ← p − lr·NS₅(r)·√max(1,rows/cols), r = nesterov(m,g)" in muon.formula()
+    paths = [path for path, _, _ in muon.tunable()]
+    assert "matrix.lr" in paths and "matrix.momentum.beta" in paths
+    tuned = muon.with_values({"matrix.lr": 0.05, "lr": 1e-3})
+    assert tuned.matrix.lr == 0.05 and tuned.lr == 1e-3 and tuned.matrix.momentum.kind == "ema"
+    with pytest.raises(GenomeError, match="matrix.lr: 20.0 is outside"):
+        muon.with_values({"matrix.lr": 20.0})
+
+
+def test_exported_roles_route_by_shape() -> None:
+    """The exported class (and the interpreter) give matrices the matrix rules and the others
+    the rest: on a lone 2-D parameter muon is its matrix rules, on a lone 1-D one its others'."""
+    muon = seed_genome("muon")
+    cls = load_exported_class(export_genome(muon, "Evolved"), "Evolved")
+    for shape, rules in (((6, 4), muon.matrix), ((5,), dataclasses.replace(muon, matrix=None))):
+        results = []
+        for make in (lambda ps: cls(ps), lambda ps: GenomeOptimizer(ps, muon),
+                     lambda ps, r=rules: GenomeOptimizer(ps, r)):
+            p = torch.linspace(-1, 1, math.prod(shape)).reshape(shape).requires_grad_()
+            opt = make([p])
+            for step in range(3):
+                p.grad = torch.cos(p.detach() * (step + 1))
+                opt.step()
+            results.append(p.detach().clone())
+        assert torch.equal(results[0], results[1]) and torch.equal(results[1], results[2])
+
+
 def test_term_order_does_not_change_hash() -> None:
     adan = seed_genome("adan")
     flipped = dataclasses.replace(adan, terms=adan.terms[::-1])
@@ -264,6 +316,27 @@ BAD = [
     ({"lr": 1e-3, "terms": [{"kind": "grad"}], "transform": {"kind": "relative_step",
                                                              "eps2": -1e-3}},
      "transform.eps2: -0.001 is outside [0.0, 1.0]"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "matrix": "muon"},
+     "matrix: expected a table of the rules for matrices"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}], "matrix": {"terms": [{"kind": "grad"}]}},
+     "matrix.lr: missing"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "matrix": {"lr": 0.02, "terms": [{"kind": "nesterov"}]}},
+     "matrix.terms[0].kind: 'nesterov' needs a [momentum] table"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "matrix": {"lr": 0.02, "terms": [{"kind": "grad"}], "momentum": {"kind": "ema",
+                                                                      "beta": 2.0}}},
+     "matrix.momentum.beta: 2.0 is outside [0.0, 1.0)"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "matrix": {"lr": 0.02, "terms": [{"kind": "grad"}], "clip": {"kind": "global_norm"}}},
+     "matrix.clip: 'global_norm' acts on every parameter of a group: set [clip] at the top"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "matrix": {"lr": 0.02, "terms": [{"kind": "grad"}], "name": "inner"}},
+     "matrix.name: unknown field"),
+    ({"lr": 1e-3, "terms": [{"kind": "grad"}],
+      "matrix": {"lr": 0.02, "terms": [{"kind": "grad"}],
+                 "matrix": {"lr": 0.02, "terms": [{"kind": "grad"}]}}},
+     "matrix.matrix: unknown field"),
 ]
 
 
@@ -312,7 +385,7 @@ def test_warmup_cosine_schedule_shape() -> None:
     assert all(a <= b + 1e-12 for a, b in zip(lrs[:10], lrs[1:10], strict=False))
 
 
-@pytest.mark.parametrize("seed", ["adan", "lamb", "nadam", "adafactor"])
+@pytest.mark.parametrize("seed", ["adan", "lamb", "nadam", "adafactor", "muon"])
 def test_exported_module_is_standalone_safe_and_ruff_clean(tmp_path, seed: str) -> None:
     hostile = dataclasses.replace(seed_genome(seed), name='x"""\nimport os  # ',
                                   description="'); os.system('echo pwned') #")

@@ -8,10 +8,17 @@ import torch
 from evoopt.genome import GenomeOptimizer, seed_genome
 from evoopt.genome.export import export_genome, load_exported_class
 from tests.optim_problem import relative_error, trajectory
-from tests.reference_optimizers import ReferenceAdan, ReferenceLamb, ReferenceLion
+from tests.reference_optimizers import (
+    ReferenceAdan,
+    ReferenceLamb,
+    ReferenceLion,
+    ReferenceMuonAdamW,
+)
 
 STEPS = 60
 TOLERANCE = 1e-10
+# Muon orthogonalizes in bfloat16: a rounding difference upstream may flip a bfloat16 rounding
+TOLERANCES = {"muon": 1e-6}
 
 REFERENCES = {
     "adam": lambda ps: torch.optim.Adam(ps, lr=1e-3, betas=(0.9, 0.999), eps=1e-8),
@@ -42,6 +49,11 @@ REFERENCES = {
     "adafactor": lambda ps: torch.optim.Adafactor(
         ps, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0
     ),
+    "muon": lambda ps: ReferenceMuonAdamW(
+        ps,
+        muon=dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True),
+        adamw=dict(lr=3e-4, betas=(0.9, 0.95), eps=1e-8, weight_decay=0.0),
+    ),
 }
 
 
@@ -71,8 +83,8 @@ def test_seed_matches_reference(name: str, foreach: bool, groups: bool) -> None:
         ]
     )
     assert relative_error(reference, start) > 1e-3, "the problem must move the parameters"
-    assert relative_error(interpreted, reference) <= TOLERANCE
-    assert relative_error(exported, reference) <= TOLERANCE
+    assert relative_error(interpreted, reference) <= TOLERANCES.get(name, TOLERANCE)
+    assert relative_error(exported, reference) <= TOLERANCES.get(name, TOLERANCE)
 
 
 # The official Adan counts steps per group; evoopt follows torch.optim (per parameter). The two
@@ -92,8 +104,8 @@ def test_step_is_counted_per_parameter(name: str, foreach: bool) -> None:
                           late_start=4)
     assert relative_error(trajectory(REFERENCES[name], STEPS, param_groups=True),
                           reference) > 1e-6, "the late start must change the trajectory"
-    assert relative_error(interpreted, reference) <= TOLERANCE
-    assert relative_error(exported, reference) <= TOLERANCE
+    assert relative_error(interpreted, reference) <= TOLERANCES.get(name, TOLERANCE)
+    assert relative_error(exported, reference) <= TOLERANCES.get(name, TOLERANCE)
 
 
 def test_adan_reference_differs_from_adam() -> None:

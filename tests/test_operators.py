@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import random
@@ -49,9 +50,16 @@ def only(*names: str) -> dict[str, float]:
     return {n: float(n in names) for n in OPERATORS}
 
 
+def random_split_genome(seed: int) -> Genome:
+    """A random genome whose matrices follow rules of their own (parameter roles)."""
+    return OPERATORS["split_roles"](random_genome(rng(seed)), rng(seed + 3))[0]
+
+
 def any_genome(seed: int, which: int) -> Genome:
-    """A seed genome (which < len(SEEDS)) or a random one."""
-    return GENOMES[SEEDS[which]] if which < len(SEEDS) else random_genome(rng(seed))
+    """A seed genome (which < len(SEEDS)), a random one, or a random one split by roles."""
+    if which < len(SEEDS):
+        return GENOMES[SEEDS[which]]
+    return random_split_genome(seed) if which == len(SEEDS) + 3 else random_genome(rng(seed))
 
 
 genome_choice = st.integers(0, len(SEEDS) + 3)  # about half seed genomes, half random ones
@@ -119,6 +127,17 @@ def test_crossover_gives_valid_children_built_from_parents(seed: int, i: int, j:
     assert {s for s in STATE_SLOTS if getattr(child, s) is not None} == used
     keys = [(t.kind, bool(t.get("normalize", False))) for t in child.terms]
     assert len(keys) == len(set(keys))  # deduplicated by kind + normalize
+    assert child.matrix in (a.matrix, b.matrix)
+
+
+def test_crossover_adds_and_removes_role_splits() -> None:
+    muon, adam = GENOMES["muon"], GENOMES["adam"]
+    children = [crossover(muon, adam, rng(seed)) for seed in range(40)]
+    assert {c.matrix for c, _ in children} == {None, muon.matrix}
+    assert any("matrix rules from parent 1" in change for c, change in children
+               if c.matrix is not None)
+    flipped = [crossover(adam, muon, rng(seed)) for seed in range(40)]
+    assert any("matrix rules from parent 2" in change for _, change in flipped)
 
 
 @SETTINGS
@@ -265,6 +284,35 @@ def check_toggle_clip(p: Genome, c: Genome, change: str) -> None:
     _same_except(p, c, {"clip"})
 
 
+def _others(g: Genome) -> Genome:
+    return dataclasses.replace(g, matrix=None)
+
+
+def _without_clip(g: Genome) -> Genome:
+    return dataclasses.replace(g, clip=None)
+
+
+def check_split_roles(p: Genome, c: Genome, change: str) -> None:
+    assert p.matrix is None and c.matrix is not None and c.matrix.clip is None
+    assert _others(c) == p
+    assert change.startswith("+matrix rules: ")
+
+
+def check_merge_roles(p: Genome, c: Genome, change: str) -> None:
+    assert p.matrix is not None and c.matrix is None
+    if change == "−matrix rules (the others' rules for all)":
+        assert c == _others(p)
+    else:
+        assert change == "−matrix rules (the matrices' rules for all)"
+        assert c == dataclasses.replace(p.matrix, clip=p.clip)
+
+
+def check_swap_roles(p: Genome, c: Genome, change: str) -> None:
+    assert change == "matrix rules ⇄ the others'"
+    assert c.matrix == _without_clip(_others(p))
+    assert _others(c) == dataclasses.replace(p.matrix, clip=p.clip)
+
+
 def check_change_transform(p: Genome, c: Genome, change: str) -> None:
     mode = lambda b: "none" if b is None else b.kind  # noqa: E731
     assert mode(p.transform) != mode(c.transform)
@@ -284,7 +332,23 @@ CHECKS = {
     "change_weight_decay": check_change_weight_decay,
     "toggle_clip": check_toggle_clip,
     "change_transform": check_change_transform,
+    "split_roles": check_split_roles,
+    "merge_roles": check_merge_roles,
+    "swap_roles": check_swap_roles,
 }
+
+
+def check(name: str, p: Genome, c: Genome, change: str) -> None:
+    """CHECKS[name], on the rules of the role it changed when ``p`` is split by roles: the
+    matrices' (the change reads "matrix: ...") or the others'; the other role's are kept."""
+    if p.matrix is None or OPERATORS[name].on_roles:
+        CHECKS[name](p, c, change)
+    elif change.startswith("matrix: "):
+        assert _others(c) == _others(p)
+        CHECKS[name](p.matrix, c.matrix, change.removeprefix("matrix: "))
+    else:
+        assert c.matrix == p.matrix
+        CHECKS[name](_others(p), _others(c), change)
 
 
 def test_every_operator_is_checked_and_has_a_rate() -> None:
@@ -300,7 +364,7 @@ def test_operator_on_seed_genomes(name: str) -> None:
             continue
         child, change = OPERATORS[name](g, rng(seed))
         assert_valid(child)
-        CHECKS[name](g, child, change)
+        check(name, g, child, change)
         applied += 1
     assert applied >= 1
 
@@ -309,14 +373,14 @@ def test_operator_on_seed_genomes(name: str) -> None:
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=seeds)
 def test_operator_on_random_genomes(name: str, seed: int) -> None:
-    g = random_genome(rng(seed))
+    g = random_genome(rng(seed)) if seed % 3 else random_split_genome(seed)
     child, change = OPERATORS[name](g, rng(seed + 1))
     assert_valid(child)
     assert change
     if name in applicable_operators(g):
-        CHECKS[name](g, child, change)
+        check(name, g, child, change)
     else:  # falls back to a plain hyperparameter perturbation
-        check_perturb_hparam(g, child, change)
+        check("perturb_hparam", g, child, change)
 
 
 def test_inapplicable_operator_falls_back_to_perturbation() -> None:

@@ -30,6 +30,11 @@ def primitives_markdown() -> str:
         "the same definitions drive the interpreter, the mutation ranges and the exporter.",
         "",
         "A step runs the phases in this order: " + " → ".join(f"`{p}`" for p in PHASES) + ".",
+        "A genome's `[matrix]` table may give the parameters of 2 or more dims rules of their own",
+        "(its own `lr`, tables and terms); the genome's other rules then apply to the other",
+        "parameters. Primitives that act on the whole group stay at the top level: "
+        + ", ".join(f"`{slot}.kind = \"{kind}\"`" for slot, kinds in REGISTRY.items()
+                    for kind, prim in kinds.items() if prim.group_wide) + ".",
         "Every genome has a base learning rate:",
         "",
         "| hyperparameter | exported argument | default | valid | mutation range (scale) | |",

@@ -87,8 +87,9 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "math." in c for c in conditions.values())
     step_lets = program.step_lets()
 
-    doc_args = [f"        {n}: {spec.doc} (default: {value!r})." for n, (spec, value) in
-                args.items()]
+    doc_args = [line for n, (spec, value) in args.items() for line in textwrap.wrap(
+        f"        {n}: {spec.doc} (default: {value!r}).", 100, subsequent_indent=" " * 12,
+        break_on_hyphens=False)]
     if extra:
         doc_args.append("        total_steps: length of the run; the learning-rate schedule "
                         f"({genome.schedule.kind}) is a function of step / total_steps.")

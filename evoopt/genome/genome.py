@@ -12,6 +12,18 @@ On disk a genome is TOML (or JSON) of this shape::
 Optional tables: ``clip``, ``weight_decay``, ``momentum``, ``grad_diff``, ``second_moment``,
 ``transform`` (acts on the whole update, e.g. LAMB's trust ratio, Adafactor's relative step).
 Every table's ``kind`` and hyperparameters come from :mod:`evoopt.genome.primitives`.
+
+Parameter roles: an optional ``[matrix]`` table holds other rules (its own ``lr``, tables and
+``terms``, no ``clip``) for the parameters of 2 or more dims; the rules around it then apply
+to the others (Muon for the weight matrices, AdamW for the rest)::
+
+    lr = 3e-4                            # the others: AdamW
+    [momentum]        kind = "ema", beta = 0.9
+    ...
+    [matrix]          lr = 0.02          # matrices: Muon
+    [matrix.momentum] kind = "ema", beta = 0.95, bias_correction = false
+    [matrix.transform] kind = "orthogonalize"
+    [[matrix.terms]]  kind = "nesterov"
 """
 
 from __future__ import annotations
@@ -36,9 +48,13 @@ from evoopt.genome.primitives import (
     Primitive,
     primitive,
 )
+from evoopt.genome.program import Program, merge_roles, other_role
 
-TOP_LEVEL_KEYS = ("name", "description", "lr", *BLOCK_SLOTS, "terms")
+TOP_LEVEL_KEYS = ("name", "description", "lr", *BLOCK_SLOTS, "terms", "matrix")
 STATE_SLOTS = ("momentum", "grad_diff", "second_moment")
+#: The parameter role a genome's ``matrix`` rules apply to, and the prefix of its exported
+#: arguments (the genome's other rules apply to the other role, unprefixed).
+MATRIX_ROLE, MATRIX_PREFIX = "matrix", "matrix_"
 
 
 @dataclass(frozen=True)
@@ -120,6 +136,7 @@ class Genome:
     grad_diff: Block | None = None
     second_moment: Block | None = None
     transform: Block | None = None
+    matrix: Genome | None = None  # other rules for the parameters of 2 or more dims
     name: str = field(default="", compare=False)
     description: str = field(default="", compare=False)
 
@@ -136,12 +153,16 @@ class Genome:
             raise GenomeError(f"{source}: {e}") from None
 
     @classmethod
-    def _from_dict(cls, data: object) -> Genome:
+    def _from_dict(cls, data: object, role: bool = False) -> Genome:
+        """``role``: the rules of one parameter role (a ``[matrix]`` table): no name,
+        description or further split."""
         if not isinstance(data, Mapping):
             raise GenomeError(f"expected a table of genome fields, got {type(data).__name__}")
+        allowed = [k for k in TOP_LEVEL_KEYS
+                   if not role or k not in ("name", "description", "matrix")]
         for key in data:
-            if key not in TOP_LEVEL_KEYS:
-                raise GenomeError(f"{key}: unknown field (allowed: {', '.join(TOP_LEVEL_KEYS)})")
+            if key not in allowed:
+                raise GenomeError(f"{key}: unknown field (allowed: {', '.join(allowed)})")
         if "lr" not in data:
             raise GenomeError("lr: missing (the base learning rate)")
         lr = LR.check(data["lr"], "lr")
@@ -155,10 +176,27 @@ class Genome:
         for key in ("name", "description"):
             if not isinstance(data.get(key, ""), str):
                 raise GenomeError(f"{key}: expected a string, got {data[key]!r}")
+        matrix = None
+        if "matrix" in data:
+            if not isinstance(data["matrix"], Mapping):
+                raise GenomeError(f"matrix: expected a table of the rules for matrices, got "
+                                  f"{data['matrix']!r}")
+            try:
+                matrix = cls._from_dict(data["matrix"], role=True)
+            except GenomeError as e:
+                raise GenomeError(f"matrix.{e}") from None
         return cls(lr=lr, terms=terms, name=data.get("name", ""),
-                   description=data.get("description", ""), **blocks)
+                   description=data.get("description", ""), matrix=matrix, **blocks)
 
     def _check_consistency(self) -> None:
+        if self.matrix is not None:
+            if self.matrix.matrix is not None:
+                raise GenomeError("matrix.matrix: the rules for matrices cannot split again")
+            for block in self.matrix.blocks():
+                if block.primitive.group_wide:
+                    raise GenomeError(f"matrix.{block.slot}: {block.kind!r} acts on every "
+                                      f"parameter of a group: set [{block.slot}] at the top "
+                                      "level")
         for i, term in enumerate(self.terms):
             for slot, by in term.requirements():
                 if getattr(self, slot) is None:
@@ -180,6 +218,8 @@ class Genome:
             if block is not None:
                 out[slot] = block.to_dict()
         out["terms"] = [t.to_dict() for t in self.terms]
+        if self.matrix is not None:
+            out["matrix"] = self.matrix.to_dict()
         return out
 
     def to_toml(self) -> str:
@@ -206,7 +246,15 @@ class Genome:
         so the scale is fixed: the largest |weight| becomes 1 and its factor moves into ``lr``
         (and out of the hyperparameters a primitive declares ``lr_scaled``, such as decoupled
         decay), so "lr 1e-3, weight 4" and "lr 4e-3, weight 1" are one optimizer, one hash.
+        A ``matrix`` split whose canonical rules are the others' is no split.
         """
+        others = replace(self, matrix=None, name="", description="")._canonical_rules()
+        if self.matrix is None:
+            return others
+        matrix = self.matrix._canonical_rules()
+        return others if matrix == others else replace(others, matrix=matrix)
+
+    def _canonical_rules(self) -> Genome:
         merged: dict[tuple, float] = {}
         for t in self.terms:
             rest = tuple((k, v) for k, v in t.values if k != "weight")
@@ -245,16 +293,22 @@ class Genome:
         def shape(block: Block) -> dict[str, Any]:
             return {"kind": block.kind, **{k: v for k, v in block.values if isinstance(v, bool)}}
 
-        c = self.canonical()
-        layout = {slot: shape(getattr(c, slot)) for slot in BLOCK_SLOTS
-                  if getattr(c, slot) is not None}
-        layout["terms"] = [shape(t) for t in c.terms]
-        text = json.dumps(layout, sort_keys=True, separators=(",", ":"))
+        def layout(g: Genome) -> dict[str, Any]:
+            out: dict[str, Any] = {slot: shape(getattr(g, slot)) for slot in BLOCK_SLOTS
+                                   if getattr(g, slot) is not None}
+            out["terms"] = [shape(t) for t in g.terms]
+            if g.matrix is not None:
+                out["matrix"] = layout(g.matrix)
+            return out
+
+        text = json.dumps(layout(self.canonical()), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
     def has_schedule(self) -> bool:
-        return self.schedule.kind != "constant"
+        """Whether the rules (of either role) schedule the lr (then ``total_steps`` is needed)."""
+        return self.schedule.kind != "constant" or (
+            self.matrix is not None and self.matrix.has_schedule)
 
     def tunable(self) -> list[tuple[str, HParam, float]]:
         """Every float hyperparameter as ``(path, spec, value)``: ``lr``, the tables' in slot
@@ -275,18 +329,31 @@ class Genome:
             out += [(f"terms[{i}].{h.name}", h, float(t[h.name]))
                     for h in t.primitive.hparams
                     if not h.is_bool and not (h.name == "weight" and i == scale_term)]
+        if self.matrix is not None:
+            out += [(f"matrix.{path}", h, v) for path, h, v in self.matrix.tunable()]
         return out
 
     def with_values(self, values: Mapping[str, float]) -> Genome:
         """This genome with the hyperparameters named by :meth:`tunable` paths replaced; each
         value is checked against its bounds (:class:`GenomeError` names the path)."""
         known = {path: spec for path, spec, _ in self.tunable()}
-        parts: dict[str, Any] = {"lr": self.lr, "terms": list(self.terms)}
+        parts: dict[str, Any] = {"lr": self.lr, "terms": list(self.terms), "matrix": self.matrix}
         parts |= {slot: getattr(self, slot) for slot in BLOCK_SLOTS}
-        for path, value in values.items():
+        for path in values:
             if path not in known:
                 raise GenomeError(f"{path}: not a tunable hyperparameter of this genome "
                                   f"(tunable: {', '.join(known)})")
+        inner = {path[len("matrix."):]: v for path, v in values.items()
+                 if path.startswith("matrix.")}
+        if inner:
+            assert self.matrix is not None
+            try:
+                parts["matrix"] = self.matrix.with_values(inner)
+            except GenomeError as e:
+                raise GenomeError(f"matrix.{e}") from None
+        for path, value in values.items():
+            if path.startswith("matrix."):
+                continue
             checked = known[path].check(value, path)
             if path == "lr":
                 parts["lr"] = checked
@@ -318,9 +385,20 @@ class Genome:
 
     # -- program and docs ------------------------------------------------------------------
     def build(self) -> Builder:
-        """Emit this genome's tensor program, phase by phase (see :mod:`primitives`)."""
-        b = Builder()
-        b.arg(LR, self.lr)
+        """Emit this genome's tensor program, phase by phase (see :mod:`primitives`). With a
+        ``matrix`` split, each role's rules are emitted as a program for its parameters (the
+        matrix rules' arguments prefixed ``matrix_``), and the two are merged."""
+        if self.matrix is None:
+            return self._build(Builder())
+        others = self._build(Builder(Program(role=other_role(MATRIX_ROLE))))
+        matrix = self.matrix._build(Builder(Program(role=MATRIX_ROLE), prefix=MATRIX_PREFIX,
+                                            role_doc="for matrices"))
+        merged = merge_roles({MATRIX_ROLE: matrix.program, others.program.role: others.program},
+                             {MATRIX_ROLE: MATRIX_PREFIX})
+        return Builder(merged, args=matrix.args | others.args)
+
+    def _build(self, b: Builder) -> Builder:
+        b.lr = b.arg(LR, self.lr)
         blocks = list(self.blocks())
         if self.builds_update:
             b.update = "update"
@@ -356,7 +434,7 @@ class Genome:
             name = h.arg
             if block.slot == "terms":
                 name = f"{block.kind}_{h.name}"
-                if name in b.args:
+                if b.prefix + name in b.args:
                     name = f"{block.kind}{term_index}_{h.name}"
             names[h.name] = b.arg(h, block[h.name], name)
         return names
@@ -387,7 +465,13 @@ class Genome:
             p.op("add_", b.update, slot, scalar=coef)
 
     def formula(self) -> str:
-        """One line: the update rule, its state, schedule and decay."""
+        """One line: the update rule, its state, schedule and decay (with a ``matrix`` split,
+        the others' and then the matrices')."""
+        if self.matrix is None:
+            return self._formula()
+        return f"{self._formula()}; matrices: {self.matrix._formula()}"
+
+    def _formula(self) -> str:
         parts = []
         m_hat = self.momentum is not None and self.momentum.get("bias_correction", False)
         d_hat = self.grad_diff is not None and self.grad_diff["bias_correction"]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from evoopt.genome.program import Program
@@ -139,11 +139,17 @@ class Builder:
     denom: str | None = None
     update: str | None = None  # the update tensor r, when a primitive acts on the whole update
     step_size: str | None = None  # what multiplies r in p -= step_size * r, when not the lr
+    # the rules of one parameter role (a genome's [matrix] table): its arguments' name prefix
+    # and what their docs say they are for
+    prefix: str = ""
+    role_doc: str = ""
     _diff: str | None = None
 
     def arg(self, spec: HParam, value: float, name: str | None = None) -> str:
         """Register a float hyperparameter as an exported argument and return its name."""
-        name = name or spec.arg
+        name = self.prefix + (name or spec.arg)
+        if self.role_doc:
+            spec = replace(spec, doc=f"{spec.doc} ({self.role_doc})")
         self.args[name] = (spec, float(value))
         return name
 
@@ -207,6 +213,9 @@ class Primitive:
     update_scale_free: bool = False
     # a transform that sets the step size (p -= step_size·r instead of lr·r)
     sets_step_size: bool = False
+    # acts on the whole group at once (global-norm clipping), so one parameter role's rules
+    # (a genome's [matrix] table) cannot hold it
+    group_wide: bool = False
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -256,7 +265,7 @@ def _schedule(factors: Callable[[dict[str, str]], list[tuple[str, str]]]) -> Cal
         lets = factors(a)
         for name, expr in lets:
             b.program.let(name, expr)
-        b.lr = b.program.let("lr_t", f"lr * {lets[-1][0]}")
+        b.lr = b.program.let("lr_t", f"{b.lr} * {lets[-1][0]}")
 
     return emit
 
@@ -315,7 +324,7 @@ def _clip(b: Builder, block: Block, a: dict[str, str]) -> None:
 
 
 register(Primitive("clip", "global_norm", "grad", "rescale gradients to a joint L2 norm ≤ max_norm",
-                   "clip(‖g‖≤{max_norm})", (MAX_NORM,), emit=_clip))
+                   "clip(‖g‖≤{max_norm})", (MAX_NORM,), group_wide=True, emit=_clip))
 register(Primitive(
     "weight_decay", "coupled", "grad", "L2 penalty added to the gradient: g += wd·p",
     "L2 {value}", (DECAY,),
@@ -366,6 +375,20 @@ register(Primitive(
     "transform", "trust_ratio", "transform",
     "layer-wise trust ratio (LAMB): r *= ‖p‖/‖r‖ per tensor (1 when either norm is 0)",
     "‖p‖/‖r‖·r", builds_update=True, update_scale_free=True, emit=_trust_ratio))
+
+
+def _orthogonalize(b: Builder, block: Block, a: dict[str, str]) -> None:
+    with b.program.only("matrix"):
+        b.program.op("orthogonalize", b.update, out=b.update)
+
+
+register(Primitive(
+    "transform", "orthogonalize", "transform",
+    "Muon's orthogonalization of the update of a matrix (2 or more dims, as its (out, −1) "
+    "matrix): 5 Newton–Schulz steps in bfloat16 towards U·Vᵀ, times √max(1, rows/cols); "
+    "the other parameters' update is left as it is",
+    "NS₅(r)·√max(1,rows/cols)", builds_update=True, update_scale_free=True,
+    emit=_orthogonalize))
 
 
 def _relative_step(b: Builder, block: Block, a: dict[str, str]) -> None:
@@ -624,8 +647,7 @@ def _nesterov(b: Builder, block: Block, a: dict[str, str]) -> tuple[str, str | N
     beta = args["beta"]
     if momentum.heavy_ball:  # torch.optim.SGD(nesterov=True): g + momentum * buf
         return b.program.op("add", "grad", m, out="nesterov", scalar=beta), None
-    out = b.program.op("clone", m, out="nesterov")
-    b.program.op("lerp_", out, "grad", scalar=f"1 - {beta}")
+    out = b.program.op("lerp", m, "grad", out="nesterov", scalar=f"1 - {beta}")
     if bc is not None:
         bc = b.bias_correction("bias_correction1_next", beta, offset="1")
     return out, bc

@@ -39,10 +39,36 @@ class OpKind:
     single: str
     foreach: str
     into: str | None = None
+    helper: tuple[str, ...] = ()  # source of a module-level function the templates call
 
     @property
     def new(self) -> bool:
         return not self.name.endswith("_")
+
+
+# Muon's orthogonalization, as torch.optim.Muon (Keller Jordan's quintic Newton–Schulz
+# coefficients, 5 steps in bfloat16, eps 1e-7, adjust_lr_fn "original") for a tensor of 2 or
+# more dims taken as its (out, -1) matrix, as Muon treats conv kernels.
+_ORTHOGONALIZE = (
+    "def _orthogonalize(update: Tensor) -> Tensor:",
+    '    """The update as an (out, -1) matrix, orthogonalized by 5 Newton-Schulz steps in bfloat16',
+    "    towards U V^T of its SVD U S V^T, scaled by sqrt(max(1, rows / cols)) (torch.optim.Muon's",
+    '    learning-rate adjustment), in the update\'s shape and dtype."""',
+    "    a, b, c = 3.4445, -4.7750, 2.0315",
+    "    x = update.reshape(len(update), -1)",
+    "    rows, cols = x.shape",
+    "    x = x.bfloat16()",
+    "    if rows > cols:",
+    "        x = x.T",
+    "    x = x.div(x.norm().clamp(min=1e-7))  # spectral norm at most 1",
+    "    for _ in range(5):",
+    "        gram = x @ x.T",
+    "        gram_update = torch.addmm(gram, gram, gram, beta=b, alpha=c)",
+    "        x = torch.addmm(x, gram_update, x, beta=a)",
+    "    if rows > cols:",
+    "        x = x.T",
+    "    return x.reshape(update.shape).to(update.dtype).mul_(max(1, rows / cols) ** 0.5)",
+)
 
 
 #: The op table: the only place an op's meaning is written. The executors and the exporter
@@ -66,6 +92,7 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("adds_", 1, True, "{0}.add_({s})", "torch._foreach_add_({0}, {s})"),
     OpKind("add_", 2, True, "{0}.add_({1}, alpha={s})", "torch._foreach_add_({0}, {1}, alpha={s})"),
     OpKind("lerp_", 2, True, "{0}.lerp_({1}, {s})", "torch._foreach_lerp_({0}, {1}, {s})"),
+    OpKind("lerp", 2, True, "{0}.lerp({1}, {s})", "torch._foreach_lerp({0}, {1}, {s})"),
     OpKind("addcmul", 3, True, "{0}.addcmul({1}, {2}, value={s})",
            "torch._foreach_addcmul({0}, {1}, {2}, value={s})"),
     OpKind("addcmul_", 3, True, "{0}.addcmul_({1}, {2}, value={s})",
@@ -93,6 +120,8 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("mean", 1, True, "{0}.mean(dim={s}, keepdim=True)",
            "[t.mean(dim={s}, keepdim=True) for t in {0}]"),
     OpKind("matmul", 2, False, "{0} @ {1}", "[a @ b for a, b in zip({0}, {1}, strict=True)]"),
+    OpKind("orthogonalize", 1, False, "_orthogonalize({0})", "[_orthogonalize(t) for t in {0}]",
+           helper=_ORTHOGONALIZE),
 )}
 
 #: Parameter roles: ops and buffers of a role apply only to its parameters. ``matrix``: the
@@ -188,6 +217,7 @@ class Program:
     # buffers that only the parameters of one role hold, or shaped unlike the parameter
     layouts: dict[str, Layout] = field(default_factory=dict)
     role: str | None = None  # the role of the ops and buffers emitted now (see :meth:`only`)
+    dead: bool = False  # inside only() of a role other than the program's: nothing is emitted
 
     def let(self, name: str, expr: str) -> str:
         self.lets.append((name, expr))
@@ -195,13 +225,14 @@ class Program:
 
     def op(self, kind: str, *args: str, out: str | None = None, scalar: str | None = None,
            when: str | None = None, into: str | None = None) -> str | None:
-        self.ops.append(Op(kind, out, tuple(args), scalar, when, into, self.role))
+        if not self.dead:
+            self.ops.append(Op(kind, out, tuple(args), scalar, when, into, self.role))
         return out
 
     def buffer(self, name: str, reduced: int | None = None) -> str:
         """Declare a zero-initialized state buffer: shaped like the parameter, or like it with
         dim ``reduced`` of size 1; held only by the parameters of the current role, if any."""
-        if name not in self.buffers:
+        if name not in self.buffers and not self.dead:
             self.buffers.append(name)
             if self.role is not None or reduced is not None:
                 self.layouts[name] = Layout(self.role, reduced)
@@ -209,14 +240,16 @@ class Program:
 
     @contextmanager
     def only(self, role: str) -> Iterator[None]:
-        """Ops and buffers emitted inside apply only to the parameters of ``role``."""
+        """Ops and buffers emitted inside apply only to the parameters of ``role``; inside the
+        ops of another role (a program for one role's parameters), they are dropped."""
         if role not in ROLES:
             raise ValueError(f"unknown role {role!r}")
-        outer, self.role = self.role, role
+        outer, dead = self.role, self.dead
+        self.role, self.dead = role, dead or (outer is not None and outer != role)
         try:
             yield
         finally:
-            self.role = outer
+            self.role, self.dead = outer, dead
 
     @property
     def has_roles(self) -> bool:
@@ -298,6 +331,52 @@ class Program:
                 + [o.when for o in self.ops if o.when])
 
 
+def merge_roles(programs: dict[str, Program], prefixes: dict[str, str]) -> Program:
+    """One program that runs ``programs[role]`` (emitted with ``Program(role=role)``) on the
+    parameters of each role. The lets and scalar states of a role with a prefix are renamed
+    with it (its hyperparameters already carry it), so that roles share no scalar name; tensor
+    slots need no renaming (a parameter runs one role's ops). A buffer both roles declare alike
+    is every parameter's. A global-norm clip (one role's program at most has one) acts on
+    every parameter's gradient, before any role's ops."""
+    merged = Program()
+    clips = {p.clip for p in programs.values()} - {None}
+    if len(clips) > 1:
+        raise ValueError("more than one role's program clips")
+    merged.clip = clips.pop() if clips else None
+    for role, program in programs.items():
+        prefix = prefixes.get(role, "")
+        names = [n for n in [*dict(program.lets), *program.scalars] if not n.startswith(prefix)]
+        pattern = re.compile(r"\b(" + "|".join(map(re.escape, names)) + r")\b") if names else None
+
+        def rename(expr: str | None, pattern: re.Pattern | None = pattern,
+                   prefix: str = prefix) -> str | None:
+            if expr is None or pattern is None:
+                return expr
+            return pattern.sub(lambda m: prefix + m.group(1), expr)
+
+        merged.lets += [(rename(n), rename(e)) for n, e in program.lets]  # type: ignore[misc]
+        merged.scalars |= {rename(n): v for n, v in program.scalars.items()}  # type: ignore[misc]
+        merged.ops += [Op(o.kind, o.out, o.args, rename(o.scalar), rename(o.when), o.into,
+                          o.role or role) for o in program.ops]
+        for b in program.buffers:
+            layout = program.layouts.get(b, Layout(role))
+            if b not in merged.buffers:
+                merged.buffers.append(b)
+                merged.layouts[b] = layout
+            elif merged.layouts.get(b) == Layout(layout.role and other_role(layout.role),
+                                                  layout.reduced):
+                merged.layouts[b] = Layout(None, layout.reduced)  # both roles hold it alike
+            else:
+                raise ValueError(f"buffer {b}: the roles hold it differently")
+    merged.layouts = {b: lay for b, lay in merged.layouts.items() if lay != Layout()}
+    return merged
+
+
+def other_role(role: str) -> str:
+    """The role that is not ``role``."""
+    return next(r for r in ROLES if r != role)
+
+
 def _names(expr: str) -> set[str]:
     return set(re.findall(r"[A-Za-z_]\w*", expr))
 
@@ -361,6 +440,9 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
         multi = indent(ops, 4)
     helpers = (_BY_STEP_AND_ROLE if program.has_roles else _BY_STEP if program.uses_step
                else [])
+    for kind in dict.fromkeys(OP_TABLE[op.kind] for op in program.ops):
+        if kind.helper:
+            helpers = [*helpers, "", "", *kind.helper]
     return [*function("_single_tensor_step", False, single), "", "",
             *function("_multi_tensor_step", True, multi),
             *(_CLIP_HELPER if program.clip else []), *helpers]

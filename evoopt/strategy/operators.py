@@ -13,6 +13,11 @@ they no longer use, and every child is round-tripped through :meth:`Genome.from_
 checks each hyperparameter against its valid bounds. An operator that does not apply to a genome
 (removing the only term, ...) or keeps failing falls back to a plain hyperparameter perturbation.
 
+A genome whose ``[matrix]`` table gives the matrices other rules (parameter roles) is varied
+one role's rules at a time: an operator changes the matrices' rules or the others' (the change
+then reads ``matrix: ...``), except the operators on the split itself (``split_roles``,
+``merge_roles``, ``swap_roles``). Crossover takes the split, or its absence, from either parent.
+
 Each mutation operator is registered once, with :func:`mutation_operator`, on its implementation:
 its name, default rate, applicability predicate, whether it changes the genome's structure, and
 its docstring as documentation. :data:`OPERATORS` is that registry; :data:`DEFAULT_MUTATION_RATES`
@@ -30,7 +35,7 @@ import contextlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -73,7 +78,31 @@ _Parts = dict  # keyword arguments of Genome (without name and description)
 # Helpers.
 def _parts(g: Genome) -> _Parts:
     """The genome's fields as keyword arguments; name and description are not inherited."""
-    return {"lr": g.lr, "terms": g.terms, **{slot: getattr(g, slot) for slot in BLOCK_SLOTS}}
+    return {"lr": g.lr, "terms": g.terms, "matrix": g.matrix,
+            **{slot: getattr(g, slot) for slot in BLOCK_SLOTS}}
+
+
+def _group_wide(g: Genome) -> dict[str, Block]:
+    """The blocks that act on the whole group (global-norm clipping): they stay at the top level
+    whichever rules the matrices follow."""
+    return {slot: getattr(g, slot) for slot in BLOCK_SLOTS
+            if getattr(g, slot) is not None and getattr(g, slot).primitive.group_wide}
+
+
+def _others(g: Genome) -> Genome:
+    """The rules of the parameters that are not matrices (all of them when there is no split)."""
+    return Genome(**(_parts(g) | {"matrix": None}))
+
+
+def _for_matrices(rules: Genome) -> Genome:
+    """``rules`` as a [matrix] table: without the group-wide blocks."""
+    return Genome(**(_parts(rules) | dict.fromkeys(_group_wide(rules))))
+
+
+def _split(others: Genome, matrix: Genome | None, top: Genome) -> Genome:
+    """A genome with ``others``' rules (and ``top``'s group-wide blocks) and ``matrix``'s."""
+    return Genome(**(_parts(others) | dict.fromkeys(_group_wide(others)) | _group_wide(top)
+                     | {"matrix": matrix}))
 
 
 def _fmt(v: float | bool | None) -> str:
@@ -172,10 +201,36 @@ class MutationOperator:
     default_rate: float
     doc: str
     structural: bool = True
+    on_roles: bool = False  # changes the role split itself, not one role's rules
 
     def __call__(self, genome: Genome, rng: np.random.Generator,
                  max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
         return _run(self, genome, rng, max_terms)
+
+    def roles(self, genome: Genome, max_terms: int = MAX_TERMS) -> list[bool]:
+        """The rules it applies to: ``[False]`` for a genome without a split (and for the
+        operators on the split), else among ``False`` (the others') and ``True`` (the
+        matrices'); empty when it applies to none."""
+        if self.on_roles or genome.matrix is None:
+            return [False] if self.applies(genome, max_terms) else []
+        return [in_matrix for in_matrix, rules in ((False, _others(genome)),
+                                                   (True, genome.matrix))
+                if self.applies(rules, max_terms)]
+
+    def apply_to_role(self, genome: Genome, rng: np.random.Generator,
+                      roles: list[bool]) -> tuple[Genome, str] | None:
+        """:attr:`apply` to one of the ``roles``' rules (drawn when there are two)."""
+        if self.on_roles or genome.matrix is None:
+            return self.apply(genome, rng)
+        in_matrix = roles[int(rng.integers(len(roles)))]
+        out = self.apply(genome.matrix if in_matrix else _others(genome), rng)
+        if out is None:
+            return None
+        rules, change = out
+        if in_matrix:
+            return replace(_others(genome), matrix=rules, name="", description=""), \
+                f"matrix: {change}"
+        return _split(rules, genome.matrix, rules), change
 
 
 #: Every mutation operator by name (registration order): ``OPERATORS[name](genome, rng)``.
@@ -183,7 +238,8 @@ OPERATORS: dict[str, MutationOperator] = {}
 
 
 def mutation_operator(name: str, *, default_rate: float, structural: bool = True,
-                      applies: Applies = _always) -> Callable[[Impl], Impl]:
+                      applies: Applies = _always, on_roles: bool = False
+                      ) -> Callable[[Impl], Impl]:
     """Register the decorated function as mutation operator ``name``; its docstring is the doc."""
     if not (math.isfinite(default_rate) and default_rate >= 0):
         raise ValueError(f"{name}: default_rate must be a finite number ≥ 0, got {default_rate!r}")
@@ -194,7 +250,7 @@ def mutation_operator(name: str, *, default_rate: float, structural: bool = True
         if not impl.__doc__:
             raise ValueError(f"mutation operator {name!r} needs a docstring")
         OPERATORS[name] = MutationOperator(name, impl, applies, float(default_rate),
-                                           inspect.cleandoc(impl.__doc__), structural)
+                                           inspect.cleandoc(impl.__doc__), structural, on_roles)
         return impl
 
     return register
@@ -365,6 +421,35 @@ def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
     return Genome(**parts), f"+clip ({new.kind}, max_norm={_fmt(new['max_norm'])})"
 
 
+@mutation_operator("split_roles", default_rate=0.03, on_roles=True,
+                   applies=lambda g, max_terms: g.matrix is None)
+def _split_roles(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Give the matrices (parameters of 2 or more dims) rules of their own: the genome's
+    rules (without group-wide clipping) changed by one mutation; the others keep the genome's."""
+    m = mutate_op(_for_matrices(g), rng, {n: 0.0 for n, op in OPERATORS.items() if op.on_roles})
+    matrix = _for_matrices(m.child)
+    return replace(_others(g), matrix=matrix, name="", description=""), \
+        f"+matrix rules: {m.change}"
+
+
+@mutation_operator("merge_roles", default_rate=0.02, on_roles=True,
+                   applies=lambda g, max_terms: g.matrix is not None)
+def _merge_roles(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Drop the split: every parameter follows the others' rules or the matrices' (drawn)."""
+    assert g.matrix is not None
+    if rng.random() < 0.5:
+        return _others(g), "−matrix rules (the others' rules for all)"
+    return _split(g.matrix, None, g), "−matrix rules (the matrices' rules for all)"
+
+
+@mutation_operator("swap_roles", default_rate=0.01, on_roles=True,
+                   applies=lambda g, max_terms: g.matrix is not None)
+def _swap_roles(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
+    """Exchange the matrices' rules and the others' (group-wide clipping stays as it is)."""
+    assert g.matrix is not None
+    return _split(g.matrix, _for_matrices(_others(g)), g), "matrix rules ⇄ the others'"
+
+
 #: Default relative rates of the operators, derived from their registrations (read-only).
 DEFAULT_MUTATION_RATES: Mapping[str, float] = MappingProxyType(
     {name: op.default_rate for name, op in OPERATORS.items()})
@@ -382,18 +467,20 @@ def _run(op: MutationOperator, g: Genome, rng: np.random.Generator,
          max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
     """Apply ``op`` (bounded retries), falling back to a hyperparameter perturbation."""
     _check_max_terms(max_terms)
-    if op.applies(g, max_terms):
+    roles = op.roles(g, max_terms)
+    if roles:
         for _ in range(_TRIES):
             try:
-                out = op.apply(g, rng)
+                out = op.apply_to_role(g, rng, roles)
                 if out is None:  # does not apply to this genome after all
                     break
                 return _valid(out[0]), out[1]
             except GenomeError:
                 continue
+    perturb = OPERATORS["perturb_hparam"]
     for _ in range(_TRIES):
         try:
-            child, change = _perturb(g, rng)
+            child, change = perturb.apply_to_role(g, rng, perturb.roles(g, max_terms))  # type: ignore[misc]
             return _valid(child), change
         except GenomeError:
             continue
@@ -402,7 +489,7 @@ def _run(op: MutationOperator, g: Genome, rng: np.random.Generator,
 
 def applicable_operators(genome: Genome, max_terms: int = MAX_TERMS) -> list[str]:
     """Names of the operators that apply to ``genome`` (the others fall back to a perturbation)."""
-    return [name for name, op in OPERATORS.items() if op.applies(genome, max_terms)]
+    return [name for name, op in OPERATORS.items() if op.roles(genome, max_terms)]
 
 
 def resolve_rates(config_rates: Mapping[str, float] | None = None) -> dict[str, float]:
@@ -490,7 +577,9 @@ def crossover(a: Genome, b: Genome, rng: np.random.Generator,
     from ``a`` or ``b`` with probability 0.5 each. The terms are a random subset (1..max_terms) of
     the union of both parents' terms, deduplicated by (kind, normalize). State tables the terms
     need come from the chosen parent, else from the other one; only when neither parent has one
-    does :func:`complete` sample it. Tables the terms do not use are dropped.
+    does :func:`complete` sample it. Tables the terms do not use are dropped. When a parent gives
+    its matrices rules of their own (``[matrix]``), the child's matrices follow either parent's
+    (with probability 0.5 each, so the split is kept, dropped or taken over whole).
     """
     _check_max_terms(max_terms)
     parents = (a, b)
@@ -516,6 +605,10 @@ def crossover(a: Genome, b: Genome, rng: np.random.Generator,
     n = int(rng.integers(1, min(max_terms, len(unique)) + 1))
     picked = sorted(unique[:n], key=lambda x: (x[0], x[1]))
     parts["terms"] = tuple(t for _, _, t in picked)
+    matrix_from = None  # the parent whose [matrix] rules (or their absence) the child takes
+    if a.matrix is not None or b.matrix is not None:
+        matrix_from = int(rng.random() < 0.5)
+        parts["matrix"] = parents[matrix_from].matrix
     try:
         child = _valid(complete(parts, rng))
     except GenomeError:  # not expected: parents' blocks are valid; keep a valid child anyway
@@ -525,6 +618,12 @@ def crossover(a: Genome, b: Genome, rng: np.random.Generator,
     terms_b = [f"terms[{i}]" for p, i, _ in picked if p == 1]
     items = [s if s == "lr" or getattr(child, s) is not None else f"no {s}" for s in from_b
              if s not in STATE_SLOTS or getattr(child, s) is not None] + terms_b
+    if matrix_from is not None and a.matrix != b.matrix:
+        items.append("matrix rules" if parts["matrix"] is not None else "no matrix rules")
+        if not matrix_from:
+            items.pop()
+            terms_a.append("matrix rules" if parts["matrix"] is not None
+                           else "no matrix rules")
     pieces = [f"{', '.join(items)} from parent 2" if items else "nothing from parent 2"]
     if terms_a:
         pieces.append(f"{', '.join(terms_a)} from parent 1")
