@@ -7,7 +7,12 @@ the serial evaluator. conftest.py's session fixture ``tiny_campaign`` runs it on
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import sqlite3
+import subprocess
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,26 @@ def run_tiny(out: Path, data_dir: Path, **changes: dict) -> dict[str, Any]:
     with SerialEvaluator(data_dir=str(data_dir), num_threads=1) as evaluator, \
             CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator) as runner:
         return runner.run()
+
+
+def run_killed_after_first_generation(command: list[str], out: Path,
+                                      env: dict[str, str]) -> int:
+    """Start ``command`` (an ``evoopt run`` into ``out``) and SIGKILL it once generation 0 is
+    committed (generation 1 under way); returns its exit code (``-SIGKILL`` when killed)."""
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(f"file:{out / 'campaign.sqlite'}?mode=ro", uri=True) as db:
+                committed = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
+        except sqlite3.Error:
+            continue
+        if committed >= 1:
+            os.kill(proc.pid, signal.SIGKILL)
+            break
+    return proc.wait()
 
 
 def copy_campaign(source: Path, target: Path) -> Path:

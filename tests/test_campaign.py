@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from evoopt.campaign.status import campaign_status
 from evoopt.campaign.store import DB_NAME, CampaignStore
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
-from tests.conftest_campaign import TINY, run_tiny, tiny_config
+from tests.conftest_campaign import TINY, run_killed_after_first_generation, run_tiny, tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -248,22 +247,10 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path
                     "--data-dir", str(data_dir)], check=True, env=env, capture_output=True)
 
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*base, "run", str(config), "--out", str(killed), "--serial",
-                             "--data-dir", str(data_dir)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(f"file:{killed / 'campaign.sqlite'}?mode=ro", uri=True) as db:
-                committed = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-        except sqlite3.Error:
-            continue
-        if committed >= 1:  # generation 0 committed, generation 1 under way
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the campaign ended before it could be killed"
+    code = run_killed_after_first_generation(
+        [*base, "run", str(config), "--out", str(killed), "--serial", "--data-dir",
+         str(data_dir)], killed, env)
+    assert code == -signal.SIGKILL, "the campaign ended before it could be killed"
     assert campaign_status(killed)["state"] == "interrupted"
     before = _fingerprint(killed)[1]
     with CampaignStore(killed, readonly=True) as store:

@@ -6,10 +6,8 @@ from __future__ import annotations
 import math
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,7 @@ from evoopt.fitness import WORST_FITNESS, load_task
 from evoopt.fitness.data import DataError, find_batches_dir
 from evoopt.fitness.multitask import TaskMix, combine
 from evoopt.genome import seed_genome
-from tests.conftest_campaign import tiny_config
+from tests.conftest_campaign import run_killed_after_first_generation, tiny_config
 
 CIFAR, CHARS = load_task("cifar10-tiny"), load_task("shakespeare-char-cpu")
 MIX = TaskMix((CIFAR, CHARS), (1.0, 3.0))
@@ -278,22 +276,10 @@ def test_multi_task_campaign_scores_resumes_and_reports_transfer(
 
     # killed mid-search with SIGKILL, resumed: the same campaign, no finished evaluation lost
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([*base, "run", str(config), "--out", str(killed), "--serial",
-                             "--data-dir", str(data)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-        try:
-            with sqlite3.connect(f"file:{killed / 'campaign.sqlite'}?mode=ro", uri=True) as db:
-                committed = db.execute("SELECT COUNT(*) FROM generations").fetchone()[0]
-        except sqlite3.Error:
-            continue
-        if committed >= 1:
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, "the campaign ended before it could be killed"
+    code = run_killed_after_first_generation(
+        [*base, "run", str(config), "--out", str(killed), "--serial", "--data-dir", str(data)],
+        killed, env)
+    assert code == -signal.SIGKILL, "the campaign ended before it could be killed"
     before = _fingerprint(killed)[1]
     resumed = subprocess.run([*base, "resume", str(killed), "--serial"], env=env,
                              capture_output=True, text=True)

@@ -116,16 +116,9 @@ def combine(mix: TaskMix, results: Mapping[str, Mapping[str, Any]],
     return {**out, "fitness": float(score), "status": "ok", "message": ""}
 
 
-def relative_scores(mix: TaskMix, records: Mapping[str, Mapping[str, Any]],
-                    reference: Mapping[str, float]) -> dict[str, float]:
-    """Each task's ``f_t / r_t - 1`` (what :func:`combine` averages), for reports."""
-    return {n: records[n]["fitness"] / reference[n] - 1.0 for n in mix.names}
-
-
 def weights_for(names: Sequence[str], weights: Sequence[float]) -> tuple[float, ...]:
     """The weights of ``names``: as given, or all 1 when none are."""
     return tuple(float(w) for w in weights) if weights else (1.0,) * len(names)
 
 
-__all__ = ["REFERENCE_SEED", "TASK_FIELDS", "TaskMix", "combine", "relative_scores",
-           "task_record", "weights_for"]
+__all__ = ["REFERENCE_SEED", "TASK_FIELDS", "TaskMix", "combine", "task_record", "weights_for"]
