@@ -42,10 +42,45 @@ def trajectory(
         h = torch.tanh(x[t] @ params[0].T + bias)
         conv = torch.tanh(torch.nn.functional.conv2d(images[t], params[4])).mean(dim=(2, 3))
         loss = torch.nn.functional.cross_entropy(h @ params[2].T + params[3] + conv, y[t])
-        loss.backward()
+        loss.backward(create_graph=getattr(opt, "needs_graph", False))
         opt.step()
     return torch.cat([p.detach().flatten() for p in params])
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+
+
+def quadratic_diagonals(seed: int = 0) -> list[torch.Tensor]:
+    """The Hessian diagonal of :func:`quadratic_trajectory`'s loss, one tensor per parameter."""
+    gen = torch.Generator().manual_seed(seed + 2)
+    return [torch.rand(p.shape, generator=gen, dtype=torch.float64) * 4 + 0.1
+            for p in make_params(seed)]
+
+
+def quadratic_trajectory(
+    make_optimizer: Callable[[list], torch.optim.Optimizer],
+    steps: int = 60,
+    seed: int = 0,
+    param_groups: bool = False,
+    late_start: int = 0,
+) -> torch.Tensor:
+    """Like :func:`trajectory` on a diagonal quadratic with a moving target: the loss at step
+    t is sum(h * (p - x_t)^2) / 2 over every parameter, so the Hessian is diag(h)
+    (:func:`quadratic_diagonals`) at every step and z * Hz = h exactly for any z of +-1s."""
+    params = make_params(seed)
+    diagonals = quadratic_diagonals(seed)
+    gen = torch.Generator().manual_seed(seed + 3)
+    targets = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
+               for _ in range(steps)]
+    opt = make_optimizer(
+        [{"params": params[:2]}, {"params": params[2:]}] if param_groups else params
+    )
+    for t in range(steps):
+        opt.zero_grad()
+        loss = sum((h * (p - x) ** 2).sum() / 2
+                   for i, (p, h, x) in enumerate(zip(params, diagonals, targets[t], strict=True))
+                   if i != 1 or t >= late_start)
+        loss.backward(create_graph=getattr(opt, "needs_graph", False))
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in params])

@@ -142,3 +142,49 @@ class ReferenceMuonAdamW:
             view.grad = None if p.grad is None else p.grad.view(view.shape)
         self.muon.step()
         self.adamw.step()
+
+
+class ReferenceAdaHessian(torch.optim.Optimizer):
+    """AdaHessian as in Yao et al. 2021 ("ADAHESSIAN: An Adaptive Second Order Optimizer for
+    Machine Learning"), Algorithm 1, for a loss whose Hessian is diagonal and known: the
+    Hutchinson estimate z * Hz of its diagonal is then the diagonal itself, whatever the
+    Rademacher z, so this reference uses ``diagonals`` (one tensor per parameter, in order)
+    where AdaHessian draws probes. With spatial averaging as in the paper's code, a kernel of
+    3 or more dims uses the mean of |D| over its dims after the second:
+
+    m = EMA(g, b1); v = EMA(D^2, b2); m_hat, v_hat bias-corrected;
+    p <- p - lr * m_hat / (v_hat^(k/2) + eps). Steps count per parameter, as in torch.optim.
+    """
+
+    needs_graph = True  # its callers backpropagate with create_graph, as AdaHessian's do
+
+    def __init__(self, params, diagonals, lr=0.15, betas=(0.9, 0.999), eps=1e-4,
+                 hessian_power=1.0):
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, hessian_power=hessian_power))
+        ordered = [p for group in self.param_groups for p in group["params"]]
+        self.diagonals = {}
+        for p, d in zip(ordered, diagonals, strict=True):
+            if d.dim() >= 3:
+                d = d.abs().mean(dim=tuple(range(2, d.dim())), keepdim=True).expand_as(d)
+            self.diagonals[p] = d
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            b1, b2 = group["betas"]
+            k = group["hessian_power"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["t"] = 0
+                    state["m"] = torch.zeros_like(p)
+                    state["v"] = torch.zeros_like(p)
+                state["t"] += 1
+                t, m, v, d = state["t"], state["m"], state["v"], self.diagonals[p]
+                m.mul_(b1).add_(p.grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(d, d, value=1 - b2)
+                m_hat = m / (1 - b1**t)
+                v_hat = v / (1 - b2**t)
+                p.sub_(group["lr"] * m_hat / (v_hat.sqrt() ** k + group["eps"]))

@@ -7,8 +7,15 @@ import torch
 
 from evoopt.genome import GenomeOptimizer, seed_genome
 from evoopt.genome.export import export_genome, load_exported_class
-from tests.optim_problem import relative_error, trajectory
+from tests.optim_problem import (
+    make_params,
+    quadratic_diagonals,
+    quadratic_trajectory,
+    relative_error,
+    trajectory,
+)
 from tests.reference_optimizers import (
+    ReferenceAdaHessian,
     ReferenceAdan,
     ReferenceLamb,
     ReferenceLion,
@@ -49,6 +56,9 @@ REFERENCES = {
     "adafactor": lambda ps: torch.optim.Adafactor(
         ps, lr=1e-2, beta2_decay=-0.8, eps=(None, 1e-3), d=1.0, weight_decay=0.0
     ),
+    "adahessian": lambda ps: ReferenceAdaHessian(
+        ps, quadratic_diagonals(), lr=0.15, betas=(0.9, 0.999), eps=1e-4, hessian_power=1.0
+    ),
     "muon": lambda ps: ReferenceMuonAdamW(
         ps,
         muon=dict(lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True),
@@ -56,6 +66,9 @@ REFERENCES = {
     ),
 }
 
+# AdaHessian's reference knows the Hessian diagonal: it is compared on a diagonal quadratic,
+# where the Hutchinson estimate is exact
+PROBLEMS = {"adahessian": quadratic_trajectory}
 
 pytestmark = pytest.mark.usefixtures("float64")
 
@@ -69,19 +82,15 @@ def exported_class(name: str) -> type:
 @pytest.mark.parametrize("foreach", [False, True])
 @pytest.mark.parametrize("groups", [False, True])
 def test_seed_matches_reference(name: str, foreach: bool, groups: bool) -> None:
-    reference = trajectory(REFERENCES[name], STEPS, param_groups=groups)
+    run = PROBLEMS.get(name, trajectory)
+    reference = run(REFERENCES[name], STEPS, param_groups=groups)
     genome = seed_genome(name)
-    interpreted = trajectory(
+    interpreted = run(
         lambda ps: GenomeOptimizer(ps, genome, foreach=foreach), STEPS, param_groups=groups
     )
     cls = exported_class(name)
-    exported = trajectory(lambda ps: cls(ps, foreach=foreach), STEPS, param_groups=groups)
-    start = torch.cat(
-        [
-            p.detach().flatten()
-            for p in __import__("tests.optim_problem", fromlist=["make_params"]).make_params()
-        ]
-    )
+    exported = run(lambda ps: cls(ps, foreach=foreach), STEPS, param_groups=groups)
+    start = torch.cat([p.detach().flatten() for p in make_params()])
     assert relative_error(reference, start) > 1e-3, "the problem must move the parameters"
     assert relative_error(interpreted, reference) <= TOLERANCES.get(name, TOLERANCE)
     assert relative_error(exported, reference) <= TOLERANCES.get(name, TOLERANCE)
@@ -95,14 +104,14 @@ def test_step_is_counted_per_parameter(name: str, foreach: bool) -> None:
     """torch.optim counts ``step`` per parameter: a parameter whose gradient starts late gets
     its own bias correction (and Adan its own first-step difference). Counting per group made
     exported Adam depart from torch.optim.Adam by a relative 1e-3."""
-    reference = trajectory(REFERENCES[name], STEPS, param_groups=True, late_start=4)
+    run = PROBLEMS.get(name, trajectory)
+    reference = run(REFERENCES[name], STEPS, param_groups=True, late_start=4)
     genome = seed_genome(name)
-    interpreted = trajectory(lambda ps: GenomeOptimizer(ps, genome, foreach=foreach), STEPS,
-                             param_groups=True, late_start=4)
+    interpreted = run(lambda ps: GenomeOptimizer(ps, genome, foreach=foreach), STEPS,
+                      param_groups=True, late_start=4)
     cls = exported_class(name)
-    exported = trajectory(lambda ps: cls(ps, foreach=foreach), STEPS, param_groups=True,
-                          late_start=4)
-    assert relative_error(trajectory(REFERENCES[name], STEPS, param_groups=True),
+    exported = run(lambda ps: cls(ps, foreach=foreach), STEPS, param_groups=True, late_start=4)
+    assert relative_error(run(REFERENCES[name], STEPS, param_groups=True),
                           reference) > 1e-6, "the late start must change the trajectory"
     assert relative_error(interpreted, reference) <= TOLERANCES.get(name, TOLERANCE)
     assert relative_error(exported, reference) <= TOLERANCES.get(name, TOLERANCE)

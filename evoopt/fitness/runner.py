@@ -63,6 +63,9 @@ class SeedResult:
     train_time_s: float = 0.0           # the training loop alone
     train_loss_curve: list[float | None] = field(default_factory=list)  # <= 50 bin means
     split: str = "val"
+    # the optimizer read the curvature: each step backpropagated with create_graph=True and
+    # took a Hessian-vector product (about twice a plain step's cost, in train_time_s)
+    create_graph: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (non-finite numbers become None)."""
@@ -185,6 +188,17 @@ def downsample_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[flo
         return [float(b.mean()) for b in bins]
 
 
+def double_backward_attention(enabled: bool):
+    """With ``enabled``, attention (``scaled_dot_product_attention``) runs torch's math kernel,
+    whose backward can itself be differentiated (Hessian-vector products, AdaHessian); the
+    fused CPU and CUDA kernels have no double backward."""
+    if not enabled:
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def genome_optimizer_factory(genome: Any) -> OptimizerFactory:
     """Optimizer factory for a ``Genome`` (or its dict form) via ``GenomeOptimizer``."""
     from evoopt.genome import Genome, GenomeOptimizer
@@ -268,6 +282,8 @@ class FitnessRunner:
         g_data = torch.Generator().manual_seed(derive_seed(task.name, seed, "data"))
         model = work.build_model(g_init)
         opt = make_optimizer(model.parameters(), task.steps)
+        res.create_graph = bool(getattr(opt, "needs_graph", False))
+        params = [p for p in model.parameters() if p.requires_grad]
 
         batches = work.train_batches(g_data)
         losses = torch.empty(task.steps, device=self.device, dtype=torch.float32)
@@ -277,13 +293,20 @@ class FitnessRunner:
         model.train()
         for step in range(task.steps):
             xb, yb = next(batches)
-            with self._autocast():
+            with self._autocast(), double_backward_attention(res.create_graph):
                 out = model(xb)
             # logits over the last dim: (B, classes) images, (B, T, vocab) characters
             loss = F.cross_entropy(out.float().flatten(0, -2), yb.flatten(),
                                    label_smoothing=task.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            if res.create_graph:  # gradients that carry their graph, without backward()'s
+                # parameter <-> gradient reference cycle
+                grads = torch.autograd.grad(loss, params, create_graph=True,
+                                            materialize_grads=True)
+                for p, g in zip(params, grads, strict=True):
+                    p.grad = g
+            else:
+                loss.backward()
             opt.step()
             losses[step] = loss.detach()
             res.steps = step + 1
@@ -345,5 +368,6 @@ def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int
 __all__ = [
     "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OptimizerFactory", "STATUSES",
     "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
-    "downsample_curve", "evaluate_genome", "genome_optimizer_factory", "resolve_device",
+    "double_backward_attention", "downsample_curve", "evaluate_genome",
+    "genome_optimizer_factory", "resolve_device",
 ]

@@ -34,7 +34,7 @@ def probe_trajectory(genome: Genome, steps: int = PROBE_STEPS) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         loss = sum((c * (p - x) ** 2).sum() for p, x, c in zip(params, targets, scales,
                                                                 strict=True))
-        loss.backward()
+        loss.backward(create_graph=opt.needs_graph)
         for p, n in zip(params, noise[t], strict=True):
             p.grad.add_(n)
         opt.step()

@@ -52,6 +52,11 @@ def primitives_markdown() -> str:
                 lines.append("State buffers: " + ", ".join(f"`{b}`" for b in prim.buffers) + ".")
             if prim.uses:
                 lines.append("Needs: " + ", ".join(f"`[{u}]`" for u in sorted(prim.uses)) + ".")
+            if prim.curvature:
+                lines.append("Takes a Hessian-vector product per step: train with "
+                             "`loss.backward(create_graph=True)` (the fitness runner does so "
+                             "for genomes that need it); the optimizer's `seed` seeds the "
+                             "Rademacher probes.")
             if prim.hparams:
                 arg = (lambda h, k=kind: f"{k}_{h.name}") if slot == "terms" else \
                     (lambda h: h.arg or "—")

@@ -29,7 +29,8 @@ MODULE_NAMES = frozenset({
     "_is_number",
     "_check_hyperparameters",
     "_clip_grads_by_global_norm", "_single_tensor_step", "_multi_tensor_step", "_by_step",
-    "_by_step_and_role", "_LAYOUTS", "_buffer_shape",
+    "_by_step_and_role", "_LAYOUTS", "_buffer_shape", "_hutchinson_diagonals", "_probe_seed",
+    "_hessian_diagonals",
 })
 
 
@@ -79,8 +80,10 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     args = builder.args
     hp_names = list(args)
     extra = ["total_steps"] if genome.has_schedule else []
+    seed = ["seed"] if genome.needs_graph else []  # of the Hessian-vector products' probes
     buffers = program.buffers
     lists = program.step_function_lists()
+    init_lists = [x for x in lists if x != "hessians"]  # the step computes those
     counters = program.counters()
     conditions = {n: spec.condition(n) for n, (spec, _) in args.items()}
     uses_math = any("math." in e for _, e in program.lets) or any(
@@ -105,10 +108,16 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
                    "or total_steps < 1:",
                    '        raise ValueError(f"Invalid total_steps: {total_steps!r} '
                    '(this optimizer has a learning-rate schedule)")']
+    if program.curvature:
+        checks += ['    seed = values["seed"]',
+                   "    if isinstance(seed, bool) or not isinstance(seed, int) "
+                   "or not 0 <= seed < 2**31:",
+                   '        raise ValueError(f"Invalid seed: {seed!r}")']
     sig = [f"        {n}: float = {value!r}," for n, (_, value) in args.items()]
     kw_sig = (["        total_steps: int | None = None,"] if extra else []) + [
         "        foreach: bool | None = None,",
         "        maximize: bool = False,",
+        *(["        seed: int = 0,"] if program.curvature else []),
     ]
     call_kw = [f'                {n}=group["{n}"],' for n in hp_names]
     call_kw += [f'                {n}=group["{"step" if n == "group_step" else n}"],'
@@ -128,6 +137,9 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         *(group_lets or ["    (nothing)"]),
         "for each parameter:",
         *(["    step = its own step count, plus one"] if program.uses_step else []),
+        *(["    hessian = z * Hz, the Hutchinson estimate of its Hessian diagonal (conv kernels:",
+           "        averaged over their spatial dims; _hutchinson_diagonals)"]
+          if program.curvature else []),
         *[f"    {s} = its own running value (initially {v!r}), updated below"
           for s, v in program.scalars.items()],
         *[f"    {n} = {e}" for n, e in step_lets],
@@ -161,7 +173,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "",
         f"PROVENANCE = {_literal(meta, len('PROVENANCE = '))}",
         f"GENOME = {genome_literal}",
-        f"_HYPERPARAMETERS = {_literal(tuple([*hp_names, *extra]), len('_HYPERPARAMETERS = '))}",
+        f"_HYPERPARAMETERS = {_literal((*hp_names, *extra, *seed), len('_HYPERPARAMETERS = '))}",
         f"_BUFFERS = {_literal(tuple(program.state_names), len('_BUFFERS = '))}",
         f"_SCALAR_STATE = {_literal(tuple(program.scalar_state_names), len('_SCALAR_STATE = '))}",
         *(render_buffer_shape(program) if program.layouts else []),
@@ -191,7 +203,10 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "        foreach: use the torch._foreach_* implementation; None picks it on CUDA and",
         "            the per-tensor loop elsewhere (the faster one on CPU).",
         "        maximize: maximize the objective instead of minimizing it.",
+        *(_CURVATURE_DOC if program.curvature else []),
         '    """',
+        *(["", "    needs_graph = True  # step() takes Hessian-vector products"]
+          if program.curvature else []),
         "",
         "    def __init__(",
         "        self,",
@@ -204,6 +219,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         *[f"            {n}={n}," for n in [*hp_names, *extra]],
         "            foreach=foreach,",
         "            maximize=maximize,",
+        *(["            seed=seed,"] if program.curvature else []),
         "        )",
         "        _check_hyperparameters(defaults)",
         "        super().__init__(params, defaults)",
@@ -217,7 +233,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "    def _init_group(",
         "        self,",
         "        group: dict[str, Any],",
-        *[f"        {x}: list[Tensor]," for x in lists],
+        *[f"        {x}: list[Tensor]," for x in init_lists],
         "    ) -> None:",
         '        for p in group["params"]:',
         "            if p.grad is None:",
@@ -241,11 +257,13 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         "        if closure is not None:",
         "            with torch.enable_grad():",
         "                loss = closure()",
+        *(["        diagonals = _hessian_diagonals(self)"] if program.curvature else []),
         "        for group in self.param_groups:",
-        *[f"            {x}: list[Tensor] = []" for x in lists],
-        *_call("self._init_group", ["group", *lists], 12),
+        *[f"            {x}: list[Tensor] = []" for x in init_lists],
+        *_call("self._init_group", ["group", *init_lists], 12),
         "            if not params:",
         "                continue",
+        *(["            hessians = [diagonals[p] for p in params]"] if program.curvature else []),
         '            group["step"] += 1',
         '            foreach = group["foreach"]',
         "            if foreach is None:",
@@ -266,6 +284,15 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
         raise ValueError(f"--class-name: {class_name!r} is a name the exported module uses")
     return source
 
+
+_CURVATURE_DOC = [
+    "        seed: seed of the Rademacher probes of the Hessian-vector products (with the",
+    "            parameter's index and step count, so runs are reproducible and resumable).",
+    "",
+    "    step() takes a Hessian-vector product through the gradients' graph (Hutchinson's",
+    "    estimate of the Hessian diagonal), as AdaHessian does: call",
+    "    loss.backward(create_graph=True) before step(), and zero_grad() (set_to_none) after.",
+]
 
 _STATE_METHODS = [
     "    def state_dict(self) -> dict[str, Any]:",

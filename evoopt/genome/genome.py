@@ -310,6 +310,13 @@ class Genome:
         return self.schedule.kind != "constant" or (
             self.matrix is not None and self.matrix.has_schedule)
 
+    @property
+    def needs_graph(self) -> bool:
+        """Whether the rules (of either role) read the curvature (AdaHessian's Hessian
+        diagonal): its optimizer's step needs ``loss.backward(create_graph=True)``."""
+        return any(block.primitive.curvature for block in self.blocks()) or (
+            self.matrix is not None and self.matrix.needs_graph)
+
     def tunable(self) -> list[tuple[str, HParam, float]]:
         """Every float hyperparameter as ``(path, spec, value)``: ``lr``, the tables' in slot
         order (``momentum.beta``), then the terms' (``terms[1].weight``).

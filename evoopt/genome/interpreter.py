@@ -16,6 +16,13 @@ from evoopt.genome.program import compile_step_functions
 STRUCTURE_KEY = "evoopt_structure"
 
 
+def check_probe_seed(seed: object, where: str = "seed") -> int:
+    """``seed`` (of a curvature genome's Hutchinson probes) if it is an int in [0, 2**31)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
+        raise ValueError(f"{where}: expected an integer in [0, 2**31), got {seed!r}")
+    return seed
+
+
 class GenomeOptimizer(torch.optim.Optimizer):
     """Interpret a :class:`Genome` as an optimizer.
 
@@ -28,10 +35,15 @@ class GenomeOptimizer(torch.optim.Optimizer):
     picks ``torch._foreach_*`` kernels on CUDA and the per-tensor loop elsewhere (faster on
     CPU), as torch does. It runs the step functions the exporter prints
     (:func:`evoopt.genome.program.render_step_functions`).
+
+    A genome that reads the curvature (AdaHessian) takes a Hessian-vector product per step:
+    call ``loss.backward(create_graph=True)`` before :meth:`step` (:attr:`needs_graph`). Its
+    Rademacher probes come from generators seeded by ``seed`` (per group), the parameter's
+    index and its step count, so runs are reproducible and resume exactly.
     """
 
     def __init__(self, params: Iterable[Any], genome: Genome, *, total_steps: int | None = None,
-                 foreach: bool | None = None, maximize: bool = False) -> None:
+                 foreach: bool | None = None, maximize: bool = False, seed: int = 0) -> None:
         if genome.has_schedule and (total_steps is None or total_steps < 1):
             raise ValueError(f"genome {genome.name or genome.hash} has a "
                              f"{genome.schedule.kind} schedule: pass total_steps >= 1")
@@ -44,14 +56,24 @@ class GenomeOptimizer(torch.optim.Optimizer):
         self._scalar_names = set(self.program.scalar_state_names)
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
         defaults |= {"total_steps": total_steps, "foreach": foreach, "maximize": maximize}
+        if self.program.curvature:
+            defaults["seed"] = check_probe_seed(seed)
         self._specs = {name: spec for name, (spec, _) in builder.args.items()}
         super().__init__(params, defaults)
+
+    @property
+    def needs_graph(self) -> bool:
+        """Whether :meth:`step` needs gradients that carry their graph
+        (``loss.backward(create_graph=True)``): the genome reads the curvature."""
+        return self.program.curvature
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         for name, spec in self._specs.items():
             group[name] = spec.check(group[name], f"param group {name}")
+        if self.program.curvature:
+            group["seed"] = check_probe_seed(group["seed"], "param group seed")
         group.setdefault("step", 0)
 
     def state_dict(self) -> dict[str, Any]:
@@ -91,6 +113,8 @@ class GenomeOptimizer(torch.optim.Optimizer):
                     spec.check(group[name], f"param group {i} {name}")
                 except GenomeError as e:
                     raise bad(str(e)) from None
+            if self.program.curvature:
+                check_probe_seed(group.get("seed"), f"load_state_dict: param group {i} seed")
             step = group.get("step", 0)
             if isinstance(step, bool) or not isinstance(step, int) or step < 0:
                 raise bad(f"param group {i} step: expected an integer >= 0, got {step!r}")
@@ -151,6 +175,8 @@ class GenomeOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        hessians = (self._functions["hessian_diagonals"](self) if self.program.curvature
+                    else None)
         for group in self.param_groups:
             params: list[torch.Tensor] = []
             grads: list[torch.Tensor] = []
@@ -163,8 +189,9 @@ class GenomeOptimizer(torch.optim.Optimizer):
             if foreach is None:
                 foreach = all(p.is_cuda for p in params)
             counters = {"group_step": group["step"], "total_steps": group["total_steps"]}
+            inputs = [params, grads, *([[hessians[p] for p in params]] if hessians else [])]
             self._functions["foreach" if foreach else "single"](
-                params, grads, *buffers.values(),
+                *inputs, *buffers.values(),
                 **{name: group[name] for name in self._specs},
                 **{name: counters[name] for name in self._counters},
                 maximize=group["maximize"])

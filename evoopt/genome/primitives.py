@@ -216,6 +216,10 @@ class Primitive:
     # acts on the whole group at once (global-norm clipping), so one parameter role's rules
     # (a genome's [matrix] table) cannot hold it
     group_wide: bool = False
+    # reads the Hutchinson estimate of the Hessian diagonal (AdaHessian): a step takes a
+    # Hessian-vector product through the gradients' graph, so the training loop must call
+    # loss.backward(create_graph=True), at about the cost of a second backward pass
+    curvature: bool = False
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -579,6 +583,23 @@ def _factored(b: Builder, block: Block, a: dict[str, str]) -> None:
     b.denom = "var_estimate"
 
 
+def _hessian(b: Builder, block: Block, a: dict[str, str]) -> None:
+    """AdaHessian's denominator (Yao et al. 2021): v = EMA of D², D the Hutchinson estimate of
+    the Hessian diagonal (conv kernels spatially averaged), bias-corrected; (√v̂)^k + eps."""
+    p = b.program
+    v = p.buffer("exp_hessian_sq")
+    diagonal = p.hessian()
+    p.op("mul_", v, scalar=a["beta"])
+    p.op("addcmul_", v, diagonal, diagonal, scalar=f"1 - {a['beta']}")
+    denom = p.op("sqrt", v, out="denom")
+    bc = b.bias_correction("bias_correction2", a["beta"])
+    p.let("bias_correction2_sqrt", f"{bc} ** 0.5")
+    p.op("div_", denom, scalar="bias_correction2_sqrt")
+    p.op("pow_", denom, scalar=a["power"], when=f"{a['power']} != 1.0")
+    p.op("adds_", denom, scalar=a["eps"])
+    b.denom = denom
+
+
 _BETA2 = _beta("beta", 0.999, "beta2", "decay of the second moment")
 register(Primitive(
     "second_moment", "adam", "state", "Adam's v: EMA of g², bias-corrected; √v̂ + eps",
@@ -628,6 +649,14 @@ register(Primitive(
     (HParam("decay_rate", -0.8, -10.0, 0.0, search=(-1.0, -0.3), arg="beta2_decay",
             doc="τ: the decay of the second moment is β̂_t = 1 − t^τ"),),
     buffers=("row_var", "col_var", "variance"), denominator="max(√v̂,ε)", emit=_factored))
+register(Primitive(
+    "second_moment", "hessian", "state",
+    "AdaHessian's v: EMA of D², D = z⊙Hz the Hutchinson estimate of the Hessian diagonal "
+    "(Rademacher z; conv kernels averaged over their spatial dims), bias-corrected; (√v̂)^k + eps",
+    "v=EMA[{beta}](D²), D=z⊙Hz",
+    (_BETA2, EPS, HParam("power", 1.0, 0.0, 1.0, open_low=True, search=(0.5, 1.0),
+                         arg="hessian_power", doc="k: the denominator is (√v̂)^k + eps")),
+    buffers=("exp_hessian_sq",), denominator="(√v̂)^k+ε", curvature=True, emit=_hessian))
 register(Primitive(
     "second_moment", "sum", "state", "Adagrad's accumulated squares: √(Σ g²) + eps",
     "v=Σg²", (EPS,), buffers=("grad_sq_sum",), denominator="√v+ε", emit=_second_moment("sum")))

@@ -71,6 +71,76 @@ _ORTHOGONALIZE = (
 )
 
 
+# AdaHessian's curvature input (Yao et al. 2021): Hutchinson estimates of the Hessian diagonal
+# from Rademacher probes, with the paper's spatial averaging of conv kernels.
+_HUTCHINSON = (
+    "def _hutchinson_diagonals(",
+    "    params: list[Tensor], grads: list[Tensor], probe_seeds: list[int]",
+    ") -> list[Tensor]:",
+    '    """Hutchinson estimates D = z * (H z) of the Hessian diagonal, one per parameter, with a',
+    "    Rademacher probe z (entries +-1) drawn from a generator seeded by probe_seeds[i]; for a",
+    "    tensor of 3 or more dims, the mean of |D| over its dims after the second (AdaHessian's",
+    "    spatial averaging of conv kernels), in the tensor's shape. H z is the gradient of",
+    "    sum(g * z) through the gradients' graph: call loss.backward(create_graph=True) first.",
+    '    """',
+    "    with_graph = [i for i, g in enumerate(grads) if g.grad_fn is not None]",
+    "    if not with_graph:",
+    "        raise RuntimeError(",
+    '            "this optimizer takes Hessian-vector products but the gradients carry no graph: "',
+    '            "call loss.backward(create_graph=True) before step()"',
+    "        )",
+    "    probes = []",
+    "    for p, probe_seed in zip(params, probe_seeds, strict=True):",
+    "        generator = torch.Generator(device=p.device).manual_seed(probe_seed)",
+    "        bits = torch.randint(0, 2, p.shape, generator=generator, device=p.device)",
+    "        probes.append(bits.to(p.dtype).mul_(2).sub_(1))",
+    "    with torch.enable_grad():",
+    "        products = torch.autograd.grad(",
+    "            [grads[i] for i in with_graph],",
+    "            params,",
+    "            grad_outputs=[probes[i] for i in with_graph],",
+    "            materialize_grads=True,",
+    "        )",
+    "    diagonals = []",
+    "    for z, hz in zip(probes, products, strict=True):",
+    "        d = hz.mul_(z)",
+    "        if d.dim() >= 3:",
+    "            d = d.abs_().mean(dim=tuple(range(2, d.dim())), keepdim=True).expand_as(z)",
+    "        diagonals.append(d)",
+    "    return diagonals",
+    "",
+    "",
+    "def _probe_seed(seed: int, index: int, step: int) -> int:",
+    '    """The seed of the Hutchinson probe of the optimizer\'s parameter index (counting over',
+    "    all param groups) at its step (from 1): a function of these alone, so that a run is",
+    '    reproducible and resumes exactly from a state_dict."""',
+    "    return (seed * 0x9E3779B1 + index * 0x85EBCA6B + step) % 2**63",
+    "",
+    "",
+    "def _hessian_diagonals(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]:",
+    '    """_hutchinson_diagonals for every parameter of the optimizer that has a gradient, from',
+    "    one Hessian-vector product over all its param groups; the probe of a parameter is seeded",
+    "    by its group's seed, its index over all groups and its coming step count.",
+    '    """',
+    "    params, grads, probe_seeds = [], [], []",
+    "    index = 0",
+    "    for group in optimizer.param_groups:",
+    '        for p in group["params"]:',
+    "            if p.grad is not None:",
+    "                state = optimizer.state[p]",
+    '                step = int(state["step"]) + 1 if "step" in state else 1',
+    "                params.append(p)",
+    "                grads.append(p.grad)",
+    '                probe_seeds.append(_probe_seed(group["seed"], index, step))',
+    "            index += 1",
+    "    if not params:",
+    "        return {}",
+    "    with torch.enable_grad():",
+    "        diagonals = _hutchinson_diagonals(params, grads, probe_seeds)",
+    "    return dict(zip(params, diagonals, strict=True))",
+)
+
+
 #: The op table: the only place an op's meaning is written. The executors and the exporter
 #: both render these templates (:func:`render_step_functions`).
 OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
@@ -111,6 +181,7 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
     OpKind("divt_", 2, False, "{0}.div_({1})", "torch._foreach_div_({0}, {1})"),
     OpKind("mul", 2, False, "{0}.mul({1})", "torch._foreach_mul({0}, {1})"),
     OpKind("sqrt_", 1, False, "{0}.sqrt_()", "torch._foreach_sqrt_({0})"),
+    OpKind("pow_", 1, True, "{0}.pow_({s})", "torch._foreach_pow_({0}, {s})"),
     OpKind("clamp_min_", 1, True, "{0}.clamp_(min={s})", "torch._foreach_clamp_min_({0}, {s})"),
     OpKind("rms", 1, False, "torch.linalg.vector_norm({0}) / {0}.numel() ** 0.5",
            "torch._foreach_div(\n    torch._foreach_norm({0}), [t.numel() ** 0.5 for t in {0}]\n)"),
@@ -214,6 +285,9 @@ class Program:
     # per-parameter scalar state (a float64 0-dim tensor, like ``step``): name -> initial value
     scalars: dict[str, float] = field(default_factory=dict)
     clip: str | None = None  # hyperparameter name of the global-norm clip, if any
+    # reads ``hessian``, the Hutchinson estimate of the Hessian diagonal (AdaHessian): the step
+    # needs gradients that carry their graph, and takes Hessian-vector products
+    curvature: bool = False
     # buffers that only the parameters of one role hold, or shaped unlike the parameter
     layouts: dict[str, Layout] = field(default_factory=dict)
     role: str | None = None  # the role of the ops and buffers emitted now (see :meth:`only`)
@@ -228,6 +302,13 @@ class Program:
         if not self.dead:
             self.ops.append(Op(kind, out, tuple(args), scalar, when, into, self.role))
         return out
+
+    def hessian(self) -> str:
+        """The slot of the Hessian-diagonal estimate (:data:`_HUTCHINSON`), an input like
+        ``grad``: computed for every parameter before the step functions run."""
+        if not self.dead:
+            self.curvature = True
+        return "hessian"
 
     def buffer(self, name: str, reduced: int | None = None) -> str:
         """Declare a zero-initialized state buffer: shaped like the parameter, or like it with
@@ -321,9 +402,11 @@ class Program:
         return [*self.scalars, *(["step"] if self.uses_step else [])]
 
     def step_function_lists(self) -> list[str]:
-        """The list arguments of the step functions, in order: ``params``, ``grads``, one list
-        per buffer, one per scalar state, ``state_steps`` when the program counts steps."""
-        lists = ["params", "grads", *(plural(b) for b in [*self.buffers, *self.scalars])]
+        """The list arguments of the step functions, in order: ``params``, ``grads``,
+        ``hessians`` when the program reads the curvature, one list per buffer, one per scalar
+        state, ``state_steps`` when the program counts steps."""
+        inputs = ["params", "grads", *(["hessians"] if self.curvature else [])]
+        lists = [*inputs, *(plural(b) for b in [*self.buffers, *self.scalars])]
         return [*lists, *(["state_steps"] if self.uses_step else [])]
 
     def _expressions(self) -> list[str]:
@@ -343,6 +426,7 @@ def merge_roles(programs: dict[str, Program], prefixes: dict[str, str]) -> Progr
     if len(clips) > 1:
         raise ValueError("more than one role's program clips")
     merged.clip = clips.pop() if clips else None
+    merged.curvature = any(p.curvature for p in programs.values())
     for role, program in programs.items():
         prefix = prefixes.get(role, "")
         names = [n for n in [*dict(program.lets), *program.scalars] if not n.startswith(prefix)]
@@ -412,6 +496,7 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                 "    if maximize:", f"        grads = {negate}", *clip, *head, *body]
 
     single = ["    for i, param in enumerate(params):", "        grad = grads[i]",
+              *(["        hessian = hessians[i]"] if program.curvature else []),
               *[f"        {b} = {plural(b)}[i]" for b in program.buffers]]
     if program.uses_step:
         single += ["        step_t = state_steps[i]", "        step_t += 1",
@@ -445,7 +530,8 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
             helpers = [*helpers, "", "", *kind.helper]
     return [*function("_single_tensor_step", False, single), "", "",
             *function("_multi_tensor_step", True, multi),
-            *(_CLIP_HELPER if program.clip else []), *helpers]
+            *(_CLIP_HELPER if program.clip else []), *helpers,
+            *(["", "", *_HUTCHINSON] if program.curvature else [])]
 
 
 def _render_ops(ops: Sequence[Op], foreach: bool) -> list[str]:
@@ -567,7 +653,8 @@ def render_buffer_shape(program: Program) -> list[str]:
 def compile_step_functions(program: Program, hparams: Sequence[str]) -> dict[str, Callable]:
     """The rendered step functions, compiled: what the interpreter runs (the exporter prints the
     same text). Returns ``{"single": _single_tensor_step, "foreach": _multi_tensor_step,
-    "init_state": fills a parameter's empty state, "buffer_shape": _buffer_shape}``."""
+    "init_state": fills a parameter's empty state, "buffer_shape": _buffer_shape}``, and for a
+    program that reads the curvature ``"hessian_diagonals"`` (optimizer -> {param: estimate})."""
     init = ["def _init_state(p, state):", *indent(program.state_init(), 4), "    return"]
     source = "\n".join([*render_step_functions(program, hparams), "", "", *init, "", "",
                         *render_buffer_shape(program)])
@@ -577,4 +664,6 @@ def compile_step_functions(program: Program, hparams: Sequence[str]) -> dict[str
     return {"single": namespace["_single_tensor_step"],  # type: ignore[dict-item]
             "foreach": namespace["_multi_tensor_step"],  # type: ignore[dict-item]
             "init_state": namespace["_init_state"],  # type: ignore[dict-item]
-            "buffer_shape": namespace["_buffer_shape"]}  # type: ignore[dict-item]
+            "buffer_shape": namespace["_buffer_shape"],  # type: ignore[dict-item]
+            **({"hessian_diagonals": namespace["_hessian_diagonals"]}  # type: ignore[dict-item]
+               if program.curvature else {})}
