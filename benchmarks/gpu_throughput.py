@@ -25,7 +25,8 @@ bare word is taken as a string). Prints the device name, torch and Ray versions,
 
 2. **CPU vs GPU agreement.** In this process, one short run (``--agree-steps``, default 50 or
    the task's steps if fewer; time limit lifted to an hour so the CPU run cannot time out) of
-   ``--genome`` on seed ``--agree-seed``, with the task on ``device="cpu"``, on ``"cuda"`` with
+   ``--genome`` on seed ``--agree-seed``, with the task on ``device="cpu"`` in fp32
+   (``bf16=false``: a GPU spec's ``bf16 = true`` would autocast on the CPU too), on ``"cuda"`` with
    ``bf16=false`` (twice) and on ``"cuda"`` with ``bf16=true``; all other fields the same. It
    prints fitness, validation accuracy and loss, final train loss (the last point of the train
    loss curve: with <= 50 steps, the last step's batch) and wall seconds of each run, and for
@@ -281,7 +282,7 @@ def agreement(accel: str, task: TaskSpec, genome: Genome, args: argparse.Namespa
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
     variants = {  # run name -> task overrides
-        "cpu": {"device": "cpu"},
+        "cpu": {"device": "cpu", "bf16": False},
         f"{accel} fp32": {"device": accel, "bf16": False},
         f"{accel} fp32 rerun": {"device": accel, "bf16": False},
         f"{accel} bf16": {"device": accel, "bf16": True},

@@ -270,9 +270,9 @@ class FitnessRunner:
 
     # ------------------------------------------------------------------ internals
     def _autocast(self):
-        if self.device.type == "cuda" and self.task.bf16:
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return nullcontext()
+        """bf16 autocast when the task's ``bf16`` asks for it (omitted: on CUDA only)."""
+        on = self.device.type == "cuda" if self.task.bf16 is None else self.task.bf16
+        return torch.autocast(self.device.type, dtype=torch.bfloat16) if on else nullcontext()
 
     def _run(self, make_optimizer: OptimizerFactory, seed: int, split: str, t0: float,
              res: SeedResult) -> None:

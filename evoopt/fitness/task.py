@@ -66,7 +66,8 @@ class TaskSpec:
     check_every: int = 1            # divergence/time check interval in steps (GPU: avoid syncs)
     eval_batch_size: int = 1000
     device: str = "auto"            # auto | cpu | cuda
-    bf16: bool = True               # bf16 autocast (CUDA only; ignored on CPU)
+    bf16: bool | None = None        # bf16 autocast: omitted (None) = on CUDA only; true = on
+                                    # every device, the CPU included; false = never
     threads: int = 0                # torch CPU threads during a run; 0 = leave as the caller set
 
     def __post_init__(self) -> None:
