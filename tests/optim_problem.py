@@ -16,6 +16,24 @@ def make_params(seed: int = 0) -> list[torch.Tensor]:
     ]
 
 
+LossAt = Callable[[int, list[torch.Tensor], bool], torch.Tensor]
+
+
+def _train(make_optimizer: Callable[[list], torch.optim.Optimizer], params: list[torch.Tensor],
+           loss_at: LossAt, steps: int, param_groups: bool, late_start: int) -> torch.Tensor:
+    """Run ``steps`` steps of ``loss_at(t, params, bias_trains)`` (the first layer's bias,
+    ``params[1]``, gets a gradient only from step ``late_start``); the final flat parameters."""
+    opt = make_optimizer(
+        [{"params": params[:2]}, {"params": params[2:]}] if param_groups else params
+    )
+    for t in range(steps):
+        opt.zero_grad()
+        loss = loss_at(t, params, t >= late_start)
+        loss.backward(create_graph=getattr(opt, "needs_graph", False))
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in params])
+
+
 def trajectory(
     make_optimizer: Callable[[list], torch.optim.Optimizer],
     steps: int = 60,
@@ -28,23 +46,18 @@ def trajectory(
 
     With ``late_start=k`` the first layer's bias gets no gradient (``grad is None``) for the
     first ``k`` steps, so its per-parameter step count lags the others'."""
-    params = make_params(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     x = torch.randn(steps, 16, 6, generator=gen, dtype=torch.float64)
     y = torch.randint(0, 3, (steps, 16), generator=gen)
     images = torch.randn(steps, 16, 2, 4, 4, generator=gen, dtype=torch.float64)
-    opt = make_optimizer(
-        [{"params": params[:2]}, {"params": params[2:]}] if param_groups else params
-    )
-    for t in range(steps):
-        opt.zero_grad()
-        bias = params[1] if t >= late_start else params[1].detach()
+
+    def loss_at(t: int, params: list[torch.Tensor], bias_trains: bool) -> torch.Tensor:
+        bias = params[1] if bias_trains else params[1].detach()
         h = torch.tanh(x[t] @ params[0].T + bias)
         conv = torch.tanh(torch.nn.functional.conv2d(images[t], params[4])).mean(dim=(2, 3))
-        loss = torch.nn.functional.cross_entropy(h @ params[2].T + params[3] + conv, y[t])
-        loss.backward(create_graph=getattr(opt, "needs_graph", False))
-        opt.step()
-    return torch.cat([p.detach().flatten() for p in params])
+        return torch.nn.functional.cross_entropy(h @ params[2].T + params[3] + conv, y[t])
+
+    return _train(make_optimizer, make_params(seed), loss_at, steps, param_groups, late_start)
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -73,14 +86,10 @@ def quadratic_trajectory(
     gen = torch.Generator().manual_seed(seed + 3)
     targets = [[torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in params]
                for _ in range(steps)]
-    opt = make_optimizer(
-        [{"params": params[:2]}, {"params": params[2:]}] if param_groups else params
-    )
-    for t in range(steps):
-        opt.zero_grad()
-        loss = sum((h * (p - x) ** 2).sum() / 2
+
+    def loss_at(t: int, params: list[torch.Tensor], bias_trains: bool) -> torch.Tensor:
+        return sum((h * (p - x) ** 2).sum() / 2
                    for i, (p, h, x) in enumerate(zip(params, diagonals, targets[t], strict=True))
-                   if i != 1 or t >= late_start)
-        loss.backward(create_graph=getattr(opt, "needs_graph", False))
-        opt.step()
-    return torch.cat([p.detach().flatten() for p in params])
+                   if i != 1 or bias_trains)
+
+    return _train(make_optimizer, params, loss_at, steps, param_groups, late_start)

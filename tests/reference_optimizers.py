@@ -70,6 +70,21 @@ class ReferenceAdan(torch.optim.Optimizer):
                 state["pre_grad"].copy_(g)
 
 
+def adam_moments(state: dict, g: torch.Tensor, x: torch.Tensor, b1: float, b2: float
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of Adam's moments in ``state`` (created lazily; the step counted per
+    parameter): m = EMA(g, b1), v = EMA(x^2, b2); returns the bias-corrected m_hat, v_hat."""
+    if not state:
+        state["t"] = 0
+        state["m"] = torch.zeros_like(g)
+        state["v"] = torch.zeros_like(g)
+    state["t"] += 1
+    t, m, v = state["t"], state["m"], state["v"]
+    m.mul_(b1).add_(g, alpha=1 - b1)
+    v.mul_(b2).addcmul_(x, x, value=1 - b2)
+    return m / (1 - b1**t), v / (1 - b2**t)
+
+
 class ReferenceLamb(torch.optim.Optimizer):
     """LAMB as in You et al. 2020 ("Large Batch Optimization for Deep Learning"), Algorithm 2,
     with Adam's bias-corrected moments and the trust ratio phi(x) = x:
@@ -89,17 +104,7 @@ class ReferenceLamb(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["t"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["t"] += 1
-                t, m, v, g = state["t"], state["m"], state["v"], p.grad
-                m.mul_(b1).add_(g, alpha=1 - b1)
-                v.mul_(b2).addcmul_(g, g, value=1 - b2)
-                m_hat = m / (1 - b1**t)
-                v_hat = v / (1 - b2**t)
+                m_hat, v_hat = adam_moments(self.state[p], p.grad, p.grad, b1, b2)
                 r = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
                 p_norm, r_norm = p.norm(), r.norm()
                 trust = p_norm / r_norm if p_norm > 0 and r_norm > 0 else 1.0
@@ -176,15 +181,5 @@ class ReferenceAdaHessian(torch.optim.Optimizer):
             for p in group["params"]:
                 if p.grad is None:
                     continue
-                state = self.state[p]
-                if not state:
-                    state["t"] = 0
-                    state["m"] = torch.zeros_like(p)
-                    state["v"] = torch.zeros_like(p)
-                state["t"] += 1
-                t, m, v, d = state["t"], state["m"], state["v"], self.diagonals[p]
-                m.mul_(b1).add_(p.grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(d, d, value=1 - b2)
-                m_hat = m / (1 - b1**t)
-                v_hat = v / (1 - b2**t)
+                m_hat, v_hat = adam_moments(self.state[p], p.grad, self.diagonals[p], b1, b2)
                 p.sub_(group["lr"] * m_hat / (v_hat.sqrt() ** k + group["eps"]))
