@@ -192,6 +192,25 @@ def test_canonical_folds_term_scale_into_lr() -> None:
     assert numerically_equivalent(doubled, doubled.canonical())
 
 
+def test_decay_added_to_an_untransformed_update_is_decoupled_decay() -> None:
+    """r += wd·p with nothing transforming r, then p -= lr·r, is p -= lr·wd·p + lr·(terms):
+    AdamW's decoupled decay. The canonical form says so (one optimizer, one hash); with a
+    transform (LAMB's trust ratio) the two differ and stay apart."""
+    adamw = seed_genome("adamw")
+    update_decay = dataclasses.replace(
+        adamw, weight_decay=dataclasses.replace(adamw.weight_decay, kind="update"))
+    assert update_decay.weight_decay.kind == "update" and update_decay.builds_update
+    assert update_decay.hash == adamw.hash and update_decay.structure == adamw.structure
+    assert update_decay.canonical().weight_decay.kind == "decoupled"
+    assert numerically_equivalent(update_decay, adamw, rtol=1e-12)
+    lamb = seed_genome("lamb")
+    decoupled_lamb = dataclasses.replace(
+        lamb, weight_decay=dataclasses.replace(lamb.weight_decay, kind="decoupled"))
+    assert lamb.canonical().weight_decay.kind == "update"
+    assert lamb.hash != decoupled_lamb.hash
+    assert not numerically_equivalent(lamb, decoupled_lamb)
+
+
 def test_role_split_identity() -> None:
     """A split whose matrix rules are the others' is no split: one canonical form, one hash.
     Different matrix rules make another optimizer (hash, structure, behaviour); the formula

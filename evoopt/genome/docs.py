@@ -52,6 +52,10 @@ def primitives_markdown() -> str:
                 lines.append("State buffers: " + ", ".join(f"`{b}`" for b in prim.buffers) + ".")
             if prim.uses:
                 lines.append("Needs: " + ", ".join(f"`[{u}]`" for u in sorted(prim.uses)) + ".")
+            if prim.alone_as:
+                lines.append(f"With nothing else acting on the whole update it makes the same "
+                             f"update as `{slot}.kind = \"{prim.alone_as}\"`, the kind the "
+                             "canonical form (and the hash) then uses.")
             if prim.curvature:
                 lines.append("Takes a Hessian-vector product per step: train with "
                              "`loss.backward(create_graph=True)` (the fitness runner does so "

@@ -242,7 +242,9 @@ class Genome:
 
         Terms of the same kind, normalization and hyperparameters are merged by summing weights
         (``0.41·sign(g) + 0.32·sign(g)`` becomes ``0.73·sign(g)``); state and decay that no
-        remaining term needs are removed; name and description are cleared. Only ``lr·w`` acts,
+        remaining term needs are removed; a primitive whose ``alone_as`` kind makes the same
+        update when nothing else acts on the whole update takes that kind (decay added to the
+        update is decoupled decay then); name and description are cleared. Only ``lr·w`` acts,
         so the scale is fixed: the largest |weight| becomes 1 and its factor moves into ``lr``
         (and out of the hyperparameters a primitive declares ``lr_scaled``, such as decoupled
         decay), so "lr 1e-3, weight 4" and "lr 4e-3, weight 1" are one optimizer, one hash.
@@ -267,6 +269,9 @@ class Genome:
             raise GenomeError("terms: every term has weight 0; the genome makes no update")
         needed = set().union(*(t.needs() for t in terms))
         wd = self.weight_decay
+        if wd is not None and wd.primitive.alone_as and not any(
+                b.primitive.builds_update for b in self.blocks() if b.slot != wd.slot):
+            wd = Block(wd.slot, wd.primitive.alone_as, wd.values)
         return _fold_scale(Genome(
             lr=self.lr,
             terms=terms,

@@ -220,6 +220,10 @@ class Primitive:
     # Hessian-vector product through the gradients' graph, so the training loop must call
     # loss.backward(create_graph=True), at about the cost of a second backward pass
     curvature: bool = False
+    # the kind of this slot that makes the same update when no other primitive acts on the whole
+    # update (decay added to r with nothing transforming r is decoupled decay): the canonical
+    # form uses that kind, so the two are one optimizer, one hash
+    alone_as: str = ""
     emit: Callable[[Builder, Block, dict[str, str]], tuple[str, str | None] | None] | None = None
 
     def hparam(self, name: str) -> HParam:
@@ -347,7 +351,7 @@ register(Primitive(
 register(Primitive(
     "weight_decay", "update", "transform",
     "decay added to the whole update before it is transformed (LAMB): r += wd·p",
-    "r+={value}·p", (DECAY,), builds_update=True, lr_scaled=("value",),
+    "r+={value}·p", (DECAY,), builds_update=True, lr_scaled=("value",), alone_as="decoupled",
     emit=lambda b, block, a: b.program.op("add_", b.update, "param", scalar=a["value"])))
 
 # ----------------------------------------------------------------------------------------------
