@@ -149,3 +149,24 @@ def test_fitness_runner_backpropagates_with_a_graph_only_when_needed(data_dir) -
     assert curvature.status == "ok", curvature.message
     assert curvature.create_graph and not plain.create_graph
     assert curvature.fitness == again.fitness and curvature.fitness > 0.15
+
+
+def test_campaign_summary_counts_what_curvature_genomes_cost(tmp_path) -> None:
+    """search_curvature: the search's evaluations of genomes that take Hessian-vector products
+    and their wall time, beside the whole search's (finish-stage runs are not search)."""
+    from evoopt.campaign.finish import FINAL_STAGE, search_curvature
+    from evoopt.campaign.store import CampaignStore
+
+    genomes = {"a": seed_genome("adam"), "h": ADAHESSIAN}
+    with CampaignStore(tmp_path) as store:
+        for uid, genome in genomes.items():
+            store.add_individual(uid=uid, generation=0, operator="seed", parents=[],
+                                 genome=genome.to_dict(), hash=genome.hash,
+                                 behaviour_hash=uid, formula=genome.formula())
+        for uid, stage, seed, seconds in [("a", "full", 0, 2.0), ("a", "full", 1, 2.5),
+                                          ("h", "full", 0, 8.0), ("h", FINAL_STAGE, 9, 8.5)]:
+            store.add_evaluation(uid=uid, hash=genomes[uid].hash, stage=stage, seed=seed,
+                                 split="val", fitness=0.4, status="ok", wall_time_s=seconds)
+        cost = search_curvature(store)
+    assert cost == {"evaluations": 1, "wall_time_s": 8.0, "search_evaluations": 3,
+                    "search_wall_time_s": 12.5}

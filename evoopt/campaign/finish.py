@@ -137,11 +137,34 @@ class CampaignEvaluate:
                 for key, g in items}
 
 
+def search_evaluations(store: CampaignStore) -> list[dict[str, Any]]:
+    """The paid evaluations of the campaign's search (every stage; not the finish's)."""
+    return [e for e in store.evaluations() if e["stage"] not in (FINAL_STAGE, SELECTION_STAGE)
+            and not str(e["stage"]).startswith(HELDOUT_STAGE)
+            and not str(e["uid"]).startswith(PROTOCOL_UIDS)]
+
+
 def search_paid(store: CampaignStore) -> int:
-    """Paid evaluations of the campaign's search (every stage; not the finish's)."""
-    return sum(1 for e in store.evaluations() if e["stage"] not in (FINAL_STAGE, SELECTION_STAGE)
-               and not str(e["stage"]).startswith(HELDOUT_STAGE)
-               and not str(e["uid"]).startswith(PROTOCOL_UIDS))
+    """How many evaluations the campaign's search paid for (every stage; not the finish's)."""
+    return len(search_evaluations(store))
+
+
+def search_curvature(store: CampaignStore) -> dict[str, float]:
+    """What the search's curvature genomes (Hessian-vector products, e.g. AdaHessian's) cost:
+    their paid evaluations and wall time, beside the search's. Fitness compares optimizers at
+    equal steps and the budget counts evaluations, so this is the compute they got on top."""
+    needs_graph: dict[str, bool] = {}
+    for ind in store.individuals():
+        try:
+            needs_graph[ind["uid"]] = Genome.from_dict(ind["genome"]).needs_graph
+        except GenomeError:
+            needs_graph[ind["uid"]] = False
+    paid = search_evaluations(store)
+    curvature = [e for e in paid if needs_graph.get(e["uid"], False)]
+    return {"evaluations": len(curvature),
+            "wall_time_s": sum(e["wall_time_s"] or 0.0 for e in curvature),
+            "search_evaluations": len(paid),
+            "search_wall_time_s": sum(e["wall_time_s"] or 0.0 for e in paid)}
 
 
 def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
@@ -401,6 +424,7 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         + runner.counters["cached"] - cached_before,
         "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
         "search_evaluations": search_paid(store),
+        "search_curvature": search_curvature(store),
         "generations": strategy.generation,
         "exported": EXPORT_FILE,
         "genome_file": GENOME_FILE,

@@ -164,6 +164,12 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
         say("time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
                                  for k, v in timings.items()))
     say(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}")
+    curvature = summary.get("search_curvature") or {}
+    if curvature.get("evaluations"):
+        share = curvature["wall_time_s"] / max(curvature["search_wall_time_s"], 1e-9)
+        say(f"curvature: {curvature['evaluations']} of {curvature['search_evaluations']} search "
+            f"evaluations took Hessian-vector products ({share:.0%} of the search's evaluation "
+            "time; compared at equal steps, not equal compute)")
     say(f"evaluations: {summary['evaluations_done']} paid, "
         f"{summary['evaluations_cached']} cached, "
         f"{summary['evaluations_saved_by_hurdles']} saved by hurdles; exported "
