@@ -170,3 +170,18 @@ def test_campaign_summary_counts_what_curvature_genomes_cost(tmp_path) -> None:
         cost = search_curvature(store)
     assert cost == {"evaluations": 1, "wall_time_s": 8.0, "search_evaluations": 3,
                     "search_wall_time_s": 12.5}
+
+
+def test_behaviour_probe_of_a_curvature_genome_is_quiet_and_distinct() -> None:
+    """The dedupe probe takes a curvature genome's gradients with their graph without
+    backward()'s reference-cycle warning (it reached campaign output), and tells AdaHessian
+    from Adam."""
+    import warnings
+
+    from evoopt.genome.behaviour import behaviour_hash
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        curvature = behaviour_hash(ADAHESSIAN)
+    assert curvature != behaviour_hash(seed_genome("adam").with_lr(ADAHESSIAN.lr))
+    assert curvature == behaviour_hash(ADAHESSIAN)

@@ -34,7 +34,12 @@ def probe_trajectory(genome: Genome, steps: int = PROBE_STEPS) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         loss = sum((c * (p - x) ** 2).sum() for p, x, c in zip(params, targets, scales,
                                                                 strict=True))
-        loss.backward(create_graph=opt.needs_graph)
+        if opt.needs_graph:  # gradients with their graph, without backward()'s reference cycle
+            for p, g in zip(params, torch.autograd.grad(loss, params, create_graph=True),
+                            strict=True):
+                p.grad = g
+        else:
+            loss.backward()
         for p, n in zip(params, noise[t], strict=True):
             p.grad.add_(n)
         opt.step()
