@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from evoopt.fitness.task import TaskError, TaskSpec, load_task
 from evoopt.fitness.workloads import WORKLOADS, make_workload
+from evoopt.genome.interpreter import backpropagate
 from evoopt.stats import mean_std
 
 WORST_FITNESS = -1.0
@@ -305,14 +306,7 @@ class FitnessRunner:
             loss = F.cross_entropy(out.float().flatten(0, -2), yb.flatten(),
                                    label_smoothing=task.label_smoothing)
             opt.zero_grad(set_to_none=True)
-            if res.create_graph:  # gradients that carry their graph, without backward()'s
-                # parameter <-> gradient reference cycle
-                grads = torch.autograd.grad(loss, params, create_graph=True,
-                                            materialize_grads=True)
-                for p, g in zip(params, grads, strict=True):
-                    p.grad = g
-            else:
-                loss.backward()
+            backpropagate(loss, params, res.create_graph)
             opt.step()
             losses[step] = loss.detach()
             res.steps = step + 1

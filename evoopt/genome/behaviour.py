@@ -13,7 +13,7 @@ import hashlib
 import torch
 
 from evoopt.genome.genome import Genome
-from evoopt.genome.interpreter import GenomeOptimizer
+from evoopt.genome.interpreter import GenomeOptimizer, backpropagate
 
 PROBE_STEPS = 24
 SIGNIFICANT_DIGITS = 7
@@ -34,12 +34,7 @@ def probe_trajectory(genome: Genome, steps: int = PROBE_STEPS) -> torch.Tensor:
         opt.zero_grad(set_to_none=True)
         loss = sum((c * (p - x) ** 2).sum() for p, x, c in zip(params, targets, scales,
                                                                 strict=True))
-        if opt.needs_graph:  # gradients with their graph, without backward()'s reference cycle
-            for p, g in zip(params, torch.autograd.grad(loss, params, create_graph=True),
-                            strict=True):
-                p.grad = g
-        else:
-            loss.backward()
+        backpropagate(loss, params, opt.needs_graph)
         for p, n in zip(params, noise[t], strict=True):
             p.grad.add_(n)
         opt.step()

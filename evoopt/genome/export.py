@@ -80,7 +80,7 @@ def export_genome(genome: Genome, class_name: str | None = None, *,
     args = builder.args
     hp_names = list(args)
     extra = ["total_steps"] if genome.has_schedule else []
-    seed = ["seed"] if genome.needs_graph else []  # of the Hessian-vector products' probes
+    seed = ["seed"] if program.curvature else []  # of the Hessian-vector products' probes
     buffers = program.buffers
     lists = program.step_function_lists()
     init_lists = [x for x in lists if x != "hessians"]  # the step computes those

@@ -16,6 +16,19 @@ from evoopt.genome.program import compile_step_functions
 STRUCTURE_KEY = "evoopt_structure"
 
 
+def backpropagate(loss: torch.Tensor, params: list[torch.Tensor], create_graph: bool) -> None:
+    """Gradients of ``loss`` into the ``params``' ``.grad``. With ``create_graph`` (an optimizer
+    that :attr:`~GenomeOptimizer.needs_graph`) they carry their graph; they are taken with
+    ``torch.autograd.grad`` then, which avoids ``backward()``'s parameter <-> gradient reference
+    cycle (a parameter that the loss does not use gets a zero gradient)."""
+    if not create_graph:
+        loss.backward()
+        return
+    grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
+    for p, g in zip(params, grads, strict=True):
+        p.grad = g
+
+
 def check_probe_seed(seed: object, where: str = "seed") -> int:
     """``seed`` (of a curvature genome's Hutchinson probes) if it is an int in [0, 2**31)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**31:
@@ -57,7 +70,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
         defaults: dict[str, Any] = {name: value for name, (_, value) in builder.args.items()}
         defaults |= {"total_steps": total_steps, "foreach": foreach, "maximize": maximize}
         if self.program.curvature:
-            defaults["seed"] = check_probe_seed(seed)
+            defaults["seed"] = seed  # checked by add_param_group, as every group's is
         self._specs = {name: spec for name, (spec, _) in builder.args.items()}
         super().__init__(params, defaults)
 
