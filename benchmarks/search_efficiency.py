@@ -1,47 +1,52 @@
-"""Search efficiency: the engine against random search over the same genome space.
+"""Search efficiency: the engine against random search and TPE, over one genome space, by compute.
 
     python benchmarks/search_efficiency.py --data-dir ../shared/data/cifar10-mini \
-        [--task cifar10-tiny] [--override FIELD=VALUE ...] [--no-default-overrides] \
-        [--stage-seeds 0 1 2] [--budget 240] [--search-seeds 3] [--margin 0.02] \
+        [--methods engine random tpe-genome tpe-adamw] [--engines NAME ...] \
+        [--budgets 180 60] [--search-seeds 5] [--fresh-seeds 5] [--stage-seeds 0 1 2] \
+        [--task cifar10-tiny] [--override FIELD=VALUE ...] [--target-cache FILE] \
         [--no-ray | --workers 2] [--json OUT]
 
-Default task (:data:`DEFAULT_OVERRIDES`, applied to ``cifar10-tiny`` only, each replaceable by
-``--override``): ``cifar10-tiny`` with 2,000 training / 1,000 validation images, 80 steps of
-batch 128, width 8, one thread: about 0.9-1.0 s a run on one core, AdamW-cosine's
-seed-to-seed std of validation accuracy about 0.012 (so 0.007 for a 3-seed mean). Plain
-``cifar10-tiny`` (30 steps of 64, 200 val images) moves about +-0.03 a seed, which let random
-genomes clear a 0.01 margin by noise (docs/benchmarks-search.md).
+Every method gets the same task, the same evaluator (one instance: a Ray pool of ``--workers``
+1-thread actors, or the serial evaluator with ``--no-ray``), the same genome space and the same
+**compute** budget. Compute is training steps actually run (a screen at half the steps costs
+half a run; a run stopped by a guard costs the steps it ran) and is printed beside
+worker-seconds (the runs' own wall time, summed). Budgets are given in *full runs*: one run of
+the task at its full steps on one seed (``--budgets 180 60`` = 180 x steps and 60 x steps).
 
-Both methods get the same task, the same evaluator type (by default a Ray pool of ``--workers``
-(2) actors, ``--no-ray`` for the in-process serial one; one instance shared by everything in the
-run), the same stage (every candidate is trained on each ``--stage-seeds`` seed on the validation
-split; its score is the mean, any failed seed making it the worst) and the same budget of paid
-evaluations (one (candidate, seed) run each):
+Methods (``--methods``; each on ``--search-seeds`` search seeds):
 
-* **engine**: a real ``CampaignRunner`` campaign with the search settings of
-  ``experiments/discover-cpu.toml`` (regularized evolution, its population, tournament size,
-  crossover rate, max_terms and seed genomes, ``lr_screen = [0.3333, 3.0]``, the default mutation
-  rates), ``campaign.seed`` = the search seed, one stage, ``max_evaluations`` = the budget. The
-  runner stops at the first generation boundary at or past the budget and always runs its finish
-  phase; the finish is configured as small as the config allows (top 1 on one fresh seed, no
-  comparisons, no tuned baselines, no test split) and is not counted. Paid evaluations are the
-  store's evaluation rows of the search stage in creation order; rows past the budget are ignored.
-* **random search**: ``random_genome(np.random.default_rng(search_seed), max_terms)``, evaluated
-  on the same seeds, deduplicated by canonical genome hash (a duplicate is drawn again, not paid
-  twice), until the budget; as many candidates at a time as fill the workers evenly.
+* ``engine``: a real :class:`~evoopt.campaign.runner.CampaignRunner` campaign per configuration
+  in ``--engines`` (:data:`ENGINES`; ``campaign.seed`` = the search seed,
+  ``campaign.max_train_steps`` = the largest budget), the finish as small as the config allows
+  and not counted;
+* ``random``: :func:`~evoopt.genome.sampling.random_genome`, deduplicated by canonical hash (a
+  duplicate is drawn again, never paid), each candidate on every stage seed; ``random-sh``: the
+  same draws with the engine's screen (one seed, half the steps) and the best third promoted;
+* ``tpe-genome``: Optuna TPE (multivariate, grouped) over the same genome space, define-by-run
+  (:func:`evoopt.fitness.optuna_search.genome_space`: the very choices random search makes);
+* ``tpe-adamw``: Optuna TPE over AdamW's hyperparameters and schedule (the budget-matched
+  baseline's space, :func:`evoopt.fitness.optuna_search.adamw_search_space`).
 
-Target: the fair-baseline AdamW with warmup-cosine (``adamw-cosine`` in
-``evoopt.fitness.baselines``), its lr tuned on the same task, split and stage seeds (those sweep
-runs are not counted against either search), scored as its mean over the stage seeds at the
-tuned point (like for like: the searches are scored on the same seeds); target = that +
-``--margin``. The protocol's re-run on fresh seeds is reported alongside, and so is the noise
-of the target (per-seed std at the tuned point / sqrt(number of stage seeds)).
+A candidate's score is its mean validation fitness over ``--stage-seeds`` at full fidelity (any
+failed seed: the worst). Each method's *selected* candidate at a budget is its best completed
+candidate within that compute (rows past it ignored; a method's behaviour does not depend on the
+budget, so one run at the largest budget gives every smaller one as a prefix).
 
-Per search seed and method: the paid evaluations up to and including the last seed of the first
-candidate whose score reaches the target (not reached: shown as "> budget" and counted as
-budget + 1 in the medians, which makes a ratio a bound, said so in the output), and the best
-score among the candidates completed within the budget. Then medians and the engine / random
-ratios; the goal is evaluations-to-target ratio <= 0.5.
+Two measures, at every budget:
+
+1. **compute to target**: steps until the first completed candidate at or above the target, the
+   published evolved optimizer (``genomes/reference/evolved-marfinetz-2025.toml``) tuned by the
+   fair protocol (:func:`evoopt.fitness.baselines.tune_baseline`) on the same task and stage
+   seeds; the four tuned classics are reported beside it, and should one of them reach it, the
+   target is raised to the best classic + ``--margin``, so no tuned classic reaches it. Medians
+   over search seeds with percentile-bootstrap 95 % intervals; "not reached" counts as the
+   budget (a bound, said so);
+2. **best at equal compute**: each method's selected candidate re-measured on ``--fresh-seeds``
+   fresh seeds (1000, 1001, ...) that no search saw; the engine against each other method paired
+   by search seed and fresh seed: per search seed the mean paired difference, then the mean and
+   SE over search seeds (the unit of replication of a search).
+
+The target and the classics' tuning are cached in ``--target-cache`` (keyed by task and seeds).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -70,184 +75,326 @@ from evoopt.campaign.runner import CampaignRunner, aggregate_fitness  # noqa: E4
 from evoopt.campaign.store import CampaignStore  # noqa: E402
 from evoopt.evaluator import EvalRequest, Evaluator, RayEvaluator, SerialEvaluator  # noqa: E402
 from evoopt.fitness import WORST_FITNESS, load_task  # noqa: E402
+from evoopt.fitness.baselines import FRESH_SEED_OFFSET, get_baseline, tune_baseline  # noqa: E402
+from evoopt.fitness.optuna_search import (  # noqa: E402
+    adamw_search_space,
+    budget_matched_search,
+    genome_space,
+)
 from evoopt.genome import Genome  # noqa: E402
 from evoopt.genome.sampling import random_genome  # noqa: E402
 
 DISCOVER = ROOT / "experiments" / "discover-cpu.toml"
-STAGE = "search"
-LR_SCREEN = [0.3333, 3.0]
-BASELINE = "adamw-cosine"
-EPS = 1e-9  # scores are accuracies on a few hundred images: compare with the target up to this
+FULL = "full"  # the stage every method is scored at: the task on the stage seeds
+SCREEN = "screen"
+TARGET = "evolved-marfinetz-2025"
+CLASSICS = ("adam", "adamw-cosine", "lion-cosine", "nesterov-cosine")
+EPS = 1e-9
 
-# Defaults (docs/benchmarks-search.md, "Why these defaults"): measured on 2 CPU cores.
 DEFAULT_TASK = "cifar10-tiny"
 DEFAULT_OVERRIDES: dict[str, Any] = {"train_size": 2000, "val_size": 1000, "steps": 80,
                                      "batch_size": 128, "width": 8, "threads": 1}
-DEFAULT_STAGE_SEEDS = [0, 1, 2]
-DEFAULT_BUDGET = 240  # the engine: generation 0 (32 candidates x 3 seeds) + 3 x 48; no overshoot
-DEFAULT_MARGIN = 0.02  # ~3 x the measured std of a 3-seed mean (0.007)
-DEFAULT_WORKERS = 2
+DEFAULT_BUDGETS = [180, 60]
+METHODS = ("engine", "random", "random-sh", "tpe-genome", "tpe-adamw")
+DEFAULT_METHODS = ["engine", "random", "tpe-genome", "tpe-adamw"]
+SCREEN_STEPS = 0.5  # the two-stage configurations screen at this fraction of the steps
+PROMOTE = "top:0.3333"
+
+# Engine configurations: overrides of discover-cpu's search settings. "shipped" is the search
+# as discover-cpu ships it (before issue 17), on the benchmark task: its 100-of-150-step
+# one-seed screen (2/3 of the steps here) and median hurdle, then the stage seeds.
+_SHIPPED_STAGES = [{"name": SCREEN, "seeds": [0], "steps": 2 / 3},
+                   {"name": FULL, "hurdle": "median"}]
+_SH_STAGES = [{"name": SCREEN, "seeds": [0], "steps": SCREEN_STEPS},
+              {"name": FULL, "hurdle": PROMOTE}]
+ENGINES: dict[str, dict[str, Any]] = {
+    # the ablation adds one change at a time
+    "shipped": {"stages": _SHIPPED_STAGES},
+    "sh": {"stages": _SH_STAGES},
+    "sh-p16": {"stages": _SH_STAGES, "population": 16},
+    "sh-p16-random0": {"stages": _SH_STAGES, "population": 16, "initial_random": 8},
+    "sh-p16-random0-adapt": {"stages": _SH_STAGES, "population": 16, "initial_random": 8,
+                             "adapt_rates": True},
+    "sh-p16-random0-adapt-surrogate": {"stages": _SH_STAGES, "population": 16,
+                                       "initial_random": 8, "adapt_rates": True,
+                                       "surrogate_pool": 4},
+    "sh-p16-random0-adapt-surrogate-noscreen": {"stages": _SH_STAGES, "population": 16,
+                                                "initial_random": 8, "adapt_rates": True,
+                                                "surrogate_pool": 4, "lr_screen": []},
+    "one-stage": {"stages": [{"name": FULL}]},  # the benchmark's engine before issue 17
+}
+DEFAULT_ENGINES = ["shipped"]
 
 
 # -- one evaluator for everything ----------------------------------------------------------------
 class Evaluate:
-    """Runs (key, genome) x seeds through the shared evaluator; keeps every row it paid for.
+    """(key, genome) x seeds through the shared evaluator, recording every paid row in
+    completion order; a genome already run on a seed at a fidelity is not paid again.
 
-    Also the ``EvaluateFn`` of ``evoopt.fitness.protocol`` (``items, seeds, split, stage``)
-    that the fair-baseline protocol calls.
-    """
+    Also the ``EvaluateFn`` (``items, seeds, split, stage``) of the baseline protocol and the
+    Optuna searches: ``tasks[stage]`` is the task at that stage (default: the full task)."""
 
-    def __init__(self, evaluator: Evaluator, task: dict[str, Any]) -> None:
-        self.evaluator, self.task = evaluator, task
-        self.rows: list[dict[str, Any]] = []  # completion order
+    def __init__(self, evaluator: Evaluator, tasks: Sequence[dict[str, Any]],
+                 stage_names: Sequence[str] = (FULL,)) -> None:
+        self.evaluator, self.tasks, self.stage_names = evaluator, list(tasks), list(stage_names)
+        self.rows: list[dict[str, Any]] = []
+        self.cache: dict[tuple[str, int, int, str], float] = {}
         self._n = 0
 
-    def run(self, items: Sequence[tuple[str, Genome]], seeds: Sequence[int],
-            split: str = "val") -> list[dict[str, Any]]:
-        keys = {}
+    def run(self, items: Sequence[tuple[str, Genome]], seeds: Sequence[int], split: str = "val",
+            stage: int = -1) -> dict[str, list[float]]:
+        task = self.tasks[stage]
+        pending: dict[str, tuple[str, Genome, int]] = {}
         for key, genome in items:
             for seed in seeds:
+                ck = (genome.hash, stage % len(self.tasks), int(seed), split)
+                if ck in self.cache or any(p[1].hash == genome.hash and p[2] == seed
+                                           for p in pending.values()):
+                    continue
                 self._n += 1
-                rk = f"{self._n}/{key}/{seed}/{split}"
-                keys[rk] = key
-                self.evaluator.submit(EvalRequest(rk, genome, self.task, int(seed), split))
-        out = []
+                rk = f"{self._n}/{key}/{seed}"
+                pending[rk] = (key, genome, int(seed))
+                self.evaluator.submit(EvalRequest(rk, genome, task, int(seed), split))
         for o in self.evaluator.results():
+            key, genome, seed = pending[o.key]
             r = o.result
-            out.append({"key": keys[o.key], "seed": o.request.seed, "split": split,
-                        "fitness": float(r.get("fitness", WORST_FITNESS)),
-                        "status": r.get("status", "error"),
-                        "wall_time_s": r.get("wall_time_s", 0.0)})
-        self.rows += out
-        return out
+            fitness = float(r.get("fitness", WORST_FITNESS))
+            self.cache[(genome.hash, stage % len(self.tasks), seed, split)] = fitness
+            self.rows.append({"key": genome.hash, "genome": genome.to_dict(),
+                              "stage": self.stage_names[stage], "seed": seed, "split": split,
+                              "fitness": fitness, "status": r.get("status", "error"),
+                              "steps": int(r.get("steps", 0) or 0),
+                              "wall_s": float(r.get("wall_time_s", 0.0) or 0.0)})
+        return {key: [self.cache[(g.hash, stage % len(self.tasks), int(s), split)]
+                      for s in seeds] for key, g in items}
 
     def __call__(self, items: list[tuple[str, Genome]], seeds: Sequence[int], split: str,
                  stage: int = -1) -> dict[str, list[float]]:
-        rows = self.run(items, seeds, split)
-        by = {(r["key"], r["seed"]): r["fitness"] for r in rows}
-        return {key: [by[(key, int(s))] for s in seeds] for key, _ in items}
+        return self.run(items, seeds, split, stage)
 
 
 # -- target ---------------------------------------------------------------------------------------
-def tune_target(evaluate: Evaluate, stage_seeds: list[int],
-                lr_factors: Sequence[float] | None) -> dict[str, Any]:
-    """The fair-baseline AdamW + warmup-cosine, tuned on the stage seeds (val split); its score
-    is its mean over the stage seeds at the tuned point (the sweep's best), the re-run on fresh
-    seeds that the protocol adds is reported alongside."""
-    from evoopt.fitness.baselines import FRESH_SEED_OFFSET, get_baseline, tune_baseline
-
-    n = len(evaluate.rows)
-    spec = get_baseline(BASELINE, lr_factors)
+def tune_targets(evaluator: Evaluator, task: dict[str, Any], stage_seeds: list[int],
+                 margin: float) -> dict[str, Any]:
+    """The published evolved optimizer and the four classics, each tuned by the fair protocol on
+    the stage seeds (val); the target is the evolved optimizer's tuned stage-seed score, raised
+    to the best classic + ``margin`` if a classic reaches it."""
+    evaluate = Evaluate(evaluator, [task])
     fresh = [FRESH_SEED_OFFSET + i for i in range(len(stage_seeds))]
-    tuned = tune_baseline(spec, evaluate, stage_seeds, fresh, ("val",))
-    per_seed = next(r["per_seed"] for r in tuned.sweep if r["point"] == tuned.best)
-    seed_std = statistics.stdev(per_seed) if len(per_seed) > 1 else math.nan
-    fresh_mean, fresh_std = tuned.mean_std("val")
-    return {"name": tuned.name, "best": tuned.best, "at_grid_edge": tuned.at_grid_edge,
-            "grid": {k: list(v) for k, v in spec.grid.items()}, "score": tuned.sweep_fitness,
-            "per_seed": per_seed, "seed_std": seed_std,
-            # the target's own noise: std of a mean over the stage seeds
-            "score_se": seed_std / math.sqrt(len(per_seed)),
-            "fresh_seeds": fresh, "fresh_per_seed": tuned.final["val"],
-            "fresh_mean": fresh_mean, "fresh_std": fresh_std,
-            "runs": len(evaluate.rows) - n, "sweep": tuned.sweep}
+    rows = {}
+    for name in (TARGET, *CLASSICS):
+        tuned = tune_baseline(get_baseline(name), evaluate, stage_seeds, fresh, ("val",))
+        per_seed = next(r["per_seed"] for r in tuned.sweep if r["point"] == tuned.best)
+        rows[name] = {"best": tuned.best, "at_grid_edge": tuned.at_grid_edge,
+                      "score": tuned.sweep_fitness, "per_seed": per_seed,
+                      "fresh_mean": tuned.mean_std("val")[0], "genome": tuned.genome.to_dict()}
+    best_classic = max(rows[c]["score"] for c in CLASSICS)
+    target = rows[TARGET]["score"]
+    raised = best_classic + margin > target
+    return {"rows": rows, "target": max(target, best_classic + margin) if raised else target,
+            "raised": raised, "runs": len(evaluate.rows),
+            "steps": sum(r["steps"] for r in evaluate.rows)}
 
 
-# -- the two searches ---------------------------------------------------------------------------
-def engine_config(task: str, overrides: dict[str, Any], stage_seeds: list[int], budget: int,
-                  search_seed: int, use_ray: bool, population: int | None) -> CampaignConfig:
-    """discover-cpu's search settings, one stage, budget, the smallest finish the config allows."""
+# -- the methods ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class Context:
+    evaluator: Evaluator
+    task: Any  # TaskSpec at full fidelity
+    task_name: str
+    overrides: dict[str, Any]
+    stage_seeds: list[int]
+    budget_steps: int
+    data_dir: str | None
+    tmp: Path
+    use_ray: bool
+
+    @property
+    def full_cost(self) -> int:
+        return self.task.steps * len(self.stage_seeds)
+
+    def screen_task(self) -> dict[str, Any]:
+        return self.task.with_overrides(
+            steps=max(1, round(SCREEN_STEPS * self.task.steps))).to_dict()
+
+
+def engine_config(ctx: Context, name: str, search_seed: int) -> CampaignConfig:
+    """discover-cpu's search settings with the overrides of ``ENGINES[name]``, the compute
+    budget, and the smallest finish the config allows."""
     d = tomllib.loads(DISCOVER.read_text())
     camp, sel, var = d["campaign"], d["selection"], d["variation"]
+    spec = ENGINES[name]
+    stages = []
+    for s in spec["stages"]:
+        stage: dict[str, Any] = {"name": s["name"], "seeds": s.get("seeds", ctx.stage_seeds)}
+        if "steps" in s:
+            stage["overrides"] = {"steps": max(1, round(s["steps"] * ctx.task.steps))}
+        if "hurdle" in s:
+            stage["hurdle"] = s["hurdle"]
+        stages.append(stage)
+    variation = {**{k: var[k] for k in ("crossover_rate", "max_terms", "mutation_rates",
+                                        "lr_screen") if k in var},
+                 **{k: spec[k] for k in ("initial_random", "adapt_rates", "lr_screen",
+                                         "surrogate_pool") if k in spec}}
     data = {
-        "campaign": {"name": f"search-efficiency-{search_seed}", "seed": search_seed,
-                     "population": population or camp["population"],
-                     # the budget ends the campaign: every generation pays for something
-                     "generations": max(budget, 1), "max_evaluations": budget,
-                     "seeds": camp["seeds"]},
+        "campaign": {"name": f"se-{name}-{search_seed}", "seed": search_seed,
+                     "population": spec.get("population", camp["population"]),
+                     "generations": 10_000,
+                     "max_train_steps": ctx.budget_steps, "seeds": camp["seeds"]},
         "selection": {k: sel[k] for k in ("method", "tournament_size", "elitism") if k in sel},
-        "variation": {**{k: var[k] for k in ("crossover_rate", "max_terms", "mutation_rates")
-                         if k in var}, "lr_screen": LR_SCREEN},
-        "fitness": {"task": task, "split": "val", "overrides": overrides},
-        "stages": [{"name": STAGE, "seeds": stage_seeds}],
-        "final": {"top_k": 1, "seeds": [max(stage_seeds) + 100], "test_split": False},
-        "ray": {"enabled": use_ray},
+        "variation": variation,
+        "fitness": {"task": ctx.task_name, "split": "val", "overrides": ctx.overrides},
+        "stages": stages,
+        "final": {"top_k": 1, "seeds": [max(ctx.stage_seeds) + 500], "test_split": False,
+                  "compare": [], "baselines": [], "budget_matched": "none"},
+        "ray": {"enabled": ctx.use_ray},
     }
-    assert data["selection"]["method"] == "regularized"
-    config = parse_config(data, "search_efficiency engine")
-    smallest = {"final_compare": (), "final_tuned": (), "final_baselines": (),
-                "final_budget_matched": "none"}
-    fields = {f.name for f in dataclasses.fields(CampaignConfig)}
-    return dataclasses.replace(config, **{k: v for k, v in smallest.items() if k in fields})
+    return parse_config(data, f"search_efficiency engine {name}")
 
 
-def run_engine(config: CampaignConfig, evaluator: Evaluator, data_dir: str | None,
-               tmp: Path) -> dict[str, Any]:
-    out = tmp / config.name
+def run_engine(ctx: Context, name: str, search_seed: int) -> dict[str, Any]:
+    config = engine_config(ctx, name, search_seed)
+    out = ctx.tmp / config.name
     t = time.perf_counter()
-    CampaignRunner(config, out, data_dir=data_dir, evaluator=evaluator).run()
+    CampaignRunner(config, out, data_dir=ctx.data_dir, evaluator=ctx.evaluator).run()
     wall = time.perf_counter() - t
     with CampaignStore(out, readonly=True) as store:
-        rows = [{"key": e["hash"], "seed": e["seed"], "fitness": e["fitness"],
-                 "status": e["status"]}
-                for e in store.evaluations(stage=STAGE) if e["split"] == "val"]
-        n_final = len(store.evaluations(stage="final"))
+        genomes = {r["hash"]: r["genome"] for r in store.individuals()}
+        rows = [{"key": e["hash"], "genome": genomes.get(e["hash"]), "stage": e["stage"],
+                 "seed": e["seed"], "fitness": e["fitness"], "status": e["status"],
+                 "steps": int(e["steps"] or 0), "wall_s": float(e["wall_time_s"] or 0.0)}
+                for e in store.evaluations() if e["stage"] in (SCREEN, FULL)]
         generations = len(store.generations())
-    return {"rows": rows, "wall_s": wall, "finish_evaluations": n_final,
-            "generations": generations}
+    return {"rows": rows, "wall_s": wall, "generations": generations}
 
 
-def run_random(evaluate: Evaluate, stage_seeds: list[int], budget: int, search_seed: int,
-               max_terms: int) -> dict[str, Any]:
+def _workers_batch(ctx: Context) -> int:
+    """Candidates at a time that fill the workers evenly (2 workers, 3 seeds: 2)."""
+    workers = max(1, ctx.evaluator.num_workers)
+    return max(1, math.lcm(workers, len(ctx.stage_seeds)) // len(ctx.stage_seeds))
+
+
+def _spent(evaluate: Evaluate) -> int:
+    return sum(r["steps"] for r in evaluate.rows)
+
+
+def run_random(ctx: Context, search_seed: int, max_terms: int) -> dict[str, Any]:
+    evaluate = Evaluate(ctx.evaluator, [ctx.task.to_dict()])
     rng = np.random.default_rng(search_seed)
     seen: set[str] = set()
-    rows: list[dict[str, Any]] = []
     duplicates = 0
-    per = len(stage_seeds)
     t = time.perf_counter()
-    while len(rows) < budget:
-        # as many candidates at a time as fill the evaluator's workers evenly (2 workers, 3 seeds:
-        # 2 candidates, 6 runs), within the budget
-        workers = max(1, evaluate.evaluator.num_workers)
-        n = max(1, min(math.lcm(workers, per) // per, (budget - len(rows)) // per))
+    while _spent(evaluate) < ctx.budget_steps:
         batch = []
-        while len(batch) < n:
-            g = random_genome(rng, max_terms)
+        while len(batch) < _workers_batch(ctx):
+            g = random_genome(rng, max_terms).canonical()
             if g.hash in seen:
                 duplicates += 1
                 continue
             seen.add(g.hash)
             batch.append((g.hash, g))
-        rows += evaluate.run(batch, stage_seeds)
-    return {"rows": rows, "wall_s": time.perf_counter() - t, "duplicates": duplicates}
+        evaluate.run(batch, ctx.stage_seeds)
+    return {"rows": evaluate.rows, "wall_s": time.perf_counter() - t, "duplicates": duplicates}
 
 
-# -- scoring --------------------------------------------------------------------------------------
-def trace(rows: list[dict[str, Any]], stage_seeds: list[int], budget: int,
+def run_random_sh(ctx: Context, search_seed: int, max_terms: int, rung: int = 12
+                  ) -> dict[str, Any]:
+    """Random search with the engine's successive halving: ``rung`` fresh random genomes
+    screened on one seed at the screen steps, the best third (by rank) run on the stage seeds."""
+    evaluate = Evaluate(ctx.evaluator, [ctx.screen_task(), ctx.task.to_dict()], (SCREEN, FULL))
+    rng = np.random.default_rng(search_seed)
+    seen: set[str] = set()
+    t = time.perf_counter()
+    while _spent(evaluate) < ctx.budget_steps:
+        batch = []
+        while len(batch) < rung:
+            g = random_genome(rng, max_terms).canonical()
+            if g.hash not in seen:
+                seen.add(g.hash)
+                batch.append((g.hash, g))
+        screened = evaluate.run(batch, [ctx.stage_seeds[0]], stage=0)
+        ranked = sorted(batch, key=lambda kg: -screened[kg[0]][0])
+        evaluate.run(ranked[:max(1, math.ceil(len(batch) / 3))], ctx.stage_seeds, stage=1)
+    return {"rows": evaluate.rows, "wall_s": time.perf_counter() - t}
+
+
+def run_tpe(ctx: Context, search_seed: int, space: Callable, multivariate: bool
+            ) -> dict[str, Any]:
+    evaluate = Evaluate(ctx.evaluator, [ctx.task.to_dict()])
+    t = time.perf_counter()
+    runs = ctx.budget_steps // ctx.task.steps  # paid runs: every trial costs the same here
+    result = budget_matched_search(
+        evaluate, [(FULL, ctx.stage_seeds)], runs, ctx.tmp / f"tpe-{search_seed}-{id(space)}.db",
+        seed=search_seed, batch=_workers_batch(ctx), space=space, multivariate=multivariate,
+        study_name="search-efficiency", key_prefix="trial-")
+    return {"rows": evaluate.rows, "wall_s": time.perf_counter() - t,
+            "trials": result.n_trials, "failed": result.n_failed}
+
+
+# -- scoring ---------------------------------------------------------------------------------------
+def trace(rows: list[dict[str, Any]], stage_seeds: list[int], budget_steps: int,
           target: float) -> dict[str, Any]:
-    """Evaluations to the first candidate at or above ``target``, best score within ``budget``."""
-    seen: dict[str, dict[int, dict[str, Any]]] = {}
-    first, best, complete, curve = math.inf, -math.inf, 0, []
-    for i, r in enumerate(rows[:budget], 1):
-        got = seen.setdefault(r["key"], {})
-        got[r["seed"]] = r
-        if len(got) == len(stage_seeds):  # this row paid the candidate's last seed
+    """Walk the rows in completion order up to ``budget_steps`` of compute: the compute at the
+    first completed candidate (all stage seeds at full fidelity) at or above ``target``, the
+    selected (best completed) candidate, and the compute and worker-seconds spent."""
+    got: dict[str, dict[int, dict[str, Any]]] = {}
+    completed: set[str] = set()
+    steps = wall = 0.0
+    first, best, selected, genome, complete = math.inf, -math.inf, None, None, 0
+    for r in rows:
+        if steps + r["steps"] > budget_steps:
+            break
+        steps += r["steps"]
+        wall += r["wall_s"]
+        if r["stage"] != FULL:
+            continue
+        seen = got.setdefault(r["key"], {})
+        seen[r["seed"]] = r
+        if r["key"] not in completed and all(s in seen for s in stage_seeds):
+            completed.add(r["key"])
             complete += 1
-            score = aggregate_fitness([got[s] for s in stage_seeds])
-            best = max(best, score)
+            score = aggregate_fitness([seen[s] for s in stage_seeds])
+            if score > best:
+                best, selected, genome = score, r["key"], r["genome"]
             if score >= target - EPS and first == math.inf:
-                first = i
-        curve.append(best)
-    return {"evals_to_target": first, "best_at_budget": best, "paid": min(len(rows), budget),
-            "candidates": complete, "best_so_far": curve}
+                first = steps
+    return {"steps_to_target": first, "selected": selected, "genome": genome,
+            "selected_score": best, "steps": steps, "worker_s": wall, "candidates": complete}
 
 
-def _fmt_evals(x: float, budget: int) -> str:
-    return f"> {budget}" if math.isinf(x) else f"{x:.0f}"
+def bootstrap_median(values: Sequence[float], rng: np.random.Generator, n: int = 10_000
+                     ) -> tuple[float, float, float]:
+    """Median and percentile-bootstrap 95 % interval (resampling the search seeds)."""
+    x = np.asarray(values, dtype=float)
+    meds = np.median(rng.choice(x, size=(n, len(x)), replace=True), axis=1)
+    return float(np.median(x)), float(np.percentile(meds, 2.5)), float(np.percentile(meds, 97.5))
+
+
+def bootstrap_ratio(a: Sequence[float], b: Sequence[float], rng: np.random.Generator,
+                    n: int = 10_000) -> tuple[float, float, float]:
+    """Ratio of medians a/b and its percentile-bootstrap 95 % interval (each resampled)."""
+    x, y = np.asarray(a, float), np.asarray(b, float)
+    ma = np.median(rng.choice(x, size=(n, len(x))), axis=1)
+    mb = np.median(rng.choice(y, size=(n, len(y))), axis=1)
+    r = ma / mb
+    return (float(np.median(x) / np.median(y)), float(np.percentile(r, 2.5)),
+            float(np.percentile(r, 97.5)))
+
+
+def paired_by_search_seed(a: dict[int, list[float]], b: dict[int, list[float]]
+                          ) -> dict[str, Any]:
+    """a − b: per search seed the mean over fresh seeds of the paired differences; then the
+    mean and its SE over search seeds; ``better``/``worse`` beyond 2 SE."""
+    diffs = [statistics.fmean(x - y for x, y in zip(a[s], b[s], strict=True)) for s in a]
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs)) if len(diffs) > 1 else math.nan
+    verdict = ("better" if mean > 2 * se else "worse" if mean < -2 * se
+               else "indistinguishable")
+    return {"diff": mean, "se": se, "n": len(diffs), "per_search_seed": diffs,
+            "verdict": verdict}
 
 
 def _finite(x: Any) -> Any:
-    """``x`` with every non-finite float as None (not reached, nothing completed): strict JSON."""
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
@@ -257,35 +404,30 @@ def _finite(x: Any) -> Any:
     return x
 
 
-def _ratio(a: float, b: float) -> float:
-    return a / b if b else math.nan
+def _fmt_steps(x: float, budget: float) -> str:
+    return f">{budget / 1000:.1f}k" if math.isinf(x) or x > budget else f"{x / 1000:.1f}k"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=os.environ.get("EVOOPT_DATA_DIR"))
     parser.add_argument("--task", default=DEFAULT_TASK)
-    parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
-                        help="task override (value parsed as JSON when it parses), repeatable; "
-                             f"applied over the defaults for {DEFAULT_TASK} ({DEFAULT_OVERRIDES})")
-    parser.add_argument("--no-default-overrides", action="store_true",
-                        help=f"{DEFAULT_TASK} as shipped (only --override applies)")
-    parser.add_argument("--stage-seeds", type=int, nargs="+", default=DEFAULT_STAGE_SEEDS)
-    parser.add_argument("--budget", type=int, default=DEFAULT_BUDGET,
-                        help="paid evaluations per method and search seed")
-    parser.add_argument("--search-seeds", type=int, default=3,
-                        help="search seeds 0..N-1 (engine campaign.seed and random-search RNG)")
-    parser.add_argument("--margin", type=float, default=DEFAULT_MARGIN,
-                        help="target = tuned baseline on the stage seeds + this")
-    parser.add_argument("--baseline-lr-factors", type=float, nargs="+", default=None,
-                        help="lr grid of the baseline = its centre x these (default: the "
-                             "protocol's)")
-    parser.add_argument("--population", type=int, default=None,
-                        help="engine population (default: discover-cpu's)")
-    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True,
-                        help="a RayEvaluator pool (default); --no-ray: SerialEvaluator")
-    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS,
-                        help=f"Ray workers, one CPU each (default {DEFAULT_WORKERS}; 0: all CPUs)")
+    parser.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--no-default-overrides", action="store_true")
+    parser.add_argument("--stage-seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--budgets", type=int, nargs="+", default=DEFAULT_BUDGETS,
+                        help="compute budgets in full runs (task steps x one seed)")
+    parser.add_argument("--search-seeds", type=int, default=5)
+    parser.add_argument("--first-search-seed", type=int, default=0)
+    parser.add_argument("--fresh-seeds", type=int, default=5)
+    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
+    parser.add_argument("--engines", nargs="+", default=DEFAULT_ENGINES, choices=list(ENGINES))
+    parser.add_argument("--margin", type=float, default=0.01,
+                        help="if a tuned classic reaches the evolved optimizer, target = best "
+                             "classic + this")
+    parser.add_argument("--target-cache", type=Path, default=None)
+    parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
     args = parser.parse_args()
     t_all = time.perf_counter()
@@ -300,117 +442,138 @@ def main() -> None:
             overrides[k] = v
     stage_seeds = list(args.stage_seeds)
     task = load_task(args.task).with_overrides(**overrides)
+    budgets = sorted(set(args.budgets), reverse=True)
+    big = budgets[0] * task.steps
     evaluator: Evaluator = (RayEvaluator(num_workers=args.workers or None, data_dir=args.data_dir)
                             if args.ray else SerialEvaluator(data_dir=args.data_dir))
-    evaluate = Evaluate(evaluator, task.to_dict())
-    kind = (f"RayEvaluator ({evaluator.num_workers} workers)" if args.ray
-            else "SerialEvaluator")
-    camp = tomllib.loads(DISCOVER.read_text())["campaign"]
+    kind = f"RayEvaluator ({evaluator.num_workers} workers)" if args.ray else "SerialEvaluator"
+    search_seeds = list(range(args.first_search_seed,
+                              args.first_search_seed + args.search_seeds))
+    fresh = [FRESH_SEED_OFFSET + i for i in range(args.fresh_seeds)]
     print("settings:")
-    print(f"  task {task.name}, overrides {overrides or 'none'}: {task.image_size} px, "
-          f"{task.train_size} train / {task.val_size} val images, {task.steps} steps of batch "
-          f"{task.batch_size}, width {task.width}, {task.threads or 'default'} thread(s) a run")
-    print(f"  stage seeds {stage_seeds} (score = mean), budget {args.budget} paid evaluations "
-          f"per method and search seed, search seeds 0..{args.search_seeds - 1}, margin "
-          f"{args.margin}")
-    print(f"  engine: {DISCOVER.name} search settings, population "
-          f"{args.population or camp['population']}, lr_screen {LR_SCREEN}; random: "
-          f"random_genome, deduplicated")
-    print(f"  evaluator {kind}, shared by the baseline sweep and both methods")
+    print(f"  task {task.name} {overrides or ''}: {task.steps} steps a run, stage seeds "
+          f"{stage_seeds}; budgets {budgets} full runs = "
+          f"{', '.join(f'{b * task.steps} steps' for b in budgets)}; search seeds "
+          f"{search_seeds}; fresh seeds {fresh}; {kind}")
+    methods = [f"engine:{e}" for e in args.engines] if "engine" in args.methods else []
+    methods += [m for m in args.methods if m != "engine"]
+    print(f"  methods: {', '.join(methods)}", flush=True)
 
+    key = json.dumps({"task": task.to_dict(), "stage_seeds": stage_seeds,
+                      "margin": args.margin}, sort_keys=True)
+    cache = (json.loads(args.target_cache.read_text())
+             if args.target_cache and args.target_cache.exists() else {})
     t = time.perf_counter()
-    base = tune_target(evaluate, stage_seeds, args.baseline_lr_factors)
-    target = base["score"] + args.margin
-    best = ", ".join(f"{k} {v:.3g}" for k, v in base["best"].items())
-    edge = [k for k, e in base["at_grid_edge"].items() if e]
-    edge_note = f"; AT GRID EDGE: {', '.join(edge)}" if edge else ""
-    print(f"target: {base['name']} tuned ({best}{edge_note}) "
-          f"{base['score']:.4f} on the stage seeds + {args.margin} = {target:.4f}  "
-          f"[{base['runs']} runs, not counted, {time.perf_counter() - t:.0f} s]")
-    per_seed = " ".join(f"{x:.4f}" for x in base["per_seed"])
-    fresh = " ".join(f"{x:.4f}" for x in base["fresh_per_seed"])
-    print(f"  stage seeds: {per_seed} (std {base['seed_std']:.4f}; std of the "
-          f"{len(stage_seeds)}-seed mean {base['score_se']:.4f}, margin / that = "
-          f"{_ratio(args.margin, base['score_se']):.1f})")
-    print(f"  fresh seeds {base['fresh_seeds']}: {fresh} (mean {base['fresh_mean']:.4f} +- "
-          f"{base['fresh_std']:.4f}; stage - fresh {base['score'] - base['fresh_mean']:+.4f})",
-          flush=True)
-
-    results: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
-        for s in range(args.search_seeds):
-            config = engine_config(args.task, overrides, stage_seeds, args.budget, s, args.ray,
-                                   args.population)
-            eng = run_engine(config, evaluator, args.data_dir, Path(tmp))
-            rnd = run_random(evaluate, stage_seeds, args.budget, s, config.max_terms)
-            results.append({"search_seed": s,
-                            "engine": {**eng, **trace(eng["rows"], stage_seeds, args.budget,
-                                                      target)},
-                            "random": {**rnd, **trace(rnd["rows"], stage_seeds, args.budget,
-                                                      target)}})
-            e, r = results[-1]["engine"], results[-1]["random"]
-            print(f"  search seed {s}: engine {e['wall_s']:.0f} s ({e['generations']} "
-                  f"generations, {len(e['rows'])} paid + {e['finish_evaluations']} finish), "
-                  f"random {r['wall_s']:.0f} s ({r['duplicates']} duplicates redrawn)",
-                  flush=True)
-
-    b = args.budget
-    print(f"\n{'seed':>4}  {'engine: evals to target':>23} {'best':>7} {'cands':>5}   "
-          f"{'random: evals to target':>23} {'best':>7} {'cands':>5}")
-    for res in results:
-        e, r = res["engine"], res["random"]
-        print(f"{res['search_seed']:>4}  {_fmt_evals(e['evals_to_target'], b):>23} "
-              f"{e['best_at_budget']:7.4f} {e['candidates']:5d}   "
-              f"{_fmt_evals(r['evals_to_target'], b):>23} {r['best_at_budget']:7.4f} "
-              f"{r['candidates']:5d}")
-
-    def med(method: str, key: str) -> float:
-        return statistics.median(res[method][key] for res in results)
-
-    # "not reached" counts as budget + 1: a lower bound on that method's true cost
-    def med_censored(method: str) -> float:
-        return statistics.median(min(res[method]["evals_to_target"], b + 1) for res in results)
-
-    e_med, r_med = med_censored("engine"), med_censored("random")
-    e_best, r_best = med("engine", "best_at_budget"), med("random", "best_at_budget")
-    ratio_target = _ratio(e_med, r_med)
-    ratio_best = _ratio(e_best, r_best)
-    hit_e = sum(not math.isinf(res["engine"]["evals_to_target"]) for res in results)
-    hit_r = sum(not math.isinf(res["random"]["evals_to_target"]) for res in results)
-    print(f"{'med':>4}  {_fmt_evals(e_med if e_med <= b else math.inf, b):>23} {e_best:7.4f} "
-          f"{'':5}   {_fmt_evals(r_med if r_med <= b else math.inf, b):>23} {r_best:7.4f}")
-    print(f"('> {b}': not reached within the budget, counted as {b + 1} in the medians)")
-    print(f"target reached: engine {hit_e}/{len(results)}, random {hit_r}/{len(results)} "
-          f"search seeds")
-    if e_med > b and r_med > b:
-        bound = "undetermined: neither median reached the target"
-    elif r_med > b:
-        bound = "an upper bound: random's median did not reach the target"
-    elif e_med > b:
-        bound = "a lower bound: the engine's median did not reach the target"
+    if key in cache:
+        targets = cache[key]
     else:
-        bound = "exact"
-    print(f"engine / random, median evaluations to target (not reached counted as budget + 1 = "
-          f"{b + 1}): {ratio_target:.3f}  ({bound})   goal <= 0.5: "
-          f"{'met' if e_med <= b and ratio_target <= 0.5 else 'not met'}")
-    print(f"engine / random, median best score at budget {b}: {ratio_best:.3f} "
-          f"({e_best:.4f} vs {r_best:.4f}, {e_best - r_best:+.4f})")
-    wall = time.perf_counter() - t_all
-    print(f"total wall time {wall:.0f} s")
-    evaluator.close()
+        targets = tune_targets(evaluator, task.to_dict(), stage_seeds, args.margin)
+        if args.target_cache:
+            cache[key] = targets
+            args.target_cache.write_text(json.dumps(_finite(cache), indent=1) + "\n")
+    target = targets["target"]
+    for name, row in targets["rows"].items():
+        edge = [k for k, e in row["at_grid_edge"].items() if e]
+        print(f"  tuned {name:<24} {row['score']:.4f} on the stage seeds "
+              f"(fresh {row['fresh_mean']:.4f}; "
+              f"{', '.join(f'{k} {v:.3g}' for k, v in row['best'].items())}"
+              f"{'; AT GRID EDGE ' + ','.join(edge) if edge else ''})")
+    raised = " (raised: a tuned classic reached the evolved optimizer)"
+    print(f"target {target:.4f}{raised if targets['raised'] else ''}"
+          f"  [{targets['runs']} runs, not counted, {time.perf_counter() - t:.0f} s]", flush=True)
 
+    runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
+    max_terms = tomllib.loads(DISCOVER.read_text())["variation"]["max_terms"]
+    with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
+        ctx = Context(evaluator, task, args.task, overrides, stage_seeds, big, args.data_dir,
+                      Path(tmp), args.ray)
+        for s in search_seeds:
+            for m in methods:
+                if m.startswith("engine:"):
+                    res = run_engine(ctx, m.split(":", 1)[1], s)
+                elif m == "random":
+                    res = run_random(ctx, s, max_terms)
+                elif m == "random-sh":
+                    res = run_random_sh(ctx, s, max_terms)
+                elif m == "tpe-genome":
+                    res = run_tpe(ctx, s, genome_space(max_terms), multivariate=True)
+                else:
+                    res = run_tpe(ctx, s, adamw_search_space, multivariate=False)
+                res["traces"] = {b: trace(res["rows"], stage_seeds, b * task.steps, target)
+                                 for b in budgets}
+                runs[m][s] = res
+                tb = res["traces"][budgets[0]]
+                print(f"  seed {s} {m:<28} {res['wall_s']:5.0f} s, {tb['steps'] / 1000:.1f}k "
+                      f"steps, {tb['candidates']} candidates, selected "
+                      f"{tb['selected_score']:.4f}, to target "
+                      f"{_fmt_steps(tb['steps_to_target'], big)}", flush=True)
+
+    # re-measure every selected candidate on the fresh seeds (cached: a candidate selected at
+    # several budgets, or by several methods, is run once)
+    remeasure = Evaluate(evaluator, [task.to_dict()])
+    fresh_scores: dict[str, list[float]] = {}
+    for m in methods:
+        for s in search_seeds:
+            for b in budgets:
+                tr = runs[m][s]["traces"][b]
+                if tr["genome"] is None:
+                    tr["fresh"] = [WORST_FITNESS] * len(fresh)
+                    continue
+                g = Genome.from_dict(tr["genome"])
+                if g.hash not in fresh_scores:
+                    fresh_scores[g.hash] = remeasure.run([(g.hash, g)], fresh)[g.hash]
+                tr["fresh"] = fresh_scores[g.hash]
+    rng = np.random.default_rng(0)
+    summary: dict[str, Any] = {}
+    for b in budgets:
+        bs = b * task.steps
+        print(f"\nbudget {b} full runs ({bs / 1000:.1f}k steps); target {target:.4f}")
+        print(f"  {'method':<30} {'steps to target: median [95% CI]':>34}  reached  "
+              f"{'worker-s':>8}  {'selected: search':>16}  {'fresh':>6}")
+        per_method = {}
+        for m in methods:
+            trs = [runs[m][s]["traces"][b] for s in search_seeds]
+            to = [min(tr["steps_to_target"], bs) for tr in trs]
+            med, lo, hi = bootstrap_median(to, rng)
+            reached = sum(tr["steps_to_target"] <= bs for tr in trs)
+            fresh_mean = statistics.fmean(statistics.fmean(tr["fresh"]) for tr in trs)
+            sel = statistics.fmean(tr["selected_score"] for tr in trs)
+            wall = statistics.fmean(tr["worker_s"] for tr in trs)
+            per_method[m] = {"steps_to_target": [tr["steps_to_target"] for tr in trs],
+                             "median": med, "ci": [lo, hi], "reached": reached,
+                             "selected_search_mean": sel, "selected_fresh_mean": fresh_mean,
+                             "worker_s_mean": wall}
+            print(f"  {m:<30} {_fmt_steps(med, bs):>8} [{_fmt_steps(lo, bs)}, "
+                  f"{_fmt_steps(hi, bs)}]{'':>12}  {reached}/{len(trs)}  {wall:8.0f}  "
+                  f"{sel:16.4f}  {fresh_mean:6.4f}")
+        comparisons = {}
+        for e in [m for m in methods if m.startswith("engine:")]:
+            for other in [m for m in methods if m != e]:
+                a = {s: runs[e][s]["traces"][b]["fresh"] for s in search_seeds}
+                c = {s: runs[other][s]["traces"][b]["fresh"] for s in search_seeds}
+                cmp = paired_by_search_seed(a, c)
+                ratio = bootstrap_ratio(
+                    [min(x, bs) for x in per_method[e]["steps_to_target"]],
+                    [min(x, bs) for x in per_method[other]["steps_to_target"]], rng)
+                comparisons[f"{e} vs {other}"] = {**cmp, "steps_ratio": ratio}
+                bound = ("" if per_method[e]["reached"] * 2 > len(search_seeds)
+                         and per_method[other]["reached"] * 2 > len(search_seeds)
+                         else " (a bound: a median did not reach the target)")
+                print(f"  {e} − {other}: fresh {cmp['diff']:+.4f} (SE {cmp['se']:.4f} over "
+                      f"{cmp['n']} search seeds): {cmp['verdict']}; steps to target ratio "
+                      f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]{bound}")
+        summary[str(b)] = {"methods": per_method, "comparisons": comparisons}
+    wall = time.perf_counter() - t_all
+    print(f"\ntotal wall time {wall:.0f} s (re-measure {len(remeasure.rows)} runs)")
+    evaluator.close()
     if args.json:
+        for m in runs.values():
+            for res in m.values():
+                res.pop("rows", None)
         doc = {"argv": sys.argv[1:], "task": task.to_dict(), "overrides": overrides,
-               "stage_seeds": stage_seeds, "search_seeds": args.search_seeds,
-               "budget": b, "margin": args.margin, "evaluator": kind, "baseline": base,
-               "target": target, "results": results,
-               "summary": {"engine_median_evals_to_target": e_med,
-                           "random_median_evals_to_target": r_med,
-                           "not_reached_counted_as": b + 1,
-                           "ratio_evals_to_target": ratio_target, "ratio_bound": bound,
-                           "engine_median_best": e_best, "random_median_best": r_best,
-                           "ratio_best_at_budget": ratio_best},
-               "wall_time_s": wall}
+               "stage_seeds": stage_seeds, "budgets": budgets, "search_seeds": search_seeds,
+               "fresh_seeds": fresh, "methods": methods, "evaluator": kind,
+               "targets": targets, "runs": runs, "summary": summary, "wall_time_s": wall}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(_finite(doc), indent=1, default=str) + "\n")
         print(f"wrote {args.json}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -225,6 +226,56 @@ def test_hurdle_stops_candidates_and_counts_savings(tmp_path: Path, data_dir: Pa
     assert generation["n_saved_by_hurdles"] == 2 * len(stopped)
     # Only the seeds (exempt from hurdles) paid for the full stage.
     assert {e["uid"] for e in full} == {r["uid"] for r in rows if r["operator"] == "seed"}
+
+
+def test_compute_budget_and_promotion_by_rank(tmp_path: Path, data_dir: Path) -> None:
+    """``max_train_steps`` ends the search at the first generation boundary at or past that many
+    training steps run (a screen costs its own steps); ``hurdle = "top:F"`` sends on exactly the
+    best ceil(F·n) of a generation by their screen score (seeds exempt)."""
+    budget = 700
+    stages = [{"name": "screen", "seeds": [0], "overrides": {"steps": 20}},
+              {"name": "full", "seeds": [0, 1], "hurdle": "top:0.25"}]
+    run_tiny(tmp_path / "budget", data_dir, stages=stages,
+             campaign={"generations": 20, "population": 6, "max_train_steps": budget},
+             refine={"evaluations": 0}, final={"test_split": False, "baselines": [],
+                                              "top_k": 1})
+    with CampaignStore(tmp_path / "budget", readonly=True) as store:
+        search = [e for e in store.evaluations() if e["stage"] in ("screen", "full")]
+        generations = store.generations()
+        individuals = store.individuals()
+    assert {e["steps"] for e in search if e["stage"] == "screen"} == {20}
+    by_gen: dict[int, int] = {}
+    uid_gen = {r["uid"]: r["generation"] for r in individuals}
+    for e in search:
+        by_gen[uid_gen[e["uid"]]] = by_gen.get(uid_gen[e["uid"]], 0) + e["steps"]
+    spent = 0
+    for g in sorted(by_gen)[:-1]:
+        spent += by_gen[g]
+        assert spent < budget  # the search went on only while under the budget
+    assert spent + by_gen[max(by_gen)] >= budget and len(generations) < 20
+    for g in range(len(generations)):
+        rows = [r for r in individuals if r["generation"] == g]
+        went_on = [r for r in rows if r["stage_reached"] == "full" and r["operator"] != "seed"]
+        screened = sorted((e["fitness"] for e in search if e["stage"] == "screen"
+                           and uid_gen[e["uid"]] == g), reverse=True)
+        threshold = screened[math.ceil(0.25 * len(rows)) - 1]
+        assert 0 < len(went_on) <= sum(1 for x in screened if x >= threshold)
+
+
+def test_top_fraction_hurdle_and_budgets_are_validated() -> None:
+    for bad in ("top:0", "top:1", "top:x", "top:-0.5"):
+        stages = [{"name": "a", "seeds": [0]}, {"name": "b", "seeds": [1], "hurdle": bad}]
+        with pytest.raises(ConfigError, match=r"stages\[1\].hurdle: \"top:F\" needs a fraction"):
+            parse_config(tiny_config(stages=stages), "c.toml")
+    with pytest.raises(ConfigError, match="campaign.max_train_steps: must be ≥ 0"):
+        parse_config(tiny_config(campaign={"max_train_steps": -1}), "c.toml")
+    with pytest.raises(ConfigError,
+                       match=r"variation.initial_random: must be in \[0, population=4\]"):
+        parse_config(tiny_config(variation={"initial_random": 5}), "c.toml")
+    with pytest.raises(ConfigError, match="variation.adapt_rates: expected true/false"):
+        parse_config(tiny_config(variation={"adapt_rates": 1}), "c.toml")
+    with pytest.raises(ConfigError, match=r"variation.surrogate_pool: must be in \[1, 64\]"):
+        parse_config(tiny_config(variation={"surrogate_pool": 0}), "c.toml")
 
 
 def _fingerprint(directory: Path) -> tuple[list, list]:

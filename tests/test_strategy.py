@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from evoopt.genome import seed_genome
@@ -127,3 +128,95 @@ def test_tell_rejects_missing_or_non_finite() -> None:
         strategy.tell([(batch[0].uid, (0.0, 0.5))])
     with pytest.raises(ValueError, match="bad tell"):
         strategy.tell([(c.uid, (0.0, float("nan"))) for c in batch])
+
+
+def test_initial_random_genomes_beside_the_seeds() -> None:
+    """``initial_random``: generation 0 holds that many random genomes (operator "random", no
+    parents), all distinct from each other and the seeds, none lr-screened; the rest as before."""
+    config = StrategyConfig(population=14, lr_screen=(0.5, 2.0), initial_random=4)
+    batch = Strategy(config, SEEDS, rng_seed=1).ask()
+    randoms = [c for c in batch if c.operator == "random"]
+    assert len(batch) == 14 and len(randoms) == 4
+    assert all(not c.parents and c.generation == 0 for c in randoms)
+    assert len({c.genome.hash for c in batch}) == 14
+    # the seeds and their lr screens come first, then the random genomes, then mutations
+    assert [c.operator for c in batch[:3]] == ["seed"] * 3
+    assert [c.operator for c in batch[3:9]] == ["lr_screen"] * 6
+    assert all(c.operator == "random" for c in batch[9:13])
+    assert batch[13].parents and batch[13].operator not in ("seed", "random")
+    plain = Strategy(StrategyConfig(population=14, lr_screen=(0.5, 2.0)), SEEDS, rng_seed=1).ask()
+    assert not any(c.operator == "random" for c in plain)
+    other = Strategy(config, SEEDS, rng_seed=2).ask()
+    assert {c.genome.hash for c in randoms} != {c.genome.hash for c in other[9:13]}
+
+
+def _told(strategy: Strategy, wins: set[str]) -> None:
+    """One generation told: children of the operators in ``wins`` beat their parent, the rest
+    fall below every member."""
+    batch = strategy.ask()
+    known = {m.uid: m.fitness.values for m in strategy.population}
+    results = []
+    for c in batch:
+        op = c.operator.removeprefix("crossover+")
+        parent = known.get(c.parents[0]) if c.parents else None
+        if parent is None:
+            results.append((c.uid, score(c.genome)))
+        else:
+            results.append((c.uid, (parent[0], parent[1] + 1.0) if op in wins
+                            else (parent[0], -100.0)))
+    strategy.tell(results)
+
+
+def test_adapted_rates_follow_measured_success_and_survive_resume() -> None:
+    config = StrategyConfig(population=10, selection="regularized", elitism=0, adapt_rates=True,
+                            crossover_rate=0.0)
+    strategy = Strategy(config, SEEDS, rng_seed=0)
+    base = Strategy(StrategyConfig(population=10), SEEDS, rng_seed=0).mutation_rates()
+    assert strategy.mutation_rates() == base  # nothing measured yet: the configured rates
+    _told(strategy, set())
+    for _ in range(8):
+        _told(strategy, {"perturb_hparam"})
+    record = strategy.operator_record
+    assert record["perturb_hparam"][0] > 0 and record["perturb_hparam"][1] == \
+        record["perturb_hparam"][0]
+    rates = strategy.mutation_rates()
+    assert rates["perturb_hparam"] > base["perturb_hparam"]
+    losers = [op for op, (n, k) in record.items() if n >= 3 and k == 0]
+    assert losers and all(rates[op] < base[op] for op in losers)
+    assert all(0.25 * base[op] - 1e-12 <= rates[op] <= 4 * base[op] + 1e-12 for op in base)
+    # the record is part of the state: a resumed strategy draws the same operators
+    state = json.loads(json.dumps(strategy.get_state()))
+    resumed = Strategy.from_state(config, SEEDS, state)
+    assert resumed.operator_record == record and resumed.mutation_rates() == rates
+    assert [c.genome.hash for c in resumed.ask()] == [c.genome.hash for c in strategy.ask()]
+    # without adapt_rates the same record changes nothing
+    fixed = Strategy.from_state(StrategyConfig(population=10, selection="regularized",
+                                               elitism=0), SEEDS, state)
+    assert fixed.mutation_rates() == base
+
+
+def test_surrogate_keeps_the_child_it_ranks_best() -> None:
+    """With ``surrogate_pool``, each paid child is the best-predicted of that many proposals:
+    on a landscape the k-NN surrogate can learn (fitness = closeness of lr to 10**-2.5), the
+    children paid for are better than those of the same strategy without it."""
+    from evoopt.strategy.surrogate import KNNSurrogate, genome_features
+
+    def mean_child_score(pool: int) -> float:
+        config = StrategyConfig(population=12, selection="regularized", elitism=0,
+                                surrogate_pool=pool, surrogate_after=12)
+        strategy = Strategy(config, SEEDS, rng_seed=5)
+        scores = []
+        for gen in range(8):
+            batch = strategy.ask()
+            if gen >= 2:
+                scores += [score(c.genome)[1] for c in batch]
+            strategy.tell([(c.uid, score(c.genome)) for c in batch])
+        state = json.loads(json.dumps(strategy.get_state()))
+        assert len(state["told"]) == len(strategy.told)
+        return float(np.mean(scores))
+
+    assert mean_child_score(6) > mean_child_score(1) + 0.1
+    # the surrogate itself: nearer genomes predict nearer scores
+    near, far = seed_genome("adam").with_lr(3e-3), seed_genome("adam").with_lr(0.3)
+    model = KNNSurrogate(k=1).fit([genome_features(near), genome_features(far)], [1.0, 0.0])
+    assert model.predict([genome_features(seed_genome("adam").with_lr(2e-3))])[0] > 0.9

@@ -2,14 +2,22 @@
 
 Layout::
 
-    [campaign]   name, seed, population, generations, max_evaluations, seeds (genome names/files)
+    [campaign]   name, seed, population, generations, max_evaluations, max_train_steps (a
+                 compute budget: training steps run by the search's evaluations; 0 = none),
+                 seeds (genome names/files)
     [selection]  method = "tournament" | "regularized", tournament_size, elitism
     [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms,
-                 lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure)
+                 lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure),
+                 initial_random = N (random genomes in generation 0 beside the seeds),
+                 adapt_rates = bool (mutation rates scaled by each operator's success),
+                 surrogate_pool = K (K children proposed per child paid for; a k-NN surrogate
+                 of every told candidate keeps the best; 1 = off)
     [fitness]    task (name in fitness/ or path), split = "val", overrides = {field = value};
                  or tasks = [..] (several tasks, selected on together: each scored relative to
                  the seeded Adam, :mod:`evoopt.fitness.multitask`) with weights = [..]
-    [[stages]]   name, seeds = [..], overrides = {..}, hurdle = "none"|"median"|"<seed name>"|float
+    [[stages]]   name, seeds = [..], overrides = {..},
+                 hurdle = "none"|"median"|"top:F"|"<seed name>"|float ("top:F": the best
+                 fraction F of the generation at the previous stage goes on, by rank)
     [refine]     evaluations = N (paid runs of a TPE search over the best structure's
                  hyperparameters after the generations; part of the search's budget)
     [final]      top_k, seeds = [..], selection_seeds = [..] (fresh seeds the top_k are
@@ -48,6 +56,8 @@ RESERVED_STAGE_NAMES = ("final", "selection")
 BUDGET_MATCHED = ("none", "optuna")
 #: Hurdle keywords; a hurdle may also name a campaign seed or be a fitness in [-1, 1].
 HURDLE_KEYWORDS = ("none", "median")
+#: ``"top:F"``: promotion by rank, the best fraction F of a generation goes on (successive halving).
+TOP_PREFIX = "top:"
 #: Bounds that keep a typo from asking for a campaign no machine can hold (the strategy keeps
 #: a population in memory; the runner asks for every child of a generation at once).
 MAX_POPULATION = 10_000
@@ -57,6 +67,17 @@ MAX_WORKERS = 4096
 MAX_SEED = 2**31 - 1
 #: A campaign name becomes the directory ``runs/<name>``: one plain path component.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def top_fraction(hurdle: str | float) -> float | None:
+    """F of a ``"top:F"`` hurdle (0 < F < 1), or None when ``hurdle`` is not one."""
+    if not isinstance(hurdle, str) or not hurdle.startswith(TOP_PREFIX):
+        return None
+    try:
+        f = float(hurdle.removeprefix(TOP_PREFIX))
+    except ValueError:
+        return None
+    return f if 0.0 < f < 1.0 else None
 
 
 class ConfigError(ValueError):
@@ -78,6 +99,7 @@ class CampaignConfig:
     population: int = 8
     generations: int = 4
     max_evaluations: int = 0
+    max_train_steps: int = 0
     seeds: tuple[str, ...] = REQUIRED_SEEDS
     selection: str = "tournament"
     tournament_size: int = 3
@@ -86,6 +108,9 @@ class CampaignConfig:
     mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
     max_terms: int = MAX_TERMS
     lr_screen: tuple[float, ...] = ()
+    initial_random: int = 0
+    adapt_rates: bool = False
+    surrogate_pool: int = 1
     task: str = "cifar10-cpu"
     tasks: tuple[str, ...] = ()  # several selection tasks (then ``task`` is unused)
     task_weights: tuple[float, ...] = ()
@@ -144,12 +169,16 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
     # section -> toml key -> (config attribute, accepted type)
     "campaign": {"name": ("name", str), "seed": ("seed", int), "population": ("population", int),
                  "generations": ("generations", int),
-                 "max_evaluations": ("max_evaluations", int), "seeds": ("seeds", list)},
+                 "max_evaluations": ("max_evaluations", int),
+                 "max_train_steps": ("max_train_steps", int), "seeds": ("seeds", list)},
     "selection": {"method": ("selection", str), "tournament_size": ("tournament_size", int),
                   "elitism": ("elitism", int)},
     "variation": {"crossover_rate": ("crossover_rate", (int, float)),
                   "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int),
-                  "lr_screen": ("lr_screen", list)},
+                  "lr_screen": ("lr_screen", list),
+                  "initial_random": ("initial_random", int),
+                  "adapt_rates": ("adapt_rates", bool),
+                  "surrogate_pool": ("surrogate_pool", int)},
     "fitness": {"task": ("task", str), "tasks": ("tasks", list),
                 "weights": ("task_weights", list), "split": ("split", str),
                 "overrides": ("task_overrides", dict)},
@@ -282,8 +311,13 @@ def _check_genomes(config: CampaignConfig) -> None:
             if not (math.isfinite(hurdle) and -1.0 <= hurdle <= 1.0):
                 raise ConfigError(f"stages[{i}].hurdle: a fitness threshold must be a finite "
                                   f"number in [-1, 1], got {hurdle!r}")
+        elif hurdle.startswith(TOP_PREFIX):
+            if top_fraction(hurdle) is None:
+                raise ConfigError(f"stages[{i}].hurdle: \"top:F\" needs a fraction F in (0, 1), "
+                                  f"got {hurdle!r}")
         elif hurdle not in HURDLE_KEYWORDS and hurdle not in config.seeds:
-            raise ConfigError(f"stages[{i}].hurdle: expected \"none\", \"median\", a number or "
+            raise ConfigError(f"stages[{i}].hurdle: expected \"none\", \"median\", \"top:F\", "
+                              "a number or "
                               f"one of the campaign's seeds ({', '.join(config.seeds)}), "
                               f"got {hurdle!r}")
 
@@ -363,6 +397,13 @@ def _check_ranges(v: dict[str, Any]) -> None:
          1 <= v.get("generations", 1) <= MAX_GENERATIONS, f"must be in [1, {MAX_GENERATIONS}]")
     need("max_evaluations", "campaign.max_evaluations", v.get("max_evaluations", 0) >= 0,
          "must be ≥ 0 (0 = no budget)")
+    need("max_train_steps", "campaign.max_train_steps",
+         0 <= v.get("max_train_steps", 0) < 2**62, "must be ≥ 0 (0 = no compute budget)")
+    need("surrogate_pool", "variation.surrogate_pool", 1 <= v.get("surrogate_pool", 1) <= 64,
+         "must be in [1, 64] (1 = no surrogate)")
+    need("initial_random", "variation.initial_random",
+         0 <= v.get("initial_random", 0) <= v.get("population", CampaignConfig.population),
+         f"must be in [0, population={v.get('population', CampaignConfig.population)}]")
     need("selection", "selection.method", v.get("selection") in ("tournament", "regularized"),
          'must be "tournament" or "regularized"')
     pop = v.get("population", CampaignConfig.population)

@@ -14,6 +14,7 @@ resumed campaign ends with exactly the individuals and fitnesses of an uninterru
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.common import aggregate_fitness, resolve_seed
-from evoopt.campaign.config import CampaignConfig
+from evoopt.campaign.config import CampaignConfig, top_fraction
 from evoopt.campaign.finish import finish_campaign
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator, RayEvaluator, SerialEvaluator
@@ -175,14 +176,20 @@ class CampaignRunner:
                               tournament_size=cfg.tournament_size, elitism=cfg.elitism,
                               crossover_rate=cfg.crossover_rate,
                               mutation_rates=dict(cfg.mutation_rates),
-                              max_terms=cfg.max_terms, lr_screen=tuple(cfg.lr_screen))
+                              max_terms=cfg.max_terms, lr_screen=tuple(cfg.lr_screen),
+                              initial_random=cfg.initial_random, adapt_rates=cfg.adapt_rates,
+                              surrogate_pool=cfg.surrogate_pool)
         state = self.store.get_meta("strategy_state")
         if state is not None:
             return Strategy.from_state(scfg, self.seeds, state)
         return Strategy(scfg, self.seeds, rng_seed=cfg.seed)
 
     def _budget_spent(self) -> bool:
-        return 0 < self.config.max_evaluations <= len(self.store.evaluations())
+        """The evaluation budget (rows) or the compute budget (training steps run) is spent."""
+        cfg = self.config
+        if 0 < cfg.max_evaluations <= len(self.store.evaluations()):
+            return True
+        return 0 < cfg.max_train_steps <= self.store.train_steps()
 
     # -- dedupe --------------------------------------------------------------------------------
     def _rebuild_dedupe(self, before_generation: int) -> None:
@@ -272,6 +279,11 @@ class CampaignRunner:
         if rule == "median":
             return statistics.median(t.scores[prev.name] for t in tracked
                                      if prev.name in t.scores)
+        fraction = top_fraction(rule)
+        if fraction is not None:  # by rank: the best ceil(F * n) go on (ties go on together)
+            ranked = sorted((t.scores[prev.name] for t in tracked if prev.name in t.scores),
+                            reverse=True)
+            return ranked[max(1, math.ceil(fraction * len(ranked))) - 1]
         seed = resolve_seed(rule)  # a seed genome's score at the previous stage
         rows = self.store.find_evaluations(seed.hash, prev.name, self.config.split)
         if not rows:

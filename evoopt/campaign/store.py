@@ -492,6 +492,11 @@ class CampaignStore:
         where = f"WHERE {' AND '.join(conds)}" if conds else ""
         return self._query(f"SELECT * FROM evaluations {where} ORDER BY id", params)
 
+    def train_steps(self) -> int:
+        """Training steps run by every stored evaluation (their compute, whatever their stage)."""
+        rows = self._query("SELECT COALESCE(SUM(steps), 0) AS n FROM evaluations", ())
+        return int(rows[0]["n"])
+
     def find_evaluations(self, hash: str, stage: str, split: str = "val") -> list[dict[str, Any]]:
         """Evaluations already paid for this genome hash at this stage and split (by seed)."""
         return self._query(

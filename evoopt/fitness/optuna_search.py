@@ -35,7 +35,8 @@ from evoopt.fitness.protocol import EvaluateFn, RunnerEvaluate, check_results
 from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner
 from evoopt.fitness.task import TaskSpec
 from evoopt.genome import Genome, seed_genome
-from evoopt.genome.primitives import primitive
+from evoopt.genome.primitives import MAX_TERMS, primitive
+from evoopt.genome.sampling import random_genome
 from evoopt.stats import mean_std
 
 STUDY_NAME = "evoopt-budget-matched-adamw"
@@ -79,6 +80,35 @@ def adamw_search_space(trial: optuna.Trial) -> Genome:
     if _has(params["schedule"], "warmup_fraction"):
         params["warmup_fraction"] = trial.suggest_float("warmup_fraction", 0.0, 0.3)
     return adamw_genome(params)
+
+
+class TrialChoices:
+    """The genome space's named choices (:class:`evoopt.genome.sampling.Choices`) made by an
+    Optuna trial: a define-by-run conditional space of structure and hyperparameters, the same
+    space :func:`~evoopt.genome.sampling.random_genome` samples (flags become two-way
+    categories, so TPE does not see random search's prior probabilities)."""
+
+    def __init__(self, trial: optuna.Trial) -> None:
+        self.trial = trial
+
+    def integer(self, name: str, low: int, high: int) -> int:
+        return self.trial.suggest_int(name, low, high)
+
+    def category(self, name: str, options: Sequence[str]) -> str:
+        return str(self.trial.suggest_categorical(name, list(options)))
+
+    def flag(self, name: str, p: float) -> bool:
+        return bool(self.trial.suggest_categorical(name, [False, True]))
+
+    def uniform(self, name: str, low: float, high: float) -> float:
+        return self.trial.suggest_float(name, low, high)
+
+
+def genome_space(max_terms: int = MAX_TERMS) -> Callable[[optuna.Trial], Genome]:
+    """TPE over the whole genome space (structure and hyperparameters) of random search."""
+    def space(trial: optuna.Trial) -> Genome:
+        return random_genome(TrialChoices(trial), max_terms)
+    return space
 
 
 def genome_search_space(genome: Genome) -> tuple[Callable[[optuna.Trial], Genome],
@@ -171,6 +201,8 @@ def budget_matched_search(
     start_at: dict[str, Any] | None = None,
     n_startup_trials: int = 5,
     progress: Callable[[dict[str, Any]], None] | None = None,
+    multivariate: bool = False,
+    random_trials: int = 10,
 ) -> SearchResult:
     """Run (or resume) the search until ``budget`` paid evaluations are spent.
 
@@ -181,7 +213,9 @@ def budget_matched_search(
     stage mean with the completed trials' at the same stage, after ``n_startup_trials`` complete
     ones. A trial with a failed run (``WORST_FITNESS``) stops there and completes with
     ``WORST_FITNESS``. The TPE sampler is seeded with ``seed + number of stored trials``, so a
-    resumed search does not repeat the draws of the first session.
+    resumed search does not repeat the draws of the first session. ``multivariate``: TPE's
+    joint model with grouped conditional parameters (for :func:`genome_space`);
+    ``random_trials``: trials TPE samples at random before it models.
     """
     if budget < 0 or batch < 1:
         raise ValueError(f"budget must be ≥ 0 and batch ≥ 1, got {budget}, {batch}")
@@ -197,8 +231,9 @@ def budget_matched_search(
                                     direction="maximize", load_if_exists=True)
         if start_at is not None and not study.trials:  # a new study starts at the incumbent
             study.enqueue_trial(start_at)
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.trials),
-                                                   constant_liar=True)
+        study.sampler = optuna.samplers.TPESampler(
+            seed=seed + len(study.trials), constant_liar=True, n_startup_trials=random_trials,
+            multivariate=multivariate, group=multivariate)
     study.pruner = optuna.pruners.MedianPruner(n_startup_trials=n_startup_trials,
                                                n_warmup_steps=0)
     _resume(study)
@@ -313,5 +348,6 @@ def cli_search(task: TaskSpec, runner: FitnessRunner, evaluate: RunnerEvaluate,
 
 
 __all__ = ["KEY_PREFIX", "NAME", "SCHEDULE_KINDS", "STUDY_NAME", "SearchResult",
-           "adamw_genome", "adamw_search_space", "budget_matched_search", "cli_search",
+           "TrialChoices", "adamw_genome", "adamw_search_space", "budget_matched_search",
+           "genome_space", "cli_search",
            "cli_stages"]

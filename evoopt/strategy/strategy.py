@@ -22,7 +22,9 @@ from deap import base, tools
 
 from evoopt.genome import Genome, GenomeError
 from evoopt.genome.primitives import MAX_TERMS
-from evoopt.strategy.operators import crossover, mutate_op
+from evoopt.genome.sampling import random_genome
+from evoopt.strategy.operators import crossover, mutate_op, resolve_rates
+from evoopt.strategy.surrogate import KNNSurrogate, genome_features
 
 _Made = tuple[Genome, str, str]  # (child, what changed, operator)
 
@@ -43,6 +45,10 @@ class StrategyConfig:
     mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
     max_terms: int = MAX_TERMS
     lr_screen: tuple[float, ...] = ()  # lr multiples also tried for every new structure
+    initial_random: int = 0  # random genomes in generation 0 beside the seeds (and their screens)
+    adapt_rates: bool = False  # mutation rates scaled by each operator's measured success
+    surrogate_pool: int = 1  # children proposed per child paid for; a surrogate keeps the best
+    surrogate_after: int = 16  # told candidates before the surrogate is trusted
 
 
 @dataclass
@@ -83,6 +89,10 @@ class Strategy:
         self.pending: dict[str, Candidate] = {}
         self.seen: set[str] = set()  # canonical hashes ever proposed
         self.structures: set[str] = set()  # structures ever proposed (Genome.structure)
+        # per mutation operator: [children told, children better than their parent]
+        self.operator_record: dict[str, list[int]] = {}
+        # every told candidate's features and folded fitness (stage + score): the surrogate's data
+        self.told: list[tuple[dict[str, float], float]] = []
 
     # -- ask / tell --------------------------------------------------------------------------
     def ask(self) -> list[Candidate]:
@@ -103,6 +113,10 @@ class Strategy:
             if uid not in self.pending or not all(np.isfinite(v)):
                 raise ValueError(f"bad tell for {uid}: {v}")
         children = [Member(self.pending[uid], tuple(values[uid])) for uid in self.pending]
+        self._record_operators(children)
+        if self.config.surrogate_pool > 1:
+            self.told += [(genome_features(m.candidate.genome), float(sum(m.fitness.values)))
+                          for m in children]
         p = self.config.population
         if self.generation == 0:
             keep = {m.uid for m in tools.selBest(children, p)}
@@ -118,6 +132,37 @@ class Strategy:
     def best(self) -> Member:
         return tools.selBest(self.population, 1)[0]
 
+    # -- adaptive operator rates -----------------------------------------------------------
+    def _record_operators(self, children: list[Member]) -> None:
+        """Count, per mutation operator, its children and those that beat their (first) parent
+        as the population holds it (lexicographic fitness: stage reached, then score)."""
+        known = {m.uid: m.fitness.values for m in self.population}
+        for child in children:
+            c = child.candidate
+            op = c.operator.removeprefix("crossover+")
+            if op in ("seed", "random", "crossover") or not c.parents or c.parents[0] not in known:
+                continue
+            record = self.operator_record.setdefault(op, [0, 0])
+            record[0] += 1
+            record[1] += int(child.fitness.values > known[c.parents[0]])
+
+    def mutation_rates(self) -> dict[str, float]:
+        """The rates mutation draws operators by: the configured ones, each scaled (with
+        ``adapt_rates``) by its operator's success rate over the mean success rate, both with a
+        Beta(1, 1) prior, clipped to [0.25, 4]: probability matching with a floor, so no
+        operator dies of a few unlucky children."""
+        rates = resolve_rates(self.config.mutation_rates)
+        if not self.config.adapt_rates or not self.operator_record:
+            return rates
+        told = sum(r[0] for r in self.operator_record.values())
+        better = sum(r[1] for r in self.operator_record.values())
+        mean = (better + 1) / (told + 2)
+        out = {}
+        for name, rate in rates.items():
+            n, k = self.operator_record.get(name, (0, 0))
+            out[name] = rate * min(4.0, max(0.25, (k + 1) / (n + 2) / mean))
+        return out
+
     # -- variation ---------------------------------------------------------------------------
     def _uid(self, index: int) -> str:
         return f"g{self.generation}-{index:02d}"
@@ -129,6 +174,11 @@ class Strategy:
             made = (seed.canonical(), "", "lr_screen")
             batch += self._screened(made, (batch[i].uid,), len(batch),
                                     self.config.population - len(batch), with_itself=False)
+        for _ in range(min(self.config.initial_random, self.config.population - len(batch))):
+            made = self._novel(lambda: (random_genome(self.rng, self.config.max_terms).canonical(),
+                                        "random genome", "random"))
+            self.structures.add(made[0].structure)
+            batch.append(Candidate(self._uid(len(batch)), made[0], 0, "random", (), made[1]))
         while len(batch) < self.config.population:
             parent = batch[int(self.rng.integers(len(self.seeds)))]
             made = self._novel(lambda p=parent: self._mutation(p.genome))
@@ -140,10 +190,21 @@ class Strategy:
         p = self.config.population
         n = max(1, p // 2) if self.config.selection == "regularized" else p - self.config.elitism
         batch: list[Candidate] = []
+        surrogate = self._surrogate()
         while len(batch) < n:
             made, parents = self._child()
+            if surrogate is not None:  # propose more children, pay for the one ranked best
+                pool = [(made, parents)] + [self._child()
+                                            for _ in range(self.config.surrogate_pool - 1)]
+                scores = surrogate.predict([genome_features(m[0]) for m, _ in pool])
+                made, parents = pool[int(np.argmax(scores))]
             batch += self._screened(made, parents, len(batch), n - len(batch))
         return batch
+
+    def _surrogate(self) -> KNNSurrogate | None:
+        if self.config.surrogate_pool <= 1 or len(self.told) < self.config.surrogate_after:
+            return None
+        return KNNSurrogate().fit([f for f, _ in self.told], [y for _, y in self.told])
 
     def _child(self) -> tuple[_Made, tuple[str, ...]]:
         """One child of tournament-selected parents: (genome, change, operator), parent uids."""
@@ -159,8 +220,7 @@ class Strategy:
         return self._novel(lambda: self._mutation(a.candidate.genome)), (a.uid,)
 
     def _mutation(self, genome: Genome) -> _Made:
-        m = mutate_op(genome, self.rng, self.config.mutation_rates,
-                      max_terms=self.config.max_terms)
+        m = mutate_op(genome, self.rng, self.mutation_rates(), max_terms=self.config.max_terms)
         return m.child.canonical(), m.change, m.operator
 
     def _crossover(self, a: Member, b: Member) -> _Made:
@@ -221,6 +281,8 @@ class Strategy:
             "rng": copy.deepcopy(self.rng.bit_generator.state),
             "seen": sorted(self.seen),
             "structures": sorted(self.structures),
+            "operator_record": {k: list(v) for k, v in sorted(self.operator_record.items())},
+            "told": [[f, y] for f, y in self.told],
             "population": [_candidate_dict(m.candidate) | {"fitness": list(m.fitness.values)}
                            for m in self.population],
         }
@@ -233,6 +295,9 @@ class Strategy:
         strategy.rng.bit_generator.state = state["rng"]
         strategy.seen = set(state["seen"])
         strategy.structures = set(state.get("structures", ()))
+        strategy.operator_record = {k: [int(v[0]), int(v[1])]
+                                    for k, v in state.get("operator_record", {}).items()}
+        strategy.told = [(dict(f), float(y)) for f, y in state.get("told", ())]
         strategy.population = [Member(_candidate_from(d), tuple(d["fitness"]))
                                for d in state["population"]]
         return strategy
