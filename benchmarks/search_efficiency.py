@@ -405,7 +405,8 @@ def _finite(x: Any) -> Any:
 
 
 def _fmt_steps(x: float, budget: float) -> str:
-    return f">{budget / 1000:.1f}k" if math.isinf(x) or x > budget else f"{x / 1000:.1f}k"
+    """Steps in thousands; ``x`` at or past ``budget`` means not reached within it."""
+    return f">{budget / 1000:.1f}k" if x >= budget else f"{x / 1000:.1f}k"
 
 
 def main() -> None:
@@ -429,7 +430,12 @@ def main() -> None:
     parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
+    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
+                        help="print the summary of a (finished or killed) run's JSON and exit")
     args = parser.parse_args()
+    if args.summarize:
+        summarize(json.loads(args.summarize.read_text()))
+        return
     t_all = time.perf_counter()
 
     overrides = ({} if args.no_default_overrides or args.task != DEFAULT_TASK
@@ -484,99 +490,115 @@ def main() -> None:
 
     runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
     max_terms = tomllib.loads(DISCOVER.read_text())["variation"]["max_terms"]
+    remeasure = Evaluate(evaluator, [task.to_dict()])
+    doc = {"argv": sys.argv[1:], "task": task.to_dict(), "overrides": overrides,
+           "stage_seeds": stage_seeds, "budgets": budgets, "search_seeds": [],
+           "fresh_seeds": fresh, "methods": methods, "evaluator": kind, "targets": targets,
+           "runs": runs}
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
         ctx = Context(evaluator, task, args.task, overrides, stage_seeds, big, args.data_dir,
                       Path(tmp), args.ray)
         for s in search_seeds:
             for m in methods:
-                if m.startswith("engine:"):
-                    res = run_engine(ctx, m.split(":", 1)[1], s)
-                elif m == "random":
-                    res = run_random(ctx, s, max_terms)
-                elif m == "random-sh":
-                    res = run_random_sh(ctx, s, max_terms)
-                elif m == "tpe-genome":
-                    res = run_tpe(ctx, s, genome_space(max_terms), multivariate=True)
-                else:
-                    res = run_tpe(ctx, s, adamw_search_space, multivariate=False)
-                res["traces"] = {b: trace(res["rows"], stage_seeds, b * task.steps, target)
-                                 for b in budgets}
+                res = run_method(ctx, m, s, max_terms)
+                res["traces"] = {}
+                for b in budgets:
+                    tr = trace(res.pop("rows") if b == budgets[-1] else res["rows"],
+                               stage_seeds, b * task.steps, target)
+                    # the selected candidate re-measured on the fresh seeds (cached: one
+                    # selected at several budgets is run once)
+                    g = None if tr["genome"] is None else Genome.from_dict(tr["genome"])
+                    tr["fresh"] = ([WORST_FITNESS] * len(fresh) if g is None
+                                   else remeasure.run([(g.hash, g)], fresh)[g.hash])
+                    res["traces"][str(b)] = tr
                 runs[m][s] = res
-                tb = res["traces"][budgets[0]]
-                print(f"  seed {s} {m:<28} {res['wall_s']:5.0f} s, {tb['steps'] / 1000:.1f}k "
+                tb = res["traces"][str(budgets[0])]
+                print(f"  seed {s} {m:<40} {res['wall_s']:5.0f} s, {tb['steps'] / 1000:.1f}k "
                       f"steps, {tb['candidates']} candidates, selected "
-                      f"{tb['selected_score']:.4f}, to target "
-                      f"{_fmt_steps(tb['steps_to_target'], big)}", flush=True)
+                      f"{tb['selected_score']:.4f} (fresh {statistics.fmean(tb['fresh']):.4f}), "
+                      f"to target {_fmt_steps(tb['steps_to_target'], big)}", flush=True)
+            doc["search_seeds"].append(s)
+            if args.json:  # after every search seed: a killed run keeps what it measured
+                _write(args.json, doc)
+    evaluator.close()
+    doc["summary"] = summarize(doc)
+    doc["wall_time_s"] = time.perf_counter() - t_all
+    print(f"\ntotal wall time {doc['wall_time_s']:.0f} s (re-measure {len(remeasure.rows)} runs)")
+    if args.json:
+        _write(args.json, doc)
+        print(f"wrote {args.json}")
 
-    # re-measure every selected candidate on the fresh seeds (cached: a candidate selected at
-    # several budgets, or by several methods, is run once)
-    remeasure = Evaluate(evaluator, [task.to_dict()])
-    fresh_scores: dict[str, list[float]] = {}
-    for m in methods:
-        for s in search_seeds:
-            for b in budgets:
-                tr = runs[m][s]["traces"][b]
-                if tr["genome"] is None:
-                    tr["fresh"] = [WORST_FITNESS] * len(fresh)
-                    continue
-                g = Genome.from_dict(tr["genome"])
-                if g.hash not in fresh_scores:
-                    fresh_scores[g.hash] = remeasure.run([(g.hash, g)], fresh)[g.hash]
-                tr["fresh"] = fresh_scores[g.hash]
+
+def _write(path: Path, doc: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(doc), indent=1, default=str) + "\n")
+
+
+def run_method(ctx: Context, method: str, search_seed: int, max_terms: int) -> dict[str, Any]:
+    if method.startswith("engine:"):
+        return run_engine(ctx, method.split(":", 1)[1], search_seed)
+    if method == "random":
+        return run_random(ctx, search_seed, max_terms)
+    if method == "random-sh":
+        return run_random_sh(ctx, search_seed, max_terms)
+    if method == "tpe-genome":
+        return run_tpe(ctx, search_seed, genome_space(max_terms), multivariate=True)
+    return run_tpe(ctx, search_seed, adamw_search_space, multivariate=False)
+
+
+def summarize(doc: dict[str, Any]) -> dict[str, Any]:
+    """Print and return the two measures at every budget over the search seeds in ``doc``
+    (a finished run, or the JSON a killed one left)."""
+    steps, target = doc["task"]["steps"], doc["targets"]["target"]
+    search_seeds, methods = doc["search_seeds"], doc["methods"]
+    runs = {m: {int(s): r for s, r in doc["runs"][m].items()} for m in methods}
     rng = np.random.default_rng(0)
     summary: dict[str, Any] = {}
-    for b in budgets:
-        bs = b * task.steps
-        print(f"\nbudget {b} full runs ({bs / 1000:.1f}k steps); target {target:.4f}")
-        print(f"  {'method':<30} {'steps to target: median [95% CI]':>34}  reached  "
-              f"{'worker-s':>8}  {'selected: search':>16}  {'fresh':>6}")
+    for b in doc["budgets"]:
+        bs = b * steps
+        print(f"\nbudget {b} full runs ({bs / 1000:.1f}k steps), {len(search_seeds)} search "
+              f"seeds; target {target:.4f}")
+        print(f"  {'method':<40} {'steps to target: median [95% CI]':>33} reached "
+              f"{'worker-s':>8} {'selected: search':>16} {'fresh':>6}")
         per_method = {}
         for m in methods:
-            trs = [runs[m][s]["traces"][b] for s in search_seeds]
-            to = [min(tr["steps_to_target"], bs) for tr in trs]
+            trs = [runs[m][s]["traces"][str(b)] for s in search_seeds]
+            to = [min(_num(tr["steps_to_target"]), bs) for tr in trs]
             med, lo, hi = bootstrap_median(to, rng)
-            reached = sum(tr["steps_to_target"] <= bs for tr in trs)
+            reached = sum(_num(tr["steps_to_target"]) <= bs for tr in trs)
             fresh_mean = statistics.fmean(statistics.fmean(tr["fresh"]) for tr in trs)
-            sel = statistics.fmean(tr["selected_score"] for tr in trs)
+            sel = statistics.fmean(max(_num(tr["selected_score"], -1.0), -1.0) for tr in trs)
             wall = statistics.fmean(tr["worker_s"] for tr in trs)
-            per_method[m] = {"steps_to_target": [tr["steps_to_target"] for tr in trs],
-                             "median": med, "ci": [lo, hi], "reached": reached,
-                             "selected_search_mean": sel, "selected_fresh_mean": fresh_mean,
-                             "worker_s_mean": wall}
-            print(f"  {m:<30} {_fmt_steps(med, bs):>8} [{_fmt_steps(lo, bs)}, "
-                  f"{_fmt_steps(hi, bs)}]{'':>12}  {reached}/{len(trs)}  {wall:8.0f}  "
-                  f"{sel:16.4f}  {fresh_mean:6.4f}")
+            per_method[m] = {"steps_to_target": to, "median": med, "ci": [lo, hi],
+                             "reached": reached, "selected_search_mean": sel,
+                             "selected_fresh_mean": fresh_mean, "worker_s_mean": wall}
+            print(f"  {m:<40} {_fmt_steps(med, bs):>13} [{_fmt_steps(lo, bs)}, "
+                  f"{_fmt_steps(hi, bs)}]{'':>5} {reached}/{len(trs)}   {wall:8.0f} "
+                  f"{sel:16.4f} {fresh_mean:6.4f}")
         comparisons = {}
         for e in [m for m in methods if m.startswith("engine:")]:
             for other in [m for m in methods if m != e]:
-                a = {s: runs[e][s]["traces"][b]["fresh"] for s in search_seeds}
-                c = {s: runs[other][s]["traces"][b]["fresh"] for s in search_seeds}
-                cmp = paired_by_search_seed(a, c)
-                ratio = bootstrap_ratio(
-                    [min(x, bs) for x in per_method[e]["steps_to_target"]],
-                    [min(x, bs) for x in per_method[other]["steps_to_target"]], rng)
-                comparisons[f"{e} vs {other}"] = {**cmp, "steps_ratio": ratio}
-                bound = ("" if per_method[e]["reached"] * 2 > len(search_seeds)
-                         and per_method[other]["reached"] * 2 > len(search_seeds)
+                cmp = paired_by_search_seed(
+                    {s: runs[e][s]["traces"][str(b)]["fresh"] for s in search_seeds},
+                    {s: runs[other][s]["traces"][str(b)]["fresh"] for s in search_seeds})
+                ratio = bootstrap_ratio(per_method[e]["steps_to_target"],
+                                        per_method[other]["steps_to_target"], rng)
+                half = len(search_seeds) / 2
+                bound = ("" if per_method[e]["reached"] > half
+                         and per_method[other]["reached"] > half
                          else " (a bound: a median did not reach the target)")
-                print(f"  {e} − {other}: fresh {cmp['diff']:+.4f} (SE {cmp['se']:.4f} over "
-                      f"{cmp['n']} search seeds): {cmp['verdict']}; steps to target ratio "
-                      f"{ratio[0]:.2f} [{ratio[1]:.2f}, {ratio[2]:.2f}]{bound}")
+                comparisons[f"{e} vs {other}"] = {**cmp, "steps_ratio": ratio,
+                                                  "ratio_is_bound": bool(bound)}
+                print(f"  {e} − {other}: fresh {cmp['diff']:+.4f} (SE {cmp['se']:.4f}, "
+                      f"{cmp['n']} search seeds): {cmp['verdict']}; steps to target "
+                      f"{ratio[0]:.2f}× [{ratio[1]:.2f}, {ratio[2]:.2f}]{bound}")
         summary[str(b)] = {"methods": per_method, "comparisons": comparisons}
-    wall = time.perf_counter() - t_all
-    print(f"\ntotal wall time {wall:.0f} s (re-measure {len(remeasure.rows)} runs)")
-    evaluator.close()
-    if args.json:
-        for m in runs.values():
-            for res in m.values():
-                res.pop("rows", None)
-        doc = {"argv": sys.argv[1:], "task": task.to_dict(), "overrides": overrides,
-               "stage_seeds": stage_seeds, "budgets": budgets, "search_seeds": search_seeds,
-               "fresh_seeds": fresh, "methods": methods, "evaluator": kind,
-               "targets": targets, "runs": runs, "summary": summary, "wall_time_s": wall}
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(_finite(doc), indent=1, default=str) + "\n")
-        print(f"wrote {args.json}")
+    return summary
+
+
+def _num(x: Any, missing: float = math.inf) -> float:
+    """A JSON number back as a float (None, written for inf/-inf, as ``missing``)."""
+    return missing if x is None else float(x)
 
 
 if __name__ == "__main__":

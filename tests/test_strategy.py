@@ -139,15 +139,20 @@ def test_initial_random_genomes_beside_the_seeds() -> None:
     assert len(batch) == 14 and len(randoms) == 4
     assert all(not c.parents and c.generation == 0 for c in randoms)
     assert len({c.genome.hash for c in batch}) == 14
-    # the seeds and their lr screens come first, then the random genomes, then mutations
+    # the seeds come first, then the random genomes, then the seeds' lr screens, then mutations
     assert [c.operator for c in batch[:3]] == ["seed"] * 3
-    assert [c.operator for c in batch[3:9]] == ["lr_screen"] * 6
-    assert all(c.operator == "random" for c in batch[9:13])
+    assert all(c.operator == "random" for c in batch[3:7])
+    assert [c.operator for c in batch[7:13]] == ["lr_screen"] * 6
     assert batch[13].parents and batch[13].operator not in ("seed", "random")
     plain = Strategy(StrategyConfig(population=14, lr_screen=(0.5, 2.0)), SEEDS, rng_seed=1).ask()
     assert not any(c.operator == "random" for c in plain)
+    assert [c.genome.hash for c in plain[3:9]] == [c.genome.hash for c in batch[7:13]]
     other = Strategy(config, SEEDS, rng_seed=2).ask()
-    assert {c.genome.hash for c in randoms} != {c.genome.hash for c in other[9:13]}
+    assert {c.genome.hash for c in randoms} != {c.genome.hash for c in other[3:7]}
+    # a small population gives the random genomes their room before the screens
+    small = Strategy(StrategyConfig(population=8, lr_screen=(0.5, 2.0), initial_random=4),
+                     SEEDS, rng_seed=1).ask()
+    assert [c.operator for c in small] == ["seed"] * 3 + ["random"] * 4 + ["lr_screen"]
 
 
 def _told(strategy: Strategy, wins: set[str]) -> None:

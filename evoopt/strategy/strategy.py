@@ -168,17 +168,19 @@ class Strategy:
         return f"g{self.generation}-{index:02d}"
 
     def _initial(self) -> list[Candidate]:
+        """The seeds, then ``initial_random`` random genomes, then the seeds at the ``lr_screen``
+        multiples of their lr, then mutations of the seeds, up to the population."""
         batch = [Candidate(self._uid(i), g, 0, "seed") for i, g in enumerate(self.seeds)]
         self.seen |= {g.hash for g in self.seeds}
-        for i, seed in enumerate(self.seeds):  # a seed's default lr is not tuned for this task
-            made = (seed.canonical(), "", "lr_screen")
-            batch += self._screened(made, (batch[i].uid,), len(batch),
-                                    self.config.population - len(batch), with_itself=False)
         for _ in range(min(self.config.initial_random, self.config.population - len(batch))):
             made = self._novel(lambda: (random_genome(self.rng, self.config.max_terms).canonical(),
                                         "random genome", "random"))
             self.structures.add(made[0].structure)
             batch.append(Candidate(self._uid(len(batch)), made[0], 0, "random", (), made[1]))
+        for i, seed in enumerate(self.seeds):  # a seed's default lr is not tuned for this task
+            made = (seed.canonical(), "", "lr_screen")
+            batch += self._screened(made, (batch[i].uid,), len(batch),
+                                    self.config.population - len(batch), with_itself=False)
         while len(batch) < self.config.population:
             parent = batch[int(self.rng.integers(len(self.seeds)))]
             made = self._novel(lambda p=parent: self._mutation(p.genome))
