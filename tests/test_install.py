@@ -11,6 +11,7 @@ import ast
 import json
 import os
 import shutil
+import site
 import subprocess
 import sys
 import tomllib
@@ -143,6 +144,23 @@ def wheel(tmp_path_factory) -> Path:
     return path
 
 
+def inherit_site_packages(python: Path) -> None:
+    """Make this interpreter's packages (torch, Ray, ...) importable in the venv of ``python``.
+
+    ``--system-site-packages`` gives the *base* interpreter's site-packages; when the tests
+    themselves run in a virtualenv (as most users' do), the dependencies live in that venv's
+    site-packages instead, so those are added too, as plain path lines of a ``.pth`` file
+    (after the venv's own site-packages, and without running the ``.pth`` files there: an
+    editable install of the checkout must not shadow the installed wheel)."""
+    if sys.prefix == sys.base_prefix:
+        return
+    target = run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                 python.parent)
+    paths = [p for p in site.getsitepackages() if Path(p).is_dir()]
+    (Path(target.stdout.strip()) / "_evoopt_test_outer_env.pth").write_text(
+        "".join(f"{p}\n" for p in paths))
+
+
 @pytest.fixture(scope="module")
 def venv(wheel: Path, tmp_path_factory) -> Path:
     """A fresh virtual environment with the wheel installed (dependencies from the system)."""
@@ -151,6 +169,7 @@ def venv(wheel: Path, tmp_path_factory) -> Path:
                 root / "venv"], root)
     assert proc.returncode == 0, proc.stderr
     python = root / "venv" / "bin" / "python"
+    inherit_site_packages(python)
     proc = run([python, "-m", "pip", "install", "--no-deps", "--no-index",
                 "--disable-pip-version-check", "-q", wheel], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
