@@ -96,22 +96,22 @@ def _record(outcome: str) -> dict[str, Any]:
 @pytest.mark.parametrize("outcome", [FUNNEL_PASSED, FUNNEL_NONE_PASSED])
 def test_cli_and_report_say_what_the_funnel_did(outcome: str,
                                                 capsys: pytest.CaptureFixture) -> None:
-    from evoopt.cli.campaign_cmds import _print_funnel
-    from evoopt.report.html import _funnel
+    from evoopt.cli.campaign_cmds import print_funnel
+    from evoopt.report.html import funnel_view
 
     record = _record(outcome)
-    _print_funnel(record)
+    print_funnel(record)
     out = capsys.readouterr().out
     assert "skipped: worse on held" in out
     if outcome == FUNNEL_PASSED:
         assert "funnel: winner g1-02, finalist #2" in out and "g1-03" in out
     else:
         assert "NO FINALIST SURVIVED" in out and "g1-01" in out
-    view = _funnel({"funnel": record})
+    view = funnel_view({"funnel": record})
     assert view is not None and view["winner_lost_on"] == (
         [] if outcome == FUNNEL_PASSED else ["held"])
     assert [c is not None for f in view["finalists"] for c in f["cells"]] == [True, True]
-    assert _funnel({}) is None and _funnel({"funnel": {"finalists": "x"}}) is None
+    assert funnel_view({}) is None and funnel_view({"funnel": {"finalists": "x"}}) is None
 
 
 # -- a small real campaign ----------------------------------------------------------------------

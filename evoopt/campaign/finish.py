@@ -12,7 +12,8 @@ On the final seeds (``final.seeds``, which no stage used) at the last stage's bu
    final seeds, which no selection has seen (with ``final.test_split`` also on the official
    test split: reported, never selected on);
 1b. with the funnel (``final.funnel``, on by default when there are held-out tasks), the
-   finalists, in the order of their selection-seed score, must each not be significantly worse
+   finalists, in the order of their selection-seed score (without selection seeds: the
+   search's order), must each not be significantly worse
    than tuned AdamW-cosine on any held-out task before one is named the winner
    (:func:`run_funnel`): on each held-out task, AdamW-cosine and the finalist (its lr tuned on a
    grid of ``final.lr_factors``) are tuned by the fair protocol and compared paired on the final

@@ -136,7 +136,7 @@ def _funnel_cell(check: dict[str, Any]) -> str:
             f"{check['mean_diff']:+.4f} ± {check['paired_se']:.4f} {check['verdict']}")
 
 
-def _print_funnel(funnel: dict[str, Any] | None) -> None:
+def print_funnel(funnel: dict[str, Any] | None) -> None:
     """The funnel: each finalist examined against tuned AdamW-cosine per held-out task, and
     which one survived (or that none did)."""
     if not funnel:
@@ -174,11 +174,14 @@ def _print_funnel(funnel: dict[str, Any] | None) -> None:
 
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     table = Table(title=f"{out}: winner vs seeds and baselines on the final seeds")
-    # several tasks: the test split's fitness (normalised as the val one), else its accuracy
+    # several tasks: the test split's fitness (normalised as the val one), else its accuracy;
+    # a regression task has no accuracy: its test fitness (R²)
     multi = any(row.get("tasks") for row in summary["comparison"])
-    test_field = "test_fitness_mean" if multi else "test_accuracy_mean"
+    no_accuracy = all(row.get("test_accuracy_mean") is None for row in summary["comparison"])
+    by_fitness = multi or no_accuracy
+    test_field = "test_fitness_mean" if by_fitness else "test_accuracy_mean"
     for col in ("", "kind", "uid", "val fitness (mean ± std)",
-                "test fitness" if multi else "test accuracy", "seeds"):
+                "test fitness" if by_fitness else "test accuracy", "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get(test_field)
@@ -188,7 +191,7 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     _print_tasks(summary["comparison"])
     _print_verdicts(summary.get("verdicts") or [])
-    _print_funnel(summary.get("funnel"))
+    print_funnel(summary.get("funnel"))
     for held in summary.get("heldout") or []:
         table = Table(title=f"held-out task {held['task']} (never selected on): each lr tuned "
                             "on its val split, then the final seeds")

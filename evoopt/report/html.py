@@ -738,7 +738,7 @@ def _count(x: Any) -> int:
     return x if isinstance(x, int) and not isinstance(x, bool) and x >= 0 else 0
 
 
-def _funnel(summary: dict) -> dict | None:
+def funnel_view(summary: dict) -> dict | None:
     """The funnel's record (finalists against tuned AdamW-cosine per held-out task), with one
     cell per task for each finalist; None when the campaign ran none (or it is malformed)."""
     funnel = summary.get("funnel")
@@ -945,7 +945,7 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
         "comparison": comparison,
         "task_names": _task_names(comparison),
         "heldout": _heldout(summary),
-        "funnel": _funnel(summary),
+        "funnel": funnel_view(summary),
         "structure": _structure(store, comparison),
         "verdicts": _verdicts(summary, comparison),
         "operators": operators,
@@ -973,4 +973,4 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> Pat
     return target
 
 
-__all__ = ["render_report", "report_context", "write_report"]
+__all__ = ["funnel_view", "render_report", "report_context", "write_report"]
