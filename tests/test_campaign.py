@@ -148,8 +148,11 @@ def test_summary_rows_verdicts_and_baselines(tiny_campaign: Path) -> None:
         assert v["mean_diff"] == pytest.approx(expected.mean_diff)
         assert v["paired_se"] == pytest.approx(expected.paired_se) and v["n"] == 2
         assert v["verdict"] in ("better", "worse", "indistinguishable")
-    assert set(summary["timings"]) == {"search_s", "refine_s", "baselines_s", "heldout_s",
-                                       "budget_matched_s", "final_s"}
+    assert set(summary["timings"]) == {"search_s", "refine_s", "baselines_s", "funnel_s",
+                                       "heldout_s", "budget_matched_s", "final_s"}
+    # no held-out task: no funnel
+    assert summary["funnel"] is None and summary["winner"]["funnel"] == "off"
+    assert summary["timings"]["funnel_s"] == 0
     assert summary["timings"]["search_s"] > 0 and summary["timings"]["budget_matched_s"] == 0
     assert isinstance(summary["operators"], list)
     assert all(set(o) >= {"operator", "children", "improvements", "success_rate"}

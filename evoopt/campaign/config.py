@@ -28,7 +28,16 @@ Layout::
                  centre lr), budget_matched = "none" | "optuna", budget_matched_budget = 0
                  (paid evaluations of the Optuna AdamW search; 0 = as many as the search paid),
                  heldout_tasks = [..] (tasks selection never sees: the winner and the fair
-                 baselines are tuned and compared on each, for transfer)
+                 baselines are tuned and compared on each, for transfer), funnel = bool
+                 (default: true when heldout_tasks is set; needs heldout_tasks): the top_k
+                 finalists, in the order of their selection-seed score, must each not be
+                 significantly worse (> 2 paired SE, final seeds, val split) than tuned
+                 AdamW-cosine on any held-out task, each with its lr tuned there by the fair
+                 protocol; the winner is the first finalist that passes (finalists are examined
+                 in that order, stopping at the first pass); if none passes, the best-ranked
+                 finalist is still named, flagged ``funnel: "none passed"``. With the funnel,
+                 held-out tasks' val split takes part in choosing the winner; their test split
+                 (final.test_split) stays out of every choice
     [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
 """
 
@@ -128,11 +137,20 @@ class CampaignConfig:
     final_budget_matched: str = "none"
     final_budget_matched_budget: int = 0
     final_heldout_tasks: tuple[str, ...] = ()
+    final_funnel: bool | None = None  # None: on when there are held-out tasks
     ray_enabled: bool = True
     ray_address: str | None = None
     ray_num_workers: int = 0
     ray_cpus_per_worker: float = 1.0
     ray_gpus_per_worker: float = 0.0
+
+    @property
+    def funnel(self) -> bool:
+        """Whether the finalists pass the held-out funnel before one is named the winner
+        (``final.funnel``; omitted: whenever there are held-out tasks)."""
+        if self.final_funnel is None:
+            return bool(self.final_heldout_tasks)
+        return self.final_funnel and bool(self.final_heldout_tasks)
 
     @property
     def selection_tasks(self) -> tuple[str, ...]:
@@ -189,7 +207,8 @@ _SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
               "baselines": ("final_baselines", list), "lr_factors": ("final_lr_factors", list),
               "budget_matched": ("final_budget_matched", str),
               "budget_matched_budget": ("final_budget_matched_budget", int),
-              "heldout_tasks": ("final_heldout_tasks", list)},
+              "heldout_tasks": ("final_heldout_tasks", list),
+              "funnel": ("final_funnel", bool)},
     "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
             "num_workers": ("ray_num_workers", int),
             "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
@@ -274,6 +293,9 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
             raise ConfigError(f"final.lr_factors: expected positive multipliers of each "
                               f"baseline's centre lr, got {grid!r}")
         values["final_lr_factors"] = tuple(float(f) for f in grid)
+    if values.get("final_funnel") and "final_heldout_tasks" not in values:
+        raise ConfigError("final.funnel: the funnel compares the finalists on held-out tasks; "
+                          "set final.heldout_tasks (or drop final.funnel)")
     config = CampaignConfig(**values)
     _check_genomes(config)
     _check_tasks(config)

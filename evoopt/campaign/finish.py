@@ -11,6 +11,15 @@ On the final seeds (``final.seeds``, which no stage used) at the last stage's bu
    the search's best; the winner and the seeded ``final.compare`` genomes are evaluated on the
    final seeds, which no selection has seen (with ``final.test_split`` also on the official
    test split: reported, never selected on);
+1b. with the funnel (``final.funnel``, on by default when there are held-out tasks), the
+   finalists, in the order of their selection-seed score (without selection seeds: the
+   search's order), must each not be significantly worse
+   than tuned AdamW-cosine on any held-out task before one is named the winner
+   (:func:`run_funnel`): on each held-out task, AdamW-cosine and the finalist (its lr tuned on a
+   grid of ``final.lr_factors``) are tuned by the fair protocol and compared paired on the final
+   seeds (val split); a finalist whose verdict is ``worse`` (> 2 paired SE) on any task is
+   skipped; the winner is the first that passes (finalists are examined in rank order, stopping
+   there); if none passes, the best-ranked finalist is named anyway, flagged ``none passed``;
 2. the fair baselines ``final.baselines`` are tuned by the one protocol of
    :mod:`evoopt.fitness.baselines` (grid sweep on the last stage's seeds, validation split, then
    the best point on the final seeds);
@@ -70,7 +79,10 @@ GENOME_FILE = "best_genome.toml"
 OPTUNA_FILE = "optuna.sqlite"
 FINAL_STAGE = "final"
 SELECTION_STAGE = "selection"  # the top-k re-measured on final.selection_seeds
-HELDOUT_STAGE = "heldout:"  # + task name: the held-out transfer's evaluations
+HELDOUT_STAGE = "heldout:"  # + task name: the held-out transfer's (and funnel's) evaluations
+#: the tuned baseline every finalist must not be worse than on any held-out task (the funnel)
+FUNNEL_REFERENCE = "adamw-cosine"
+FUNNEL_PASSED, FUNNEL_NONE_PASSED, FUNNEL_OFF = "passed", "none passed", "off"
 # uid prefixes of evaluations that are not the campaign's search
 PROTOCOL_UIDS = ("baseline:", "optuna:")
 
@@ -219,6 +231,83 @@ def transfer_verdict(verdicts: list[dict[str, Any]], split: str = "val") -> str:
     return f"transfers only as well: indistinguishable from all {total} tuned baselines"
 
 
+def lr_tuned_spec(name: str, genome: Genome, lr_factors: Sequence[float] | None
+                  ) -> BaselineSpec:
+    """``genome`` as a spec whose lr is tuned on a grid of ``lr_factors`` around its own lr (the
+    protocol the winner and the funnel's finalists get on a held-out task)."""
+    return BaselineSpec(name, f"{name}, its lr tuned on this task", lambda: genome,
+                        {"lr": (genome.lr,)}).with_lr_factors(lr_factors or DEFAULT_LR_FACTORS)
+
+
+def funnel_task_check(finalist: Sequence[float], reference: Sequence[float]) -> dict[str, Any]:
+    """One finalist against the funnel's reference on one held-out task: per-seed val fitness on
+    the final seeds, paired (:func:`evoopt.stats.paired_comparison`, finalist − reference); it
+    passes unless the verdict is ``worse``."""
+    cmp = paired_comparison(list(finalist), list(reference)).to_dict()
+    return {"fitness_mean": mean_std(finalist)[0], "per_seed": list(finalist),
+            "reference_fitness_mean": mean_std(reference)[0],
+            "reference_per_seed": list(reference), **cmp, "passed": cmp["verdict"] != "worse"}
+
+
+def funnel_outcome(examined: Sequence[dict[str, Any]]) -> tuple[int, str]:
+    """(index of the winner among the ``examined`` finalists, outcome): the first that passed
+    every held-out task, or the first (the best-ranked) flagged ``none passed``."""
+    if not examined:
+        raise ValueError("the funnel examined no finalist")
+    for i, entry in enumerate(examined):
+        if entry["passed"]:
+            return i, FUNNEL_PASSED
+    return 0, FUNNEL_NONE_PASSED
+
+
+def run_funnel(runner: CampaignRunner, finalists: Sequence[tuple[str, dict[str, Any]]],
+               scores: dict[str, float] | None = None) -> dict[str, Any]:
+    """The funnel (module docstring, step 1b) over ``finalists`` (``(eval hash, individual
+    row)``, best-ranked first; ``scores``: their selection-seed score by hash). Every evaluation
+    goes through :class:`CampaignEvaluate` under stage ``heldout:<task>`` (the held-out
+    transfer's: the winner's and AdamW-cosine's evaluations are reused there). Returns the
+    summary's ``funnel`` record; its ``winner_hash`` names the winner."""
+    cfg = runner.config
+    sweep, final = cfg.stages[-1].seeds, cfg.final_seeds
+    reference = get_baseline(FUNNEL_REFERENCE, cfg.final_lr_factors)
+    tasks = [(mix, HELDOUT_STAGE + mix.tasks[0].name) for mix in runner.heldout_tasks]
+    references: dict[str, dict[str, Any]] = {}
+    examined: list[dict[str, Any]] = []
+    for rank, (h, row) in enumerate(finalists):
+        genome = Genome.from_dict(row["genome"])
+        spec = lr_tuned_spec(f"finalist-{row['uid']}", genome, cfg.final_lr_factors)
+        checks: dict[str, dict[str, Any]] = {}
+        for mix, stage in tasks:
+            runner.report_progress(None, stage)
+            name = mix.tasks[0].name
+            # the reference is tuned with the first finalist (one call: run together), then
+            # found in the store for the next
+            ref_t, fin_t = tune_baselines([reference, spec], CampaignEvaluate(runner, (stage, mix)),
+                                          sweep, final, ("val",))
+            references[name] = {"lr": ref_t.genome.lr, "best": dict(ref_t.best),
+                                "at_grid_edge": any(ref_t.at_grid_edge.values()),
+                                "fitness_mean": mean_std(ref_t.final["val"])[0],
+                                "per_seed": ref_t.final["val"]}
+            checks[name] = {"lr": fin_t.genome.lr,
+                            "at_grid_edge": any(fin_t.at_grid_edge.values()),
+                            **funnel_task_check(fin_t.final["val"], ref_t.final["val"])}
+        examined.append({"uid": row["uid"], "hash": h, "rank": rank,
+                         "formula": row.get("formula") or _formula(row["genome"]),
+                         "selection_fitness": None if scores is None else scores.get(h),
+                         "search_fitness": row.get("fitness"), "tasks": checks,
+                         "passed": all(c["passed"] for c in checks.values()),
+                         "lost_on": [n for n, c in checks.items() if not c["passed"]]})
+        if examined[-1]["passed"]:
+            break
+    index, outcome = funnel_outcome(examined)
+    return {"reference": FUNNEL_REFERENCE, "tasks": [mix.tasks[0].name for mix, _ in tasks],
+            "seeds": list(final), "split": "val", "outcome": outcome,
+            "winner_uid": examined[index]["uid"], "winner_hash": examined[index]["hash"],
+            "winner_rank": examined[index]["rank"], "references": references,
+            "finalists": examined,
+            "not_examined": [row["uid"] for _, row in finalists[len(examined):]]}
+
+
 def heldout_transfer(runner: CampaignRunner, mix: TaskMix, winner: Genome,
                      specs: Sequence[BaselineSpec]) -> dict[str, Any]:
     """The winner and the fair baselines on a held-out task (one selection never saw): each has
@@ -229,9 +318,7 @@ def heldout_transfer(runner: CampaignRunner, mix: TaskMix, winner: Genome,
     task = mix.tasks[0]
     stage = HELDOUT_STAGE + task.name
     splits = ("val", "test") if cfg.final_test_split else ("val",)
-    winner_spec = BaselineSpec(
-        "winner", "the campaign's winner, its lr tuned on this task", lambda: winner,
-        {"lr": (winner.lr,)}).with_lr_factors(cfg.final_lr_factors or DEFAULT_LR_FACTORS)
+    winner_spec = lr_tuned_spec("winner", winner, cfg.final_lr_factors)
     runner.report_progress(None, stage)
     tuned = tune_baselines([winner_spec, *specs], CampaignEvaluate(runner, (stage, mix)),
                            cfg.stages[-1].seeds, cfg.final_seeds, splits)
@@ -312,17 +399,30 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     runner.report_progress(None, "final")
     selection_seeds = tuple(cfg.final_selection_seeds)
     selection: list[dict[str, Any]] = []
-    winner_hash = next(iter(top))  # ranked first by (stage reached, score)
+    ranked_hashes = list(top)  # ranked by (stage reached, score)
+    picked_scores: dict[str, float] | None = None
     if selection_seeds and len(top) > 1:
         runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), h)
                               for h, r in top.items()],
                              SELECTION_STAGE, final_task, selection_seeds, "val")
         picked = {h: _scores(store, h, selection_seeds, "val", SELECTION_STAGE) for h in top}
-        winner_hash = max(top, key=lambda h: picked[h]["aggregate"])
+        picked_scores = {h: picked[h]["aggregate"] for h in top}
+        # best selection-seed score first (a stable sort: ties keep the search's order)
+        ranked_hashes = sorted(top, key=lambda h: picked[h]["aggregate"], reverse=True)
         selection = [{"uid": top[h]["uid"], "formula": top[h]["formula"],
                       "search_fitness": top[h]["fitness"],
                       "fitness_mean": picked[h]["fitness_mean"],
                       "per_seed": picked[h]["per_seed"]} for h in top]
+    winner_hash = ranked_hashes[0]
+    funnel: dict[str, Any] | None = None
+    if cfg.funnel and runner.heldout_tasks:
+        # 1b. the funnel: the first finalist not worse than tuned AdamW-cosine on any held-out
+        # task (in rank order, stopping there)
+        t_funnel = time.time()
+        funnel = run_funnel(runner, [(h, top[h]) for h in ranked_hashes], picked_scores)
+        funnel["wall_time_s"] = time.time() - t_funnel
+        winner_hash = funnel["winner_hash"]
+        runner.report_progress(None, "final")
     winner = top[winner_hash]
     entries = {eval_hash(r): r for r in [winner, *compare.values()]}
     who = [(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in entries.items()]
@@ -337,7 +437,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
                        winner_hash, final_seeds, tested)]
     comparison += [_row(store, name, "seed", name, r["uid"], r["genome"], eval_hash(r),
                         final_seeds, tested) for name, r in compare.items()]
-    final_s = time.time() - t0
+    funnel_s = funnel["wall_time_s"] if funnel else 0.0
+    final_s = time.time() - t0 - funnel_s
 
     # 2. fair baselines, one protocol
     t0 = time.time()
@@ -409,13 +510,15 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
                    "seeds": final[winner_hash]["per_seed"],  # per-seed fitness
                    "seed_numbers": list(final_seeds), "simplified": simplified_ok,
                    "class_name": class_name,
-                   "selection": {"seeds": list(selection_seeds), "candidates": selection}},
+                   "selection": {"seeds": list(selection_seeds), "candidates": selection},
+                   "funnel": funnel["outcome"] if funnel else FUNNEL_OFF},
+        "funnel": funnel,
         "comparison": comparison,
         "verdicts": verdicts,
         "operators": operators,
         "heldout": heldout,
         "timings": {"search_s": generations_s + refine_s, "refine_s": refine_s,
-                    "baselines_s": baselines_s, "heldout_s": heldout_s,
+                    "baselines_s": baselines_s, "funnel_s": funnel_s, "heldout_s": heldout_s,
                     "budget_matched_s": budget_matched_s, "final_s": final_s},
         "evaluations_done": len(store.evaluations()),
         # reuse during the generations, plus during this final phase (e.g. a baseline's grid

@@ -50,6 +50,12 @@ def _estimated_evaluations(config: Any) -> int:
     heldout = len(config.final_heldout_tasks) * (
         (len(config.final_lr_factors or ()) or 5) * len(config.stages[-1].seeds)
         + n_final * splits + tuned)
+    # the funnel: tuned AdamW-cosine on each held-out task (unless a baseline already), and at
+    # least one finalist (the winner, whose evaluations the held-out transfer then reuses)
+    if config.funnel and "adamw-cosine" not in config.final_baselines:
+        spec = get_baseline("adamw-cosine", config.final_lr_factors)
+        heldout += len(config.final_heldout_tasks) * (
+            len(spec.points()) * len(config.stages[-1].seeds) + n_final)
     return search + finals + tuned + optuna + heldout
 
 
@@ -125,13 +131,57 @@ def _print_tasks(comparison: list[dict[str, Any]]) -> None:
     console.print(table)
 
 
+def _funnel_cell(check: dict[str, Any]) -> str:
+    return (f"{_fmt(check['fitness_mean'])} vs {_fmt(check['reference_fitness_mean'])}: "
+            f"{check['mean_diff']:+.4f} ± {check['paired_se']:.4f} {check['verdict']}")
+
+
+def print_funnel(funnel: dict[str, Any] | None) -> None:
+    """The funnel: each finalist examined against tuned AdamW-cosine per held-out task, and
+    which one survived (or that none did)."""
+    if not funnel:
+        return
+    ref = funnel["reference"]
+    table = Table(title=f"funnel: finalists (selection rank order) vs tuned {ref} on each "
+                        "held-out task; each lr tuned there; final seeds, val: finalist vs "
+                        f"{ref}: Δ ± paired SE, verdict")
+    table.add_column("finalist")
+    for name in funnel["tasks"]:
+        table.add_column(name)
+    table.add_column("funnel")
+    for f in funnel["finalists"]:
+        outcome = "passed" if f["passed"] else f"skipped: worse on {', '.join(f['lost_on'])}"
+        table.add_row(f"#{f['rank'] + 1} {f['uid']}",
+                      *(_funnel_cell(f["tasks"][n]) for n in funnel["tasks"]), outcome)
+    console.print(table)
+    examined = funnel["finalists"]
+    if funnel["outcome"] == "none passed":
+        say(f"funnel: NO FINALIST SURVIVED: each of the {len(examined)} finalists is worse than "
+            f"tuned {ref} on at least one held-out task; the best-ranked, "
+            f"{funnel['winner_uid']}, is reported as the winner anyway (flagged: none passed)")
+    elif funnel["winner_rank"] > 0:
+        skipped = [f"{f['uid']} (worse on {', '.join(f['lost_on'])})" for f in examined[:-1]]
+        say(f"funnel: winner {funnel['winner_uid']}, finalist #{funnel['winner_rank'] + 1} on "
+            f"the selection seeds; skipped, better on selection but worse than tuned {ref} on a "
+            f"held-out task: {', '.join(skipped)}")
+    else:
+        say(f"funnel: the best-ranked finalist {funnel['winner_uid']} passed (not worse than "
+            f"tuned {ref} on any held-out task)")
+    if funnel.get("not_examined"):
+        say(f"funnel: not examined (a better-ranked finalist passed): "
+            f"{', '.join(funnel['not_examined'])}")
+
+
 def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     table = Table(title=f"{out}: winner vs seeds and baselines on the final seeds")
-    # several tasks: the test split's fitness (normalised as the val one), else its accuracy
+    # several tasks: the test split's fitness (normalised as the val one), else its accuracy;
+    # a regression task has no accuracy: its test fitness (R²)
     multi = any(row.get("tasks") for row in summary["comparison"])
-    test_field = "test_fitness_mean" if multi else "test_accuracy_mean"
+    no_accuracy = all(row.get("test_accuracy_mean") is None for row in summary["comparison"])
+    by_fitness = multi or no_accuracy
+    test_field = "test_fitness_mean" if by_fitness else "test_accuracy_mean"
     for col in ("", "kind", "uid", "val fitness (mean ± std)",
-                "test fitness" if multi else "test accuracy", "seeds"):
+                "test fitness" if by_fitness else "test accuracy", "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get(test_field)
@@ -141,6 +191,7 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     console.print(table)
     _print_tasks(summary["comparison"])
     _print_verdicts(summary.get("verdicts") or [])
+    print_funnel(summary.get("funnel"))
     for held in summary.get("heldout") or []:
         table = Table(title=f"held-out task {held['task']} (never selected on): each lr tuned "
                             "on its val split, then the final seeds")
@@ -163,7 +214,13 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     if timings:
         say("time: " + ", ".join(f"{k.removesuffix('_s')} {v:.1f} s"
                                  for k, v in timings.items()))
-    say(f"winner {summary['winner']['uid']}: {summary['winner']['formula']}")
+    flag = ""
+    if summary["winner"].get("funnel") == "none passed":
+        lost = next((f["lost_on"] for f in (summary.get("funnel") or {}).get("finalists", [])
+                     if f["uid"] == summary["winner"]["uid"]), [])
+        flag = (" [funnel: none passed; worse than tuned AdamW-cosine on "
+                f"{', '.join(lost) or 'a held-out task'}]")
+    say(f"winner {summary['winner']['uid']}{flag}: {summary['winner']['formula']}")
     curvature = summary.get("search_curvature") or {}
     if curvature.get("evaluations"):
         share = curvature["wall_time_s"] / max(curvature["search_wall_time_s"], 1e-9)

@@ -45,7 +45,7 @@ def _load_task(task: str, overrides: list[str]):
 
 
 def _fmt(x: float | None, digits: int = 4) -> str:
-    return "-" if x is None else f"{x:.{digits}f}"
+    return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
 @app.command()
@@ -91,19 +91,25 @@ def evaluate(
         print(json.dumps(d))
         return
     table = Table(title=f"{genome.name or genome.hash} on {spec.name} ({split})")
-    cols = ("seed", "status", "fitness", "accuracy", "loss", *(("bpc",) * spec.char_level),
-            "steps", "time s", "message")
+    # a regression task: fitness is R² (clipped to [0, 1]), the loss an MSE, no accuracy
+    regression = spec.regression
+    cols = ("seed", "status", "fitness (R²)" if regression else "fitness",
+            *(() if regression else ("accuracy",)), "loss (MSE)" if regression else "loss",
+            *(("bpc",) * spec.char_level), "steps", "time s", "message")
     for col in cols:
         table.add_column(col, justify="left" if col in ("status", "message") else "right")
     for r, s in zip(result.seeds, d["seeds"], strict=True):
         bpc = (_fmt(s["val_bpc"]),) if spec.char_level else ()
-        table.add_row(str(r.seed), r.status, f"{r.fitness:.4f}", _fmt(r.val_accuracy),
+        acc = () if regression else (_fmt(r.val_accuracy),)
+        table.add_row(str(r.seed), r.status, f"{r.fitness:.4f}", *acc,
                       _fmt(r.val_loss), *bpc, str(r.steps), f"{r.wall_time_s:.2f}", r.message)
     console.print(table)
     acc_std = _fmt(result.val_accuracy_std)
     bpc_part = f"bpc {_fmt(d['val_bpc'])}   " if spec.char_level else ""
+    metric = (f"MSE {_fmt(result.val_loss)} ± {_fmt(result.val_loss_std)}" if regression else
+              f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}")
     say(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
-        f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}   {bpc_part}status {result.status}   "
+        f"{metric}   {bpc_part}status {result.status}   "
         f"{result.wall_time_s:.1f} s")
 
 

@@ -6,8 +6,10 @@ then evaluates one (genome, seed) at a time:
 
 * **fitness** = the workload's score on the evaluated split (validation unless
   ``split="test"``), a number in [0, 1] to maximise: accuracy for CIFAR-10, the fraction of the
-  uniform prediction's loss removed for characters; a run that diverges, times out or fails gets
-  ``WORST_FITNESS`` (-1.0).
+  uniform prediction's loss removed for characters, the fraction of the target variance
+  explained (R², clipped to [0, 1]) for the teacher–student regression; a run that diverges,
+  times out or fails gets ``WORST_FITNESS`` (-1.0). The workload owns the training loss
+  (cross-entropy, or MSE) and the scoring.
 * **common random numbers**: initial weights, data order and augmentation come from generators
   seeded by (task name, seed) only, so two genomes evaluated with the same seed see the same
   network and the same batches.
@@ -21,17 +23,16 @@ import math
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from evoopt.fitness.task import TaskError, TaskSpec, load_task
-from evoopt.fitness.workloads import WORKLOADS, make_workload
+from evoopt.fitness.workloads import WORKLOADS, SplitScore, make_workload
 from evoopt.genome.interpreter import backpropagate
 from evoopt.stats import mean_std
 
@@ -55,8 +56,9 @@ class SeedResult:
     seed: int
     fitness: float = WORST_FITNESS
     val_accuracy: float | None = None   # accuracy on ``split`` (val, or test when asked); for
-                                        # characters: next-character accuracy
-    val_loss: float | None = None       # mean cross-entropy (nats, no smoothing) on ``split``
+                                        # characters: next-character accuracy; regression: None
+    val_loss: float | None = None       # mean cross-entropy (nats, no smoothing) on ``split``;
+                                        # regression: mean squared error per target element
     status: str = "error"
     message: str = ""
     steps: int = 0                      # optimizer steps completed
@@ -108,10 +110,9 @@ class EvaluationResult:
         if not results:
             raise ValueError("no seed results to aggregate")
         bad = [r for r in results if r.status != "ok"]
-        done = [r for r in results if r.val_accuracy is not None]
-
-        acc, acc_std = mean_std([r.val_accuracy for r in done])
-        loss, loss_std = mean_std([r.val_loss for r in done if r.val_loss is not None])
+        # accuracy and loss: over the seeds that report them (a regression task has no accuracy)
+        acc, acc_std = mean_std([r.val_accuracy for r in results if r.val_accuracy is not None])
+        loss, loss_std = mean_std([r.val_loss for r in results if r.val_loss is not None])
         fit, fit_std = mean_std([r.fitness for r in results])
         return cls(
             fitness=WORST_FITNESS if bad else float(fit),
@@ -302,9 +303,7 @@ class FitnessRunner:
             xb, yb = next(batches)
             with self._autocast(res.create_graph), double_backward_attention(res.create_graph):
                 out = model(xb)
-            # logits over the last dim: (B, classes) images, (B, T, vocab) characters
-            loss = F.cross_entropy(out.float().flatten(0, -2), yb.flatten(),
-                                   label_smoothing=task.label_smoothing)
+            loss = work.train_loss(out, yb)  # the workload's: cross-entropy, or MSE
             opt.zero_grad(set_to_none=True)
             backpropagate(loss, params, res.create_graph)
             opt.step()
@@ -330,30 +329,28 @@ class FitnessRunner:
         res.train_loss_curve = downsample_curve(losses[:res.steps].cpu().numpy())
         if res.status in ("diverged", "timeout"):
             return
-        acc, vloss = self._score(model, eval_data, res.create_graph)
-        if not math.isfinite(vloss):
+        score = self._score(model, eval_data, res.create_graph)
+        if not (math.isfinite(score.loss) and math.isfinite(score.fitness)):
             res.status, res.message = "diverged", f"non-finite {split} loss"
             return
-        res.val_accuracy, res.val_loss = acc, vloss
-        res.status, res.fitness, res.message = "ok", work.fitness(acc, vloss), ""
+        res.val_accuracy, res.val_loss = score.accuracy, score.loss
+        res.status, res.fitness, res.message = "ok", score.fitness, ""
 
     @torch.no_grad()
     def _score(self, model: torch.nn.Module, data: Any, create_graph: bool = False
-               ) -> tuple[float, float]:
-        """Accuracy and mean cross-entropy (nats) over every target of a staged split (in the
-        precision the training ran in: see :meth:`_autocast`)."""
+               ) -> SplitScore:
+        """The workload's score of a staged split (accuracy and mean cross-entropy in nats, or
+        MSE and variance explained), the model run in the precision the training ran in (see
+        :meth:`_autocast`), its outputs scored in fp32."""
         model.eval()
-        correct = torch.zeros((), device=self.device, dtype=torch.int64)
-        total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
-        n = 0
-        for xb, yb in self.workload.eval_batches(data):
-            with self._autocast(create_graph):
-                out = model(xb).float()
-            out, yb = out.flatten(0, -2), yb.flatten()
-            total_loss += F.cross_entropy(out, yb, reduction="sum").double()
-            correct += (out.argmax(-1) == yb).sum()
-            n += yb.numel()
-        return float(correct) / n, float(total_loss) / n
+
+        def outputs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            for xb, yb in self.workload.eval_batches(data):
+                with self._autocast(create_graph):
+                    out = model(xb).float()
+                yield out, yb
+
+        return self.workload.score(data, outputs())
 
 
 def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int] | None = None,

@@ -21,10 +21,15 @@ DEFAULT_TASK = "cifar10-cpu"
 DEVICES = ("auto", "cpu", "cuda")
 IMAGE_SIZES = (16, 32)
 #: dataset -> the models a task may train on it (a task names its ``model``; default "cnn")
-DATASET_MODELS = {"cifar10": ("cnn", "vit"), "shakespeare_char": ("transformer",)}
+DATASET_MODELS = {"cifar10": ("cnn", "vit"), "shakespeare_char": ("transformer",),
+                  "teacher_mlp": ("mlp",)}
 #: datasets whose tasks predict characters: their loss is also reported in bits per character
 CHAR_DATASETS = ("shakespeare_char",)
 TRANSFORMERS = ("vit", "transformer")
+#: datasets whose tasks regress real-valued targets (MSE; no accuracy: ``val_accuracy`` None)
+REGRESSION_DATASETS = ("teacher_mlp",)
+#: hidden activations of the MLPs of a ``teacher_mlp`` task (teacher and student)
+ACTIVATIONS = ("relu", "tanh", "gelu")
 
 
 class TaskError(ValueError):
@@ -41,23 +46,35 @@ class TaskSpec:
 
     name: str
     description: str = ""
-    dataset: str = "cifar10"        # cifar10 | shakespeare_char
-    model: str = "cnn"              # cifar10: cnn | vit; shakespeare_char: transformer
+    dataset: str = "cifar10"        # cifar10 | shakespeare_char | teacher_mlp
+    model: str = "cnn"              # cifar10: cnn | vit; shakespeare_char: transformer;
+                                    # teacher_mlp: mlp
     image_size: int = 16            # 16 (2x2 average-pooled) or 32 px
     train_size: int | None = None   # cifar10: training images (class-stratified), None = all
-                                    # non-val; shakespeare_char: first N train characters
+                                    # non-val; shakespeare_char: first N train characters;
+                                    # teacher_mlp: training samples, None = 4096
     val_size: int = 1000            # cifar10: validation images held out of the training
-                                    # batches; shakespeare_char: at most N validation windows
-    split_seed: int = 0             # seed of the val split and of the training subset (cifar10)
+                                    # batches; shakespeare_char: at most N validation windows;
+                                    # teacher_mlp: validation samples (and as many test ones)
+    split_seed: int = 0             # seed of the val split and of the training subset
+                                    # (cifar10); of every split's inputs and noise (teacher_mlp)
     steps: int = 100                # optimizer steps; the genome's schedule sees this as total
     batch_size: int = 250           # images, or windows of `context` characters
     width: int = 16                 # cnn: channels of the first block (blocks width x (1, 2, 4));
-                                    # vit/transformer: embedding width
-    layers: int = 2                 # vit/transformer: pre-LN blocks
+                                    # vit/transformer: embedding width; mlp: hidden width
+    layers: int = 2                 # vit/transformer: pre-LN blocks; mlp: hidden layers
     heads: int = 4                  # vit/transformer: attention heads (must divide width)
     context: int = 64               # transformer: characters per window
     patch_size: int = 4             # vit: patch side in pixels (must divide image_size)
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0    # classification tasks only (teacher_mlp: must be 0)
+    input_dim: int = 32             # teacher_mlp: Gaussian input dimensions
+    output_dim: int = 8             # teacher_mlp: regression targets per input
+    teacher_width: int = 64         # teacher_mlp: hidden width of the fixed random teacher
+    teacher_layers: int = 2         # teacher_mlp: hidden layers of the teacher
+    teacher_seed: int = 0           # teacher_mlp: seed of the teacher's weights
+    activation: str = "relu"        # teacher_mlp: hidden activation of teacher and student
+    noise: float = 0.1              # teacher_mlp: label noise std (clean targets standardised
+                                    # to unit variance per output)
     flip: bool = True               # random horizontal flip
     translate: int = 1              # random translation, in pixels (reflect-padded); 0 = none
     seeds: int = 1                  # default number of seeds (0..seeds-1) per evaluation
@@ -87,7 +104,8 @@ class TaskSpec:
         if self.device not in DEVICES:
             raise TaskError("device", f"must be one of {DEVICES}, got {self.device!r}")
         positive = ("val_size", "steps", "batch_size", "width", "layers", "heads", "context",
-                    "patch_size", "seeds", "check_every", "eval_batch_size")
+                    "patch_size", "seeds", "check_every", "eval_batch_size", "input_dim",
+                    "output_dim", "teacher_width", "teacher_layers")
         for name in positive:
             if getattr(self, name) < 1:
                 raise TaskError(name, f"must be >= 1, got {getattr(self, name)}")
@@ -106,6 +124,15 @@ class TaskSpec:
             raise TaskError("translate", f"must be in [0, {self.image_size // 4}]")
         if not (math.isfinite(self.time_limit_s) and self.time_limit_s > 0):
             raise TaskError("time_limit_s", f"must be a positive number, got {self.time_limit_s}")
+        if self.activation not in ACTIVATIONS:
+            raise TaskError("activation", f"must be one of {ACTIVATIONS}, got {self.activation!r}")
+        if not (math.isfinite(self.noise) and self.noise >= 0):
+            raise TaskError("noise", f"must be a number >= 0, got {self.noise}")
+        if self.teacher_seed < 0:
+            raise TaskError("teacher_seed", f"must be >= 0, got {self.teacher_seed}")
+        if self.regression and self.label_smoothing:
+            raise TaskError("label_smoothing", "a regression task (MSE) has no labels to "
+                                               "smooth: must be 0")
         if not (math.isfinite(self.divergence_factor) and self.divergence_factor > 1.0):
             raise TaskError("divergence_factor", f"must be > 1, got {self.divergence_factor}")
 
@@ -113,6 +140,11 @@ class TaskSpec:
     def char_level(self) -> bool:
         """Whether the task predicts characters (its loss is also reported in bits/char)."""
         return self.dataset in CHAR_DATASETS
+
+    @property
+    def regression(self) -> bool:
+        """Whether the task regresses real-valued targets (MSE loss, no accuracy)."""
+        return self.dataset in REGRESSION_DATASETS
 
     def to_dict(self) -> dict[str, Any]:
         """A plain JSON-able dict (``train_size`` may be None)."""
@@ -210,5 +242,5 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
         raise located from None
 
 
-__all__ = ["DATASET_MODELS", "DEFAULT_TASK", "TaskError", "TaskSpec", "available_tasks",
-           "load_task"]
+__all__ = ["ACTIVATIONS", "DATASET_MODELS", "DEFAULT_TASK", "REGRESSION_DATASETS", "TaskError",
+           "TaskSpec", "available_tasks", "load_task"]

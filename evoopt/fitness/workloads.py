@@ -10,12 +10,17 @@ questions a training run asks; :class:`~evoopt.fitness.runner.FitnessRunner` own
   randomness from ``generator`` only;
 * ``split_data(split)`` / ``eval_batches(data)``: a scored split (``val``, or ``test``) and its
   fixed ``(inputs, targets)`` batches;
-* ``fitness(accuracy, loss)``: the score to maximise, in [0, 1].
+* ``train_loss(outputs, targets)``: the training loss of one batch (a scalar tensor);
+* ``score(data, outputs)``: a scored split's :class:`SplitScore` (accuracy or None, mean loss,
+  fitness) from the model's ``(outputs, targets)`` batches;
+* ``fitness(accuracy, loss)``: a classification workload's score to maximise, in [0, 1].
 
-Model outputs are logits over the last dimension, targets class ids of the same leading shape
-(images: ``(N, 10)`` / ``(N,)``; characters: ``(N, T, vocab)`` / ``(N, T)``), so one
-cross-entropy and one accuracy serve every workload. :data:`WORKLOADS` maps each dataset of
-:data:`evoopt.fitness.task.DATASET_MODELS` to its class.
+The classification workloads share the defaults: model outputs are logits over the last
+dimension, targets class ids of the same leading shape (images: ``(N, 10)`` / ``(N,)``;
+characters: ``(N, T, vocab)`` / ``(N, T)``), so one cross-entropy and one accuracy serve both.
+The regression workload (``teacher_mlp``) trains on the mean squared error and scores the
+fraction of the split's target variance explained (no accuracy). :data:`WORKLOADS` maps each
+dataset of :data:`evoopt.fitness.task.DATASET_MODELS` to its class.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -33,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from evoopt.fitness.data import DataError, load_cifar10, make_splits
+from evoopt.fitness.mlp import DEFAULT_TRAIN_SAMPLES, build_mlp, teacher_splits
 from evoopt.fitness.model import build_model
 from evoopt.fitness.task import TaskSpec
 from evoopt.fitness.text_data import CharCorpus, load_shakespeare
@@ -45,6 +52,16 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 DataDir = str | os.PathLike[str] | None
+
+
+@dataclass(frozen=True)
+class SplitScore:
+    """A scored split: ``accuracy`` (None for regression), mean ``loss`` (cross-entropy in nats,
+    or the mean squared error per target element), and ``fitness`` in [0, 1]."""
+
+    accuracy: float | None
+    loss: float
+    fitness: float
 
 
 def _check_split(split: str) -> None:
@@ -87,6 +104,26 @@ class Workload(ABC):
     @abstractmethod
     def eval_batches(self, data: Any) -> Iterator[Batch]:
         """The fixed ``(inputs, targets)`` batches of a split from :meth:`split_data`."""
+
+    def train_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """One training batch's loss: cross-entropy of logits over the last dimension (with the
+        task's label smoothing), computed in fp32."""
+        return F.cross_entropy(outputs.float().flatten(0, -2), targets.flatten(),
+                               label_smoothing=self.task.label_smoothing)
+
+    def score(self, data: Any, outputs: Iterable[Batch]) -> SplitScore:
+        """Accuracy and mean cross-entropy (nats, no smoothing) over every target of a scored
+        split, from its fp32 ``(logits, targets)`` batches; fitness :meth:`fitness`."""
+        correct = torch.zeros((), device=self.device, dtype=torch.int64)
+        total_loss = torch.zeros((), device=self.device, dtype=torch.float64)
+        n = 0
+        for out, yb in outputs:
+            out, yb = out.flatten(0, -2), yb.flatten()
+            total_loss += F.cross_entropy(out, yb, reduction="sum").double()
+            correct += (out.argmax(-1) == yb).sum()
+            n += yb.numel()
+        accuracy, loss = float(correct) / n, float(total_loss) / n
+        return SplitScore(accuracy, loss, self.fitness(accuracy, loss))
 
     def fitness(self, accuracy: float, loss: float) -> float:
         """The score to maximise from the scored split's accuracy and mean loss (nats)."""
@@ -308,21 +345,121 @@ class CharWorkload(Workload):
         return max(0.0, 1.0 - loss / math.log(self.vocab_size))
 
 
+# ------------------------------------------------------------------ teacher-student regression
+class RegressionSplit:
+    """A scored regression split on the device: inputs ``x`` (N, in), targets ``y`` (N, out) and
+    the targets' total sum of squares about their per-output means (float64, on the CPU)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+        y64 = y.detach().double().cpu()
+        self.total_ss = float(((y64 - y64.mean(0, keepdim=True)) ** 2).sum())
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+#: the most float32 numbers a teacher_mlp task may stage (inputs and targets of its 3 splits)
+MAX_TEACHER_NUMBERS = 256 * 2**20
+
+
+def teacher_sizes(task: TaskSpec) -> dict[str, int]:
+    """Samples per split of a ``teacher_mlp`` task (train: ``train_size`` or 4096)."""
+    return {"train": task.train_size or DEFAULT_TRAIN_SAMPLES, "val": task.val_size,
+            "test": task.val_size}
+
+
+class TeacherMLPWorkload(Workload):
+    """Teacher–student regression (:mod:`evoopt.fitness.mlp`): synthetic data from a fixed random
+    teacher MLP, no files; epochs of a random permutation of the training samples; an MLP
+    student. Trained on the mean squared error; fitness is the fraction of the scored split's
+    target variance explained, ``R² = 1 − SSE / SST`` (SST about the split's per-output means),
+    clipped to [0, 1]. ``val_loss`` is the MSE per target element; there is no accuracy."""
+
+    models = ("mlp",)
+
+    def __init__(self, task: TaskSpec, device: torch.device, data_dir: DataDir = None,
+                 download: bool = True) -> None:
+        super().__init__(task, device)
+        self.check_data(task, data_dir)
+        data = teacher_splits(task.input_dim, task.output_dim, task.teacher_width,
+                              task.teacher_layers, task.activation, task.noise, task.teacher_seed,
+                              task.split_seed, teacher_sizes(task))
+        self._splits = {name: RegressionSplit(x.to(device), y.to(device))
+                        for name, (x, y) in data.items()}
+        self.train = self._splits["train"]
+        self.val = self._splits["val"]
+
+    @classmethod
+    def check_data(cls, task: TaskSpec, data_dir: DataDir = None) -> None:
+        """No files to read (``data_dir`` is ignored): only the sizes are checked."""
+        numbers = sum(teacher_sizes(task).values()) * (task.input_dim + task.output_dim)
+        if numbers > MAX_TEACHER_NUMBERS:
+            raise DataError(f"task {task.name}: {numbers:,} numbers of synthetic data (train, "
+                            f"val and test samples x (input_dim + output_dim)) exceed "
+                            f"{MAX_TEACHER_NUMBERS:,}: lower train_size, val_size or the dims")
+
+    def split_data(self, split: str) -> RegressionSplit:
+        _check_split(split)
+        return self._splits[split]
+
+    def build_model(self, generator: torch.Generator) -> nn.Module:
+        t = self.task
+        return build_mlp(t.input_dim, t.width, t.layers, t.output_dim, t.activation, generator,
+                         self.device)
+
+    def train_batches(self, generator: torch.Generator) -> Iterator[Batch]:
+        """Epochs of a random permutation of the training samples (the last partial batch
+        dropped), the order drawn from ``generator``."""
+        x_all, y_all = self.train.x, self.train.y
+        n = len(y_all)
+        bs = min(self.task.batch_size, n)
+        while True:
+            perm = torch.randperm(n, generator=generator).to(self.device)
+            for pos in range(0, n - bs + 1, bs):
+                idx = perm[pos:pos + bs]
+                yield x_all[idx], y_all[idx]
+
+    def eval_batches(self, data: RegressionSplit) -> Iterator[Batch]:
+        step = self.task.eval_batch_size
+        for i in range(0, len(data), step):
+            yield data.x[i:i + step], data.y[i:i + step]
+
+    def train_loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean squared error over the batch's target elements, in fp32."""
+        return F.mse_loss(outputs.float(), targets)
+
+    def score(self, data: RegressionSplit, outputs: Iterable[Batch]) -> SplitScore:
+        """MSE per target element (``loss``) and ``fitness = clip(1 − SSE / SST, 0, 1)``; a
+        non-finite SSE gives a non-finite loss (the runner calls that diverged)."""
+        sse = torch.zeros((), device=self.device, dtype=torch.float64)
+        n = 0
+        for out, yb in outputs:
+            sse += (out.double() - yb.double()).pow(2).sum()
+            n += yb.numel()
+        total = float(sse)
+        r2 = 1.0 - total / data.total_ss if data.total_ss > 0 else 0.0
+        fitness = min(1.0, max(0.0, r2)) if math.isfinite(r2) else 0.0
+        return SplitScore(None, total / n, fitness)
+
+
 #: dataset -> its workload class
-WORKLOADS: dict[str, type[CifarWorkload] | type[CharWorkload]] = {
+WORKLOADS: dict[str, type[Workload]] = {
     "cifar10": CifarWorkload,
     "shakespeare_char": CharWorkload,
+    "teacher_mlp": TeacherMLPWorkload,
 }
 
 
 def make_workload(task: TaskSpec, device: torch.device, data_dir: DataDir = None,
                   download: bool = True) -> Workload:
     """The workload of ``task``'s dataset, its data loaded and staged on ``device``."""
-    return WORKLOADS[task.dataset](task, device, data_dir=data_dir, download=download)
+    cls: Any = WORKLOADS[task.dataset]
+    return cls(task, device, data_dir=data_dir, download=download)
 
 
 __all__ = [
-    "SPLITS", "Batch", "CharWorkload", "CifarWorkload", "ImageSplit", "TextSplit", "WORKLOADS",
-    "Workload", "eval_windows", "make_workload", "min_train_images",
-    "stage_images", "train_chars",
+    "SPLITS", "Batch", "CharWorkload", "CifarWorkload", "ImageSplit", "RegressionSplit",
+    "SplitScore", "TeacherMLPWorkload", "TextSplit", "WORKLOADS", "Workload", "eval_windows",
+    "make_workload", "min_train_images", "stage_images", "teacher_sizes", "train_chars",
 ]

@@ -733,6 +733,32 @@ def _heldout(summary: dict) -> list[dict]:
     return out
 
 
+def _count(x: Any) -> int:
+    """A non-negative integer from a summary field (0 when it is not one)."""
+    return x if isinstance(x, int) and not isinstance(x, bool) and x >= 0 else 0
+
+
+def funnel_view(summary: dict) -> dict | None:
+    """The funnel's record (finalists against tuned AdamW-cosine per held-out task), with one
+    cell per task for each finalist; None when the campaign ran none (or it is malformed)."""
+    funnel = summary.get("funnel")
+    if not isinstance(funnel, dict) or not isinstance(funnel.get("finalists"), list):
+        return None
+    tasks = [str(t) for t in funnel.get("tasks") or []]
+    finalists = []
+    for f in funnel["finalists"]:
+        if not isinstance(f, dict):
+            continue
+        checks = f.get("tasks") if isinstance(f.get("tasks"), dict) else {}
+        finalists.append(dict(f, rank=_count(f.get("rank")), lost_on=list(f.get("lost_on") or []),
+                              cells=[checks.get(t) if isinstance(checks.get(t), dict) else None
+                                     for t in tasks]))
+    lost = next((f["lost_on"] for f in finalists if f.get("uid") == funnel.get("winner_uid")), [])
+    return dict(funnel, tasks=tasks, finalists=finalists, winner_lost_on=lost,
+                winner_rank=_count(funnel.get("winner_rank")),
+                reference=str(funnel.get("reference") or "adamw-cosine"))
+
+
 def _stage_order(config: Any, store: CampaignStore) -> dict[str, int]:
     """Fidelity stage name -> index, in the config's order.
 
@@ -919,6 +945,7 @@ def report_context(store: CampaignStore) -> dict[str, Any]:
         "comparison": comparison,
         "task_names": _task_names(comparison),
         "heldout": _heldout(summary),
+        "funnel": funnel_view(summary),
         "structure": _structure(store, comparison),
         "verdicts": _verdicts(summary, comparison),
         "operators": operators,
@@ -946,4 +973,4 @@ def write_report(campaign_dir: str | Path, out: str | Path | None = None) -> Pat
     return target
 
 
-__all__ = ["render_report", "report_context", "write_report"]
+__all__ = ["funnel_view", "render_report", "report_context", "write_report"]
