@@ -60,7 +60,6 @@ import statistics
 import sys
 import tempfile
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,6 @@ from evoopt.fitness.optuna_search import (  # noqa: E402
 from evoopt.genome import Genome  # noqa: E402
 from evoopt.genome.sampling import random_genome  # noqa: E402
 
-DISCOVER = ROOT / "experiments" / "discover-cpu.toml"
 FULL = "full"  # the stage every method is scored at: the task on the stage seeds
 SCREEN = "screen"
 TARGET = "evolved-marfinetz-2025"
@@ -100,8 +98,8 @@ DEFAULT_METHODS = ["engine", "random", "tpe-genome", "tpe-adamw"]
 SCREEN_STEPS = 0.5  # the two-stage configurations screen at this fraction of the steps
 PROMOTE = "top:0.3333"
 
-# Engine configurations: overrides of discover-cpu's search settings. "shipped" is the search
-# as discover-cpu ships it (before issue 17), on the benchmark task: its 100-of-150-step
+# Engine configurations: overrides of BASE_SEARCH. "shipped" is the search as discover-cpu
+# shipped it before issue 17, on the benchmark task: its 100-of-150-step
 # one-seed screen (2/3 of the steps here) and median hurdle, then the stage seeds.
 _SHIPPED_STAGES = [{"name": SCREEN, "seeds": [0], "steps": 2 / 3},
                    {"name": FULL, "hurdle": "median"}]
@@ -218,11 +216,21 @@ class Context:
             steps=max(1, round(SCREEN_STEPS * self.task.steps))).to_dict()
 
 
+#: discover-cpu's search settings as shipped before issue 17: the base every engine
+#: configuration overrides (pinned here, so a change to the shipped campaign does not change
+#: what an earlier measurement meant).
+BASE_SEARCH: dict[str, dict[str, Any]] = {
+    "campaign": {"population": 32, "seeds": ["adam", "adamw", "adan", "lion", "nesterov",
+                                             "rmsprop", "sgd-momentum"]},
+    "selection": {"method": "regularized", "tournament_size": 5, "elitism": 0},
+    "variation": {"crossover_rate": 0.2, "lr_screen": [0.3333, 3.0], "max_terms": 4},
+}
+
+
 def engine_config(ctx: Context, name: str, search_seed: int) -> CampaignConfig:
-    """discover-cpu's search settings with the overrides of ``ENGINES[name]``, the compute
-    budget, and the smallest finish the config allows."""
-    d = tomllib.loads(DISCOVER.read_text())
-    camp, sel, var = d["campaign"], d["selection"], d["variation"]
+    """:data:`BASE_SEARCH` with the overrides of ``ENGINES[name]``, the compute budget, and
+    the smallest finish the config allows."""
+    camp, sel, var = BASE_SEARCH["campaign"], BASE_SEARCH["selection"], BASE_SEARCH["variation"]
     spec = ENGINES[name]
     stages = []
     for s in spec["stages"]:
@@ -489,7 +497,7 @@ def main() -> None:
           f"  [{targets['runs']} runs, not counted, {time.perf_counter() - t:.0f} s]", flush=True)
 
     runs: dict[str, dict[int, dict[str, Any]]] = {m: {} for m in methods}
-    max_terms = tomllib.loads(DISCOVER.read_text())["variation"]["max_terms"]
+    max_terms = BASE_SEARCH["variation"]["max_terms"]
     remeasure = Evaluate(evaluator, [task.to_dict()])
     doc = {"argv": sys.argv[1:], "task": task.to_dict(), "overrides": overrides,
            "stage_seeds": stage_seeds, "budgets": budgets, "search_seeds": [],

@@ -514,3 +514,18 @@ def test_leaving_the_runner_closes_its_store(tiny_campaign: Path, tmp_path: Path
         summary = store.get_meta("summary")
         assert summary is not None
         assert len(store.evaluations()) >= summary["evaluations_done"]
+
+
+def test_a_store_written_before_a_new_option_still_resumes() -> None:
+    """A stored config lacking fields added since (search options, the funnel) is the same
+    campaign when the new fields are at their defaults, and a different one otherwise."""
+    from evoopt.campaign.runner import same_campaign
+
+    config = parse_config(tiny_config(), "c.toml")
+    old = {k: v for k, v in config.to_dict().items()
+           if k not in ("initial_random", "adapt_rates", "surrogate_pool", "max_train_steps",
+                        "final_funnel")}
+    assert same_campaign(json.loads(json.dumps(old)), config)
+    changed = parse_config(tiny_config(variation={"initial_random": 2}), "c.toml")
+    assert not same_campaign(old, changed)
+    assert not same_campaign({**old, "bogus": 1}, config)

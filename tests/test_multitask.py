@@ -287,3 +287,20 @@ def test_multi_task_campaign_scores_resumes_and_reports_transfer(
     after = _fingerprint(killed)
     assert set(before) <= set(after[1]), "a finished evaluation was lost"
     assert after == _fingerprint(straight)
+
+
+def test_a_stage_can_scale_each_tasks_own_steps() -> None:
+    """``steps_fraction`` screens every task of a mix at the same fraction of its own steps
+    (an absolute ``steps`` would cut a 1000-step task to a CNN's 75); bad values name it."""
+    from evoopt.fitness import TaskError, load_task
+    from evoopt.fitness.multitask import TaskMix
+
+    mix = TaskMix((load_task("cifar10-cpu"), load_task("teacher-mlp-cpu")), (1.0, 1.0))
+    half = mix.with_overrides(steps_fraction=0.5)
+    assert [t.steps for t in half.tasks] == [75, 500]
+    assert [t.steps for t in mix.with_overrides(steps=75).tasks] == [75, 75]
+    for bad in (0, 1.5, "x", True):
+        with pytest.raises(TaskError, match="steps_fraction"):
+            mix.with_overrides(steps_fraction=bad)
+    with pytest.raises(TaskError, match="not both"):
+        mix.with_overrides(steps_fraction=0.5, steps=10)

@@ -49,6 +49,19 @@ def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | 
                         gpus_per_worker=config.ray_gpus_per_worker)
 
 
+def same_campaign(stored: dict[str, Any], config: CampaignConfig) -> bool:
+    """Whether a store's config is ``config``: a field added since the store was written
+    counts as its default (so a campaign stored before a new option still resumes)."""
+    def plain(d: dict[str, Any]) -> Any:
+        return json.loads(json.dumps(d))
+
+    try:
+        filled = CampaignConfig.from_dict(stored).to_dict()
+    except ValueError:
+        return False
+    return plain(filled) == plain(config.to_dict())
+
+
 def stage_tasks(config: CampaignConfig) -> list[TaskMix]:
     """The tasks of each fidelity stage (each selection task with the campaign's overrides, then
     the stage's), weighted as the config says."""
@@ -111,7 +124,7 @@ class CampaignRunner:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.store = CampaignStore(self.out_dir)
         stored = self.store.get_meta("config")
-        if stored is not None and stored != json.loads(json.dumps(config.to_dict())):
+        if stored is not None and not same_campaign(stored, config):
             self.store.close()
             raise ValueError(f"{self.out_dir} holds a different campaign; resume it with "
                              "`evoopt resume` or choose another --out")

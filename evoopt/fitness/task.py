@@ -32,6 +32,9 @@ REGRESSION_DATASETS = ("teacher_mlp",)
 ACTIVATIONS = ("relu", "tanh", "gelu")
 
 
+#: The stage override that scales each task's own ``steps`` (see ``TaskSpec.with_overrides``).
+STEPS_FRACTION = "steps_fraction"
+
 class TaskError(ValueError):
     """An invalid task spec; ``field`` names the offending field (or None for the file itself)."""
 
@@ -164,12 +167,26 @@ class TaskSpec:
         return cls(**d)
 
     def with_overrides(self, **kw: Any) -> TaskSpec:
-        """A copy with some fields replaced (validated, :meth:`check_host` included)."""
+        """A copy with some fields replaced (validated, :meth:`check_host` included).
+
+        ``steps_fraction = F`` (0 < F <= 1, not a field) runs ``max(1, round(F * steps))``
+        steps: a fidelity stage relative to each task's own budget, so one stage of a task mix
+        screens every task at the same fraction of its schedule."""
+        kw = dict(kw)
+        fraction = kw.pop(STEPS_FRACTION, None)
         known = {f.name for f in fields(self)}
         for key in kw:
             if key not in known:
                 raise TaskError(key, "unknown field")
-        return dataclasses.replace(self, **kw).check_host()
+        spec = dataclasses.replace(self, **kw)
+        if fraction is not None:
+            if "steps" in kw:
+                raise TaskError(STEPS_FRACTION, "give steps or steps_fraction, not both")
+            if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+                    0.0 < fraction <= 1.0):
+                raise TaskError(STEPS_FRACTION, f"must be a number in (0, 1], got {fraction!r}")
+            spec = dataclasses.replace(spec, steps=max(1, round(fraction * spec.steps)))
+        return spec.check_host()
 
     def check_host(self) -> TaskSpec:
         """``self`` if its machine-dependent fields suit this machine (``threads`` at most its
