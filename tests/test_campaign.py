@@ -483,9 +483,10 @@ def test_a_campaign_where_every_run_fails_says_so(tmp_path: Path, data_dir: Path
 
 
 def test_evaluation_estimate_respects_the_search_budget() -> None:
-    """discover-cpu's progress bar promised 13,163 evaluations and the run made 4,899: the
-    estimate counted every generation although max_evaluations (1,800) stops the search. The
-    search part, and the budget-matched Optuna search that gets the same budget, are capped."""
+    """discover-cpu's (now discover-cifar10-cpu's) progress bar promised 13,163 evaluations and
+    the run made 4,899: the estimate counted every generation although max_evaluations (1,800)
+    stops the search. The search part, and the budget-matched Optuna search that gets the same
+    budget, are capped."""
     import re
 
     from typer.testing import CliRunner
@@ -494,10 +495,10 @@ def test_evaluation_estimate_respects_the_search_budget() -> None:
 
     evoopt.cli.register_commands()
     result = CliRunner().invoke(evoopt.cli.app, ["check", str(REPO / "experiments" /
-                                                             "discover-cpu.toml")])
+                                                             "discover-cifar10-cpu.toml")])
     assert result.exit_code == 0, result.output
     estimate = int(re.search(r"about (\d+) evaluations", result.output).group(1))
-    config = load_config(REPO / "experiments" / "discover-cpu.toml")
+    config = load_config(REPO / "experiments" / "discover-cifar10-cpu.toml")
     assert config.max_evaluations == 1800 and config.final_budget_matched == "optuna"
     # search + Optuna ≤ 2 × 1,800 (+ a last generation's overshoot); finals and tuning ~1,100
     assert 2 * 1800 < estimate < 2 * 1800 + 1500, estimate
