@@ -143,12 +143,13 @@ class Evaluate:
             stage: int = -1) -> dict[str, list[float]]:
         task = self.tasks[stage]
         pending: dict[str, tuple[str, Genome, int]] = {}
+        asked: set[tuple[str, int, int, str]] = set()
         for key, genome in items:
             for seed in seeds:
                 ck = (genome.hash, stage % len(self.tasks), int(seed), split)
-                if ck in self.cache or any(p[1].hash == genome.hash and p[2] == seed
-                                           for p in pending.values()):
+                if ck in self.cache or ck in asked:
                     continue
+                asked.add(ck)
                 self._n += 1
                 rk = f"{self._n}/{key}/{seed}"
                 pending[rk] = (key, genome, int(seed))

@@ -20,7 +20,7 @@ import numpy as np
 
 from evoopt.genome import Genome
 from evoopt.genome.genome import Block
-from evoopt.genome.primitives import LR, HParam
+from evoopt.genome.primitives import BLOCK_SLOTS, LR, HParam
 
 Features = dict[str, float]
 
@@ -59,8 +59,7 @@ def genome_features(genome: Genome, prefix: str = "") -> Features:
     """A sparse feature dict of ``genome`` (see the module docstring); the ``[matrix]`` rules,
     if any, under the prefix ``matrix/``."""
     out: Features = {f"{prefix}lr": _scaled(LR, genome.lr) or 0.0}
-    for slot in ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment",
-                 "transform"):
+    for slot in BLOCK_SLOTS:
         block = getattr(genome, slot)
         if block is not None:
             _block(prefix, block, out)
@@ -98,7 +97,8 @@ class KNNSurrogate:
     def predict(self, features: Sequence[Features]) -> np.ndarray:
         """Predicted targets; a feature no told candidate had adds its value to the distance."""
         q = self._matrix(features)
-        unseen = np.array([sum(v * v for k, v in f.items() if k not in set(self.keys))
+        known = set(self.keys)
+        unseen = np.array([sum(v * v for k, v in f.items() if k not in known)
                            for f in features])
         d = np.sqrt(((q[:, None, :] - self.x[None, :, :]) ** 2).sum(-1) + unseen[:, None])
         k = min(self.k, len(self.y))
