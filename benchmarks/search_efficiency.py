@@ -15,8 +15,8 @@ the task at its full steps on one seed (``--budgets 180 60`` = 180 x steps and 6
 
 Methods (``--methods``; each on ``--search-seeds`` search seeds):
 
-* ``engine``: a real :class:`~evoopt.campaign.runner.CampaignRunner` campaign per configuration
-  in ``--engines`` (:data:`ENGINES`; ``campaign.seed`` = the search seed,
+* ``engine``: a real :class:`~evoopt.campaign.orchestrator.CampaignRunner` campaign per
+  configuration in ``--engines`` (:data:`ENGINES`; ``campaign.seed`` = the search seed,
   ``campaign.max_train_steps`` = the largest budget), the finish as small as the config allows
   and not counted;
 * ``random``: :func:`~evoopt.genome.sampling.random_genome`, deduplicated by canonical hash (a
@@ -69,8 +69,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from evoopt.campaign.common import aggregate_fitness  # noqa: E402
 from evoopt.campaign.config import CampaignConfig, parse_config  # noqa: E402
-from evoopt.campaign.runner import CampaignRunner, aggregate_fitness  # noqa: E402
+from evoopt.campaign.orchestrator import CampaignRunner  # noqa: E402
 from evoopt.campaign.store import CampaignStore  # noqa: E402
 from evoopt.evaluator import EvalRequest, Evaluator, RayEvaluator, SerialEvaluator  # noqa: E402
 from evoopt.fitness import WORST_FITNESS, load_task  # noqa: E402

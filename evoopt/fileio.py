@@ -3,10 +3,14 @@
 * :func:`read_text_file`: read a small text input (genome, config, task): regular files only,
   a size limit, strict UTF-8; a FIFO, a device or a huge file is refused, not read forever.
 * :func:`read_toml_file`: the same, parsed as TOML (invalid or too deeply nested: an error).
-* :func:`check_output`: refuse an ``-o`` that would destroy data: a directory, a campaign store
-  (any SQLite database or ``campaign.sqlite*``), or the command's own input.
+* :func:`check_output`: refuse an ``-o`` that would destroy data: a directory, anything but a
+  plain file (a FIFO, a device, a socket, a symlink), a campaign store (any SQLite database or
+  ``campaign.sqlite*``), or the command's own input. It never opens the path blocking.
+* :func:`check_writable_directory`: a directory can be created (or is there) and written to.
 * :func:`atomic_write_text` / :func:`atomic_output`: write to a temporary file in the target's
-  directory, then rename it over the target, so a reader (or a crash) never sees half a file.
+  directory, then rename it over the target (checked again just before), so a reader (or a
+  crash) never sees half a file.
+* :func:`names_a_path`: whether a "name or file" argument is written as a path.
 
 Errors are :class:`InputError` / :class:`OutputError` (both ``ValueError``) naming the path.
 """
@@ -67,13 +71,47 @@ def read_text_file(path: str | os.PathLike[str], what: str = "file",
 
 
 def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is an existing SQLite database (or WAL journal) by its first bytes."""
+    """Whether ``path`` is an existing SQLite database (or WAL journal) by its first bytes.
+
+    Only a regular file is read, opened non-blocking: a FIFO (even one swapped in after the
+    check) or a device is never waited on."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(len(SQLITE_MAGIC))
-    except OSError:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except (OSError, ValueError):
         return False
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            return False
+        try:
+            head = f.read(len(SQLITE_MAGIC))
+        except OSError:
+            return False
     return head == SQLITE_MAGIC or head[:4] in _WAL_MAGICS
+
+
+#: What a path is, by its ``st_mode`` file type, for the special files no output may replace.
+_SPECIAL_KINDS = ((stat.S_ISLNK, "a symbolic link"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+                  (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                  (stat.S_ISSOCK, "a socket"))
+
+
+def special_file_kind(path: str | os.PathLike[str]) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a directory ("a FIFO
+    (named pipe)", "a symbolic link", ...); None otherwise. The link itself is examined."""
+    try:
+        mode = os.lstat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    return next((kind for is_kind, kind in _SPECIAL_KINDS if is_kind(mode)), None)
+
+
+def _refuse_special(path: Path, option: str) -> None:
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise OutputError(f"{option} {path}: is {kind}, not a regular file; refusing to "
+                          "replace it (give the path of a plain file)")
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -111,10 +149,12 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
                  option: str = "-o") -> Path:
     """``path`` if writing it destroys nothing, else :class:`OutputError` naming it.
 
-    Refused: a directory; a campaign store (``campaign.sqlite*``) or any existing SQLite file;
-    one of the command's ``inputs``; a path under an existing file.
+    Refused: a directory; a FIFO, device, socket or symbolic link; a campaign store
+    (``campaign.sqlite*``) or any existing SQLite file; one of the command's ``inputs``; a path
+    under an existing file.
     """
     p = Path(path)
+    _refuse_special(p, option)
     if p.is_dir():
         raise OutputError(f"{option} {p}: is a directory; give a file name")
     if p.name.startswith(STORE_NAME_PREFIX) or is_sqlite_file(p):
@@ -127,19 +167,55 @@ def check_output(path: str | os.PathLike[str], inputs: Iterable[str | os.PathLik
     return p
 
 
+def check_writable_directory(path: str | os.PathLike[str],
+                             what: str = "directory") -> Path:
+    """``path`` when it is (or can be made) a directory a file can be written in: its missing
+    folders and a probe file are created, then removed again. :class:`OutputError` naming it
+    and the reason (read-only, name too long, ...) otherwise."""
+    p = Path(path)
+    missing: list[Path] = []
+    try:
+        check_directory(p, what)
+        for q in (p, *p.parents):
+            if q.exists():
+                break
+            missing.append(q)
+        p.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".evoopt-probe.", dir=p)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{p}: cannot write a {what} there ({e.strerror or e})") from None
+    finally:
+        for q in missing:  # deepest first
+            with contextlib.suppress(OSError):
+                q.rmdir()
+    return p
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path beside ``path``; renamed over ``path`` when the block succeeds,
-    removed when it fails (the old ``path``, if any, is then untouched)."""
+    removed when it fails (the old ``path``, if any, is then untouched).
+
+    Right before the rename the target is examined again: one that became a FIFO, device,
+    socket or symbolic link meanwhile is not replaced (:class:`OutputError`). An OSError of
+    the temporary file (a read-only folder, a name too long) names ``path``, not the
+    temporary file."""
     target = Path(path)
     check_directory(target.parent)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
+                                        dir=target.parent)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(target)) from None
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~_UMASK)
+        _refuse_special(target, "output")
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
@@ -168,8 +244,22 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, encoding: str = "
     return atomic_write_bytes(path, text.encode(encoding))
 
 
+#: File name endings that make a "name or file" argument a path.
+PATH_SUFFIXES = (".toml", ".json")
+
+
+def names_a_path(text: str) -> bool:
+    """Whether an argument that is "a shipped name or a file" is written as a path: it holds a
+    path separator, ends in .toml or .json, or starts with ``.`` or ``~``. A bare name
+    (``lion``) is the shipped one even when a file of that name is in the current folder."""
+    separators = (os.sep, os.altsep or os.sep, "/")
+    return (any(sep in text for sep in separators) or text.endswith(PATH_SUFFIXES)
+            or text.startswith((".", "~")))
+
+
 __all__ = [
-    "InputError", "MAX_TEXT_BYTES", "OutputError", "atomic_output", "atomic_write_bytes",
-    "atomic_write_text", "check_directory", "check_output", "is_sqlite_file", "read_text_file",
-    "read_toml_file",
+    "InputError", "MAX_TEXT_BYTES", "OutputError", "PATH_SUFFIXES", "atomic_output",
+    "atomic_write_bytes", "atomic_write_text", "check_directory", "check_output",
+    "check_writable_directory", "is_sqlite_file", "names_a_path", "read_text_file",
+    "read_toml_file", "special_file_kind",
 ]

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.config import parse_config
-from evoopt.campaign.runner import CampaignRunner
+from evoopt.campaign.orchestrator import CampaignRunner
 from evoopt.evaluator import SerialEvaluator
 
 DATA = Path(__file__).resolve().parent / "data"

@@ -23,17 +23,30 @@ FORBIDDEN = {
                   "sqlite3", "deap"),
     "strategy": ("evoopt.fitness", "evoopt.evaluator", "evoopt.campaign", "evoopt.report",
                  "evoopt.cli", "ray", "sqlite3", "torch"),
+    "campaign": ("evoopt.report", "evoopt.cli"),
     "report": ("evoopt.evaluator", "evoopt.strategy", "evoopt.cli", "ray"),
 }
 
 
 def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports, anywhere in its source (TYPE_CHECKING blocks and function
+    bodies included); ``from package import name`` also counts ``package.name``, and relative
+    imports are resolved against ``path``'s package."""
+    package = path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1]
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = ".".join(package[:len(package) - node.level + 1])
+                module = f"{base}.{node.module}" if node.module else base
+            elif node.module:
+                module = node.module
+            else:
+                continue
+            names.add(module)
+            names |= {f"{module}.{a.name}" for a in node.names}
     return names
 
 
@@ -71,3 +84,57 @@ def test_stage_loads_no_later_stage_at_runtime(stage: str) -> None:
     loaded = json.loads(proc.stdout.splitlines()[-1])
     bad = sorted({m for m in loaded for f in later if m == f or m.startswith(f + ".")})
     assert not bad, f"importing evoopt.{stage} loads {bad}"
+
+
+def import_cycle(stage: str) -> list[str] | None:
+    """A cycle among the modules of ``stage`` (each module's imports as :func:`imports_of` finds
+    them, TYPE_CHECKING-only ones included), as the modules along it; None when acyclic."""
+    modules = set(stage_modules(stage))
+    graph = {}
+    for path in sorted((PACKAGE / stage).rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        graph[name] = sorted(m for m in imports_of(path) if m in modules and m != name)
+    state: dict[str, str] = {}  # module -> "open" (on the current path) or "done"
+
+    def visit(module: str, path: list[str]) -> list[str] | None:
+        state[module] = "open"
+        for target in graph[module]:
+            if state.get(target) == "open":
+                return [*path[path.index(target):], target]
+            if target not in state:
+                found = visit(target, [*path, target])
+                if found:
+                    return found
+        state[module] = "done"
+        return None
+
+    for module in sorted(graph):
+        if module not in state:
+            found = visit(module, [module])
+            if found:
+                return found
+    return None
+
+
+def test_the_campaign_modules_import_each_other_without_a_cycle() -> None:
+    """The campaign's modules form a DAG (search, refinement and finish meet through the
+    evaluation service, not through each other), counting imports made only for type checking."""
+    cycle = import_cycle("campaign")
+    assert cycle is None, "import cycle in evoopt/campaign: " + " -> ".join(cycle)
+
+
+def test_the_cycle_finder_finds_a_cycle(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above can fail: two modules importing each other (one only under
+    TYPE_CHECKING) are reported."""
+    package = tmp_path / "evoopt"
+    (package / "demo").mkdir(parents=True)
+    (package / "demo" / "__init__.py").write_text("")
+    (package / "demo" / "a.py").write_text("from evoopt.demo.b import f\n")
+    (package / "demo" / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from . import a\n")
+    (package / "demo" / "c.py").write_text("import evoopt.demo.a\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE", package)
+    assert import_cycle("demo") == ["evoopt.demo.a", "evoopt.demo.b", "evoopt.demo.a"]
+    (package / "demo" / "b.py").write_text("def f() -> None: ...\n")
+    assert import_cycle("demo") is None

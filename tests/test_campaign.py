@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -10,14 +11,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from evoopt.campaign.config import ConfigError, load_config, parse_config
-from evoopt.campaign.runner import CampaignRunner
+from evoopt.campaign.orchestrator import CampaignRunner
 from evoopt.campaign.status import campaign_status
 from evoopt.campaign.store import DB_NAME, CampaignStore
+from evoopt.evaluator import EvalOutcome, SerialEvaluator
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.genome.export import load_exported_class
 from tests.conftest_campaign import TINY, run_killed_after_first_generation, run_tiny, tiny_config
@@ -426,7 +430,7 @@ def test_budget_matched_optuna_row_and_resume(tmp_path: Path, data_dir: Path) ->
     assert again["comparison"][-1]["per_seed"] == row["per_seed"]
     # budget 0 means: as many paid evaluations as the campaign's search
     config = parse_config(tiny_config(final={"budget_matched": "optuna"}))
-    assert config.final_budget_matched_budget == 0
+    assert config.final.budget_matched_budget == 0
 
 
 def test_campaign_on_ray_workers(tmp_path: Path, data_dir: Path) -> None:
@@ -439,6 +443,8 @@ def test_campaign_on_ray_workers(tmp_path: Path, data_dir: Path) -> None:
         workers = {e["worker"].split(":pid")[0] for e in store.evaluations()}
         assert store.get_meta("state") == "finished"
     assert all(w.startswith("ray:") for w in workers) and len(workers) == 2
+    # each stored evaluation records the torch threads it ran with: one per 1-CPU worker
+    assert {e["threads"] for e in store_evaluations(tmp_path / "ray")} == {1}
     assert summary["evaluations_done"] == len(store_evaluations(tmp_path / "ray"))
 
 
@@ -499,7 +505,7 @@ def test_evaluation_estimate_respects_the_search_budget() -> None:
     assert result.exit_code == 0, result.output
     estimate = int(re.search(r"about (\d+) evaluations", result.output).group(1))
     config = load_config(REPO / "experiments" / "discover-cifar10-cpu.toml")
-    assert config.max_evaluations == 1800 and config.final_budget_matched == "optuna"
+    assert config.max_evaluations == 1800 and config.final.budget_matched == "optuna"
     # search + Optuna ≤ 2 × 1,800 (+ a last generation's overshoot); finals and tuning ~1,100
     assert 2 * 1800 < estimate < 2 * 1800 + 1500, estimate
 
@@ -520,7 +526,7 @@ def test_leaving_the_runner_closes_its_store(tiny_campaign: Path, tmp_path: Path
 def test_a_store_written_before_a_new_option_still_resumes() -> None:
     """A stored config lacking fields added since (search options, the funnel) is the same
     campaign when the new fields are at their defaults, and a different one otherwise."""
-    from evoopt.campaign.runner import same_campaign
+    from evoopt.campaign.config import same_campaign
 
     config = parse_config(tiny_config(), "c.toml")
     old = {k: v for k, v in config.to_dict().items()
@@ -530,3 +536,72 @@ def test_a_store_written_before_a_new_option_still_resumes() -> None:
     changed = parse_config(tiny_config(variation={"initial_random": 2}), "c.toml")
     assert not same_campaign(old, changed)
     assert not same_campaign({**old, "bogus": 1}, config)
+
+
+class _Interrupted(Exception):
+    """Raised by :class:`_StopAfter` to interrupt a campaign mid-generation."""
+
+
+class _StopAfter(SerialEvaluator):
+    """A serial evaluator that interrupts the campaign after its first ``n`` results."""
+
+    def __init__(self, n: int, **kw: Any) -> None:
+        super().__init__(**kw)
+        self.left = n
+
+    def results(self) -> Iterator[EvalOutcome]:
+        for outcome in super().results():
+            if self.left == 0:
+                raise _Interrupted
+            self.left -= 1
+            yield outcome
+
+
+def test_resume_evaluates_the_stored_seed_genomes_not_the_edited_files(
+        tmp_path: Path, data_dir: Path) -> None:
+    """A seed given as a file, edited (then removed) between an interruption and the resume: the
+    resumed campaign evaluates the seed as stored when it began (its row's genome and hash), not
+    the file's new content; before, the row kept the old genome and hash while its evaluations
+    and fitness came from the edited file (and a removed file stopped the resume)."""
+    seed_file = tmp_path / "my-seed.toml"
+    original = dataclasses.replace(seed_genome("adam").with_lr(3e-3), name="my-seed")
+    original.save(seed_file)
+    changes = dict(campaign={"seeds": ["adam", "adan", str(seed_file)], "population": 3,
+                             "generations": 1},
+                   stages=[{"name": "full", "seeds": [0]}], refine={"evaluations": 0},
+                   final={"top_k": 1, "seeds": [100], "test_split": False, "baselines": []})
+    config = parse_config(tiny_config(**changes))
+    out = tmp_path / "run"
+    with _StopAfter(1, data_dir=str(data_dir), num_threads=1) as evaluator, \
+            CampaignRunner(config, out, data_dir=str(data_dir), evaluator=evaluator) as runner, \
+            pytest.raises(_Interrupted):
+        runner.run()  # adam's evaluation committed; the file seed's row pending, unevaluated
+    with CampaignStore(out, readonly=True) as store:
+        row = next(r for r in store.individuals(0) if r["genome"].get("name") == "my-seed")
+        assert row["status"] == "pending" and row["hash"] == original.hash
+        assert not store.evaluations(uid=row["uid"])
+    edited = original.with_lr(1e-2)
+    edited.save(seed_file)
+    assert edited.hash != original.hash
+
+    run_tiny(out, data_dir, **changes)  # the resume, with the edited file
+    with CampaignStore(out, readonly=True) as store:
+        after = store.get_individual(row["uid"])
+        evals = store.evaluations(uid=row["uid"])
+        assert not store.evaluations(hash=edited.hash), "the edited file was evaluated"
+        assert store.get_meta("state") == "finished"
+    assert after["hash"] == original.hash and after["genome"] == row["genome"]
+    assert evals and {e["hash"] for e in evals} == {original.hash}
+    full = [e["fitness"] for e in evals if e["stage"] == "full"]
+    assert after["fitness"] == pytest.approx(sum(full) / len(full))
+
+    # the seed file removed: `evoopt resume` (the finished campaign's finish, all stored) needs
+    # none of the seed files
+    seed_file.unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "evoopt", "resume", str(out), "--serial"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with CampaignStore(out, readonly=True) as store:
+        assert not store.evaluations(hash=edited.hash)
+        assert store.get_individual(row["uid"])["hash"] == original.hash

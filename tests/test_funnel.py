@@ -21,7 +21,7 @@ from evoopt.campaign.finish import (
     funnel_task_check,
     run_funnel,
 )
-from evoopt.campaign.runner import CampaignRunner
+from evoopt.campaign.orchestrator import CampaignRunner
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import SerialEvaluator
 from evoopt.genome import seed_genome
@@ -242,9 +242,10 @@ def test_a_real_campaign_passes_its_finalists_through_the_funnel(
         # far worse than tuned AdamW-cosine on the held-out task is skipped, the next passes
         slow = seed_genome("adam").with_lr(1e-6)
         fine = seed_genome("adam").with_lr(1e-2)
-        record = run_funnel(runner, [(slow.hash, {"uid": "slow", "genome": slow.to_dict()}),
-                                     (fine.hash, {"uid": "fine", "genome": fine.to_dict()}),
-                                     ("x", {"uid": "never", "genome": fine.to_dict()})])
+        record = run_funnel(runner.service, runner.config, runner.tasks.heldout,
+                            [(slow.hash, {"uid": "slow", "genome": slow.to_dict()}),
+                             (fine.hash, {"uid": "fine", "genome": fine.to_dict()}),
+                             ("x", {"uid": "never", "genome": fine.to_dict()})])
     assert [f["passed"] for f in record["finalists"]] == [False, True]
     assert record["finalists"][0]["lost_on"] == ["teacher-small"]
     assert record["winner_uid"] == "fine" and record["outcome"] == FUNNEL_PASSED

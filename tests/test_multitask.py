@@ -106,8 +106,8 @@ def test_shipped_multitask_campaign_parses() -> None:
     from evoopt.campaign.config import load_config
 
     cfg = load_config("discover-multitask-cpu")
-    assert len(cfg.selection_tasks) == 2 and cfg.final_heldout_tasks
-    assert not set(cfg.selection_tasks) & set(cfg.final_heldout_tasks)
+    assert len(cfg.selection_tasks) == 2 and cfg.final.heldout_tasks
+    assert not set(cfg.selection_tasks) & set(cfg.final.heldout_tasks)
 
 
 def test_a_data_folder_of_several_datasets_is_searched_one_level_down(

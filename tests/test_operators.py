@@ -6,7 +6,6 @@ import dataclasses
 import inspect
 import math
 import random
-from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -542,13 +541,10 @@ def test_registry_is_consistent() -> None:
 
 
 def _strategy_like_the_runner(cfg: CampaignConfig) -> Strategy:
-    """The strategy the runner builds from ``cfg`` (StrategyConfig fields share its names)."""
-    names = {f.name for f in fields(StrategyConfig)}
-    shared = {f.name: getattr(cfg, f.name) for f in fields(CampaignConfig) if f.name in names}
-    assert {"mutation_rates", "max_terms", "population", "crossover_rate"} <= set(shared)
-    shared["mutation_rates"] = dict(shared["mutation_rates"])
-    return Strategy(StrategyConfig(**shared), seeds=[seed_genome(s) for s in cfg.seeds],
-                    rng_seed=cfg.seed)
+    """The strategy the runner builds from ``cfg`` (its ``strategy`` group is the strategy's
+    own config)."""
+    assert isinstance(cfg.strategy, StrategyConfig)
+    return Strategy(cfg.strategy, seeds=[seed_genome(s) for s in cfg.seeds], rng_seed=cfg.seed)
 
 
 def _assert_structure_is_searched(cfg: CampaignConfig, draws: int = 150) -> None:
@@ -586,7 +582,7 @@ def test_config_refuses_unknown_operators_and_all_zero_rates() -> None:
     with pytest.raises(ConfigError, match=r"variation\.mutation_rates\.add_term"):
         parse({"add_term": float("inf")})
     cfg = parse({"perturb_hparam": 0, "add_term": 0.5})
-    assert resolve_rates(cfg.mutation_rates)["perturb_hparam"] == 0
+    assert resolve_rates(cfg.strategy.mutation_rates)["perturb_hparam"] == 0
 
 
 def test_max_terms_bounds_mutation_and_crossover() -> None:

@@ -30,6 +30,7 @@ from evoopt.report.html import write_report
 from evoopt.report.lineage import ABSENT, FieldChange, format_value, genome_diff, iter_tree
 from evoopt.strategy.operators import OPERATORS
 from tests.conftest_campaign import copy_campaign
+from tests.test_report_structure import figure_axis_titles
 
 evoopt.cli.register_commands()
 runner = CliRunner()
@@ -451,8 +452,8 @@ def test_report_structure_table(rich: dict) -> None:
     assert header[-1].endswith("budget-matched")
     by_part = {r[0]: r[1:] for r in rows[1:]}
     assert set(by_part) >= {"formula", "terms (kind · weight · normalized)", "momentum",
-                            "grad_diff", "second moment", "schedule", "weight decay", "clip",
-                            "lr"}
+                            "grad diff", "second moment", "schedule", "weight decay", "clip",
+                            "transform", "matrix (rules for parameters of 2+ dims)", "lr"}
     terms = by_part["terms (kind · weight · normalized)"]
     winner_genome = comp[0]["genome"]
     for term in winner_genome["terms"]:
@@ -477,6 +478,33 @@ def test_report_structure_table(rich: dict) -> None:
     assert by_part["formula"][-1] == Genome.from_dict(comp[-1]["genome"]).formula()
     assert "warmup(0.05)+cosine(→0)" in by_part["formula"][-1]
     assert 'class="mono differs"' in sec  # cells that differ from the winner's
+
+
+@pytest.mark.parametrize("fitness", [{"task": "shakespeare-char-cpu"}, {"task": "teacher-mlp-cpu"},
+                                     {"tasks": ["cifar10-tiny", "teacher-mlp-cpu"]}])
+def test_report_labels_fitness_as_its_task_scores(real: Campaign, tmp_path: Path,
+                                                  fitness: dict) -> None:
+    """The real campaign scores CIFAR accuracy; a copy whose config names a character task, a
+    regression task or a mix of tasks is labelled with what that task's fitness measures."""
+    from evoopt.fitness import load_task
+    from evoopt.fitness.multitask import TaskMix
+
+    assert real.meta["config"]["task"] == "cifar10-tiny" and not real.meta["config"]["tasks"]
+    real_page = write_report(copy_campaign(real.dir, tmp_path / "real")).read_text("utf-8")
+    assert figure_axis_titles(real_page, "fig-fitness") == ["fitness = val accuracy (↑ better)"]
+    d = copy_campaign(real.dir, tmp_path / "other")
+    with CampaignStore(d) as store:
+        store.set_meta("config", {**real.meta["config"], **fitness})
+    page = write_report(d).read_text("utf-8")
+    names = fitness.get("tasks") or [fitness["task"]]
+    mix = TaskMix(tuple(load_task(n) for n in names), (1.0,) * len(names))
+    label = f"fitness = val {mix.score_label} (↑ better)"
+    assert "accuracy" not in label
+    assert figure_axis_titles(page, "fig-fitness") == figure_axis_titles(page, "fig-seeds") == [
+        label]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", _section(page, "fitness"))).split())
+    assert f"Fitness is {mix.score_description}, on the val split" in text
+    assert "accuracy" not in text
 
 
 def test_report_comparison_kinds_and_tuning(rich: dict) -> None:

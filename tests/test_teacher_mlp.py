@@ -162,10 +162,19 @@ def test_cli_evaluate_on_a_regression_task() -> None:
 # ---------------------------------------------------------------- built-in tasks unchanged
 def test_builtin_task_numbers_are_unchanged(data_dir: Path) -> None:
     """``evoopt evaluate adam --task cifar10-tiny -n 2 --json`` recorded before the workloads
-    owned their loss and metrics (commit 2177d3b): the same numbers, bit for bit."""
+    owned their loss and metrics (commit 2177d3b): the same accuracies, and the same losses to
+    the float32 rounding of the machine's kernels (the last digits of a float32 sum differ
+    between CPUs: on an AVX-512 EPYC seed 1's loss is 2.2123480224609375, on the machine
+    that recorded them 2.2123478698730468; each machine repeats its own bit for bit)."""
     r = evaluate_genome(seed_genome("adam"), "cifar10-tiny", seeds=2, data_dir=str(data_dir))
     assert [s.fitness for s in r.seeds] == [0.18, 0.165]
     assert [s.val_accuracy for s in r.seeds] == [0.18, 0.165]
-    assert [s.val_loss for s in r.seeds] == [2.1713604736328125, 2.2123478698730468]
-    assert (r.fitness, r.val_accuracy, r.val_loss) == (0.1725, 0.1725, 2.1918541717529294)
-    assert r.fitness_std == 0.010606601717798203 and r.val_loss_std == 0.028982465824649667
+    assert [s.val_loss for s in r.seeds] == pytest.approx([2.1713604736328125,
+                                                           2.2123478698730468], rel=1e-6)
+    assert (r.fitness, r.val_accuracy) == (0.1725, 0.1725)
+    assert r.val_loss == pytest.approx(2.1918541717529294, rel=1e-6)
+    assert r.fitness_std == 0.010606601717798203
+    assert r.val_loss_std == pytest.approx(0.028982465824649667, rel=1e-4)
+    again = evaluate_genome(seed_genome("adam"), "cifar10-tiny", seeds=[1],
+                            data_dir=str(data_dir))
+    assert again.seeds[0].val_loss == r.seeds[1].val_loss  # bit for bit on one machine

@@ -39,34 +39,53 @@ Layout::
                  held-out tasks' val split takes part in choosing the winner; their test split
                  (final.test_split) stays out of every choice
     [ray]        enabled, address, num_workers, cpus_per_worker, gpus_per_worker
+
+Refused as well, each naming its field: ``final.lr_factors`` outside [0.001, 1000] or giving an
+invalid lr for a baseline in use, mutation rates whose sum overflows, two stages that run the
+same evaluations (seeds, task and overrides), a held-out task that is a selection task under
+another name, ``final.budget_matched_budget`` without ``final.budget_matched = "optuna"``, and
+``refine.evaluations`` above ``campaign.max_evaluations`` or :data:`MAX_REFINE_EVALUATIONS`.
+
+In memory, :class:`CampaignConfig` holds the campaign basics and one group per concern:
+``strategy`` (the strategy's own :class:`~evoopt.strategy.strategy.StrategyConfig`: population,
+``[selection]``, ``[variation]``), ``fitness``, ``stages``, ``refine``, ``final``, ``ray``. The
+record a store keeps (:meth:`CampaignConfig.to_dict`) is flat, one key per field, under the keys
+stores have always used (``final_top_k``, ``ray_enabled``, ...), so every store still resumes.
 """
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 import os
 import re
 import shutil
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.common import resolve_seed
 from evoopt.fileio import InputError, read_toml_file
 from evoopt.fitness import TaskError, load_task
-from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES
+from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES, get_baseline
 from evoopt.genome import MAX_TERMS, GenomeError
 from evoopt.paths import EXPERIMENTS_DIR, shipped_campaigns
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
+from evoopt.strategy.strategy import StrategyConfig
 
 REQUIRED_SEEDS = ("adam", "adan")
-#: Stage names the finish phase stores its evaluations under.
-RESERVED_STAGE_NAMES = ("final", "selection")
+#: Stage names the finish stores its evaluations under: the final seeds' re-evaluation, and the
+#: top candidates' re-measurement on the selection seeds.
+FINAL_STAGE, SELECTION_STAGE = "final", "selection"
+RESERVED_STAGE_NAMES = (FINAL_STAGE, SELECTION_STAGE)
 BUDGET_MATCHED = ("none", "optuna")
 #: Hurdle keywords; a hurdle may also name a campaign seed or be a fitness in [-1, 1].
 HURDLE_KEYWORDS = ("none", "median")
 #: ``"top:F"``: promotion by rank, the best fraction F of a generation goes on (successive halving).
 TOP_PREFIX = "top:"
+#: The tuned baseline every finalist must not be worse than on any held-out task (the funnel).
+FUNNEL_REFERENCE = "adamw-cosine"
 #: Bounds that keep a typo from asking for a campaign no machine can hold (the strategy keeps
 #: a population in memory; the runner asks for every child of a generation at once).
 MAX_POPULATION = 10_000
@@ -76,6 +95,10 @@ MAX_WORKERS = 4096
 MAX_SEED = 2**31 - 1
 #: A campaign name becomes the directory ``runs/<name>``: one plain path component.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+#: ``final.lr_factors`` multiply a baseline's centre lr: beyond these, no tuned lr is sane.
+MIN_LR_FACTOR, MAX_LR_FACTOR = 1e-3, 1e3
+#: Most paid runs refinement may spend: a TPE study of more trials samples slower than it runs.
+MAX_REFINE_EVALUATIONS = 10_000
 
 
 def top_fraction(hurdle: str | float) -> float | None:
@@ -102,118 +125,224 @@ class Stage:
 
 
 @dataclass(frozen=True)
-class CampaignConfig:
-    name: str
-    seed: int = 0
-    population: int = 8
-    generations: int = 4
-    max_evaluations: int = 0
-    max_train_steps: int = 0
-    seeds: tuple[str, ...] = REQUIRED_SEEDS
-    selection: str = "tournament"
-    tournament_size: int = 3
-    elitism: int = 2
-    crossover_rate: float = 0.3
-    mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
-    max_terms: int = MAX_TERMS
-    lr_screen: tuple[float, ...] = ()
-    initial_random: int = 0
-    adapt_rates: bool = False
-    surrogate_pool: int = 1
+class FitnessConfig:
+    """``[fitness]``: what selection measures."""
+
     task: str = "cifar10-cpu"
     tasks: tuple[str, ...] = ()  # several selection tasks (then ``task`` is unused)
-    task_weights: tuple[float, ...] = ()
+    weights: tuple[float, ...] = ()
     split: str = "val"
-    task_overrides: dict[str, Any] = field(default_factory=dict)
-    stages: tuple[Stage, ...] = (Stage("full", (0,)),)
-    refine_evaluations: int = 0
-    final_top_k: int = 3
-    final_seeds: tuple[int, ...] = (100, 101, 102)
-    final_selection_seeds: tuple[int, ...] = ()
-    final_compare: tuple[str, ...] = REQUIRED_SEEDS
-    final_test_split: bool = True
-    final_baselines: tuple[str, ...] = DEFAULT_BASELINES
-    final_lr_factors: tuple[float, ...] | None = None
-    final_budget_matched: str = "none"
-    final_budget_matched_budget: int = 0
-    final_heldout_tasks: tuple[str, ...] = ()
-    final_funnel: bool | None = None  # None: on when there are held-out tasks
-    ray_enabled: bool = True
-    ray_address: str | None = None
-    ray_num_workers: int = 0
-    ray_cpus_per_worker: float = 1.0
-    ray_gpus_per_worker: float = 0.0
-
-    @property
-    def funnel(self) -> bool:
-        """Whether the finalists pass the held-out funnel before one is named the winner
-        (``final.funnel``; omitted: whenever there are held-out tasks)."""
-        if self.final_funnel is None:
-            return bool(self.final_heldout_tasks)
-        return self.final_funnel and bool(self.final_heldout_tasks)
+    overrides: dict[str, Any] = field(default_factory=dict)
 
     @property
     def selection_tasks(self) -> tuple[str, ...]:
         """The tasks fitness is measured on: ``tasks``, or the one ``task``."""
         return self.tasks or (self.task,)
 
+
+@dataclass(frozen=True)
+class RefineConfig:
+    """``[refine]``: the TPE refinement of the best structure after the generations."""
+
+    evaluations: int = 0
+
+
+@dataclass(frozen=True)
+class FinalConfig:
+    """``[final]``: the finish (selection seeds, final seeds, baselines, held-out tasks)."""
+
+    top_k: int = 3
+    seeds: tuple[int, ...] = (100, 101, 102)
+    selection_seeds: tuple[int, ...] = ()
+    compare: tuple[str, ...] = REQUIRED_SEEDS
+    test_split: bool = True
+    baselines: tuple[str, ...] = DEFAULT_BASELINES
+    lr_factors: tuple[float, ...] | None = None
+    budget_matched: str = "none"
+    budget_matched_budget: int = 0
+    heldout_tasks: tuple[str, ...] = ()
+    funnel: bool | None = None  # as written (None: omitted); see uses_funnel
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits the final seeds are run on: val, and test with ``test_split``."""
+        return ("val", "test") if self.test_split else ("val",)
+
+    @property
+    def uses_funnel(self) -> bool:
+        """Whether the finalists pass the held-out funnel before one is named the winner
+        (``final.funnel``; omitted: whenever there are held-out tasks)."""
+        if self.funnel is None:
+            return bool(self.heldout_tasks)
+        return self.funnel and bool(self.heldout_tasks)
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    """``[ray]``: where evaluations run."""
+
+    enabled: bool = True
+    address: str | None = None
+    num_workers: int = 0
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    """A validated campaign: basics, then one group per concern (module docstring)."""
+
+    name: str
+    seed: int = 0
+    generations: int = 4
+    max_evaluations: int = 0
+    max_train_steps: int = 0
+    seeds: tuple[str, ...] = REQUIRED_SEEDS
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    fitness: FitnessConfig = field(default_factory=FitnessConfig)
+    stages: tuple[Stage, ...] = (Stage("full", (0,)),)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+
+    @property
+    def funnel(self) -> bool:
+        """Whether the finalists pass the held-out funnel (:attr:`FinalConfig.uses_funnel`)."""
+        return self.final.uses_funnel
+
+    @property
+    def selection_tasks(self) -> tuple[str, ...]:
+        """The tasks fitness is measured on (:attr:`FitnessConfig.selection_tasks`)."""
+        return self.fitness.selection_tasks
+
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The flat record a store keeps (module docstring): one key per field."""
+        record = {f.record: copy.deepcopy(getattr(self._group(f.group), f.attr))
+                  for f in _FIELDS}
+        record[STAGES_RECORD] = [asdict(s) for s in self.stages]
+        return {key: record[key] for key in _RECORD_KEYS}
+
+    def _group(self, group: str | None) -> Any:
+        return self if group is None else getattr(self, group)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CampaignConfig:
-        """Rebuild from :meth:`to_dict` (a stored config); a malformed dict raises
-        :class:`ConfigError` (the values themselves were validated when the campaign began)."""
+        """Rebuild from :meth:`to_dict` (a stored config, perhaps written before some fields
+        existed: those take their defaults); a malformed dict raises :class:`ConfigError` (the
+        values themselves were validated when the campaign began)."""
         try:
-            d = dict(d)
-            unknown = sorted(set(d) - {f.name for f in fields(cls)})
+            unknown = sorted(set(d) - set(_RECORD_KEYS))
             if unknown:
                 raise ConfigError(f"unknown field(s) {', '.join(map(str, unknown))}")
-            d["stages"] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])})
-                                for s in d["stages"])
-            for key in ("seeds", "final_seeds", "final_selection_seeds", "final_compare",
-                        "final_baselines", "final_lr_factors", "lr_screen", "tasks",
-                        "task_weights", "final_heldout_tasks"):
-                if d.get(key) is not None:
-                    d[key] = tuple(d[key])
-            return cls(**d)
+            values = dict(d)
+            values[STAGES_RECORD] = tuple(Stage(**{**s, "seeds": tuple(s["seeds"])})
+                                          for s in d[STAGES_RECORD])
+            for f in _FIELDS:
+                if f.kind is list and values.get(f.record) is not None:
+                    values[f.record] = tuple(values[f.record])
+            return _from_record(values)
         except ConfigError:
             raise
         except (TypeError, KeyError, ValueError, AttributeError) as e:
             raise ConfigError(f"not a campaign config ({type(e).__name__}: {e})") from None
 
 
-_SECTIONS: dict[str, dict[str, tuple[str, type | tuple[type, ...]]]] = {
-    # section -> toml key -> (config attribute, accepted type)
-    "campaign": {"name": ("name", str), "seed": ("seed", int), "population": ("population", int),
-                 "generations": ("generations", int),
-                 "max_evaluations": ("max_evaluations", int),
-                 "max_train_steps": ("max_train_steps", int), "seeds": ("seeds", list)},
-    "selection": {"method": ("selection", str), "tournament_size": ("tournament_size", int),
-                  "elitism": ("elitism", int)},
-    "variation": {"crossover_rate": ("crossover_rate", (int, float)),
-                  "mutation_rates": ("mutation_rates", dict), "max_terms": ("max_terms", int),
-                  "lr_screen": ("lr_screen", list),
-                  "initial_random": ("initial_random", int),
-                  "adapt_rates": ("adapt_rates", bool),
-                  "surrogate_pool": ("surrogate_pool", int)},
-    "fitness": {"task": ("task", str), "tasks": ("tasks", list),
-                "weights": ("task_weights", list), "split": ("split", str),
-                "overrides": ("task_overrides", dict)},
-    "refine": {"evaluations": ("refine_evaluations", int)},
-    "final": {"top_k": ("final_top_k", int), "seeds": ("final_seeds", list),
-              "selection_seeds": ("final_selection_seeds", list),
-              "compare": ("final_compare", list), "test_split": ("final_test_split", bool),
-              "baselines": ("final_baselines", list), "lr_factors": ("final_lr_factors", list),
-              "budget_matched": ("final_budget_matched", str),
-              "budget_matched_budget": ("final_budget_matched_budget", int),
-              "heldout_tasks": ("final_heldout_tasks", list),
-              "funnel": ("final_funnel", bool)},
-    "ray": {"enabled": ("ray_enabled", bool), "address": ("ray_address", str),
-            "num_workers": ("ray_num_workers", int),
-            "cpus_per_worker": ("ray_cpus_per_worker", (int, float)),
-            "gpus_per_worker": ("ray_gpus_per_worker", (int, float))},
-}
+def same_campaign(stored: dict[str, Any], config: CampaignConfig) -> bool:
+    """Whether a store's config is ``config``: a field added since the store was written
+    counts as its default (so a campaign stored before a new option still resumes)."""
+    def plain(d: dict[str, Any]) -> Any:
+        return json.loads(json.dumps(d))
+
+    try:
+        filled = CampaignConfig.from_dict(stored).to_dict()
+    except ValueError:
+        return False
+    return plain(filled) == plain(config.to_dict())
+
+
+@dataclass(frozen=True)
+class _Field:
+    """One TOML field: where it is written, where :class:`CampaignConfig` holds it, the key of
+    the stored record, and the TOML type it must have."""
+
+    section: str
+    key: str
+    group: str | None  # the CampaignConfig attribute holding it; None: CampaignConfig itself
+    attr: str
+    record: str
+    kind: type | tuple[type, ...]
+
+    @property
+    def where(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+_NUMBER = (int, float)
+_FIELDS = tuple(_Field(*row) for row in (
+    ("campaign", "name", None, "name", "name", str),
+    ("campaign", "seed", None, "seed", "seed", int),
+    ("campaign", "population", "strategy", "population", "population", int),
+    ("campaign", "generations", None, "generations", "generations", int),
+    ("campaign", "max_evaluations", None, "max_evaluations", "max_evaluations", int),
+    ("campaign", "max_train_steps", None, "max_train_steps", "max_train_steps", int),
+    ("campaign", "seeds", None, "seeds", "seeds", list),
+    ("selection", "method", "strategy", "selection", "selection", str),
+    ("selection", "tournament_size", "strategy", "tournament_size", "tournament_size", int),
+    ("selection", "elitism", "strategy", "elitism", "elitism", int),
+    ("variation", "crossover_rate", "strategy", "crossover_rate", "crossover_rate", _NUMBER),
+    ("variation", "mutation_rates", "strategy", "mutation_rates", "mutation_rates", dict),
+    ("variation", "max_terms", "strategy", "max_terms", "max_terms", int),
+    ("variation", "lr_screen", "strategy", "lr_screen", "lr_screen", list),
+    ("variation", "initial_random", "strategy", "initial_random", "initial_random", int),
+    ("variation", "adapt_rates", "strategy", "adapt_rates", "adapt_rates", bool),
+    ("variation", "surrogate_pool", "strategy", "surrogate_pool", "surrogate_pool", int),
+    ("fitness", "task", "fitness", "task", "task", str),
+    ("fitness", "tasks", "fitness", "tasks", "tasks", list),
+    ("fitness", "weights", "fitness", "weights", "task_weights", list),
+    ("fitness", "split", "fitness", "split", "split", str),
+    ("fitness", "overrides", "fitness", "overrides", "task_overrides", dict),
+    ("refine", "evaluations", "refine", "evaluations", "refine_evaluations", int),
+    ("final", "top_k", "final", "top_k", "final_top_k", int),
+    ("final", "seeds", "final", "seeds", "final_seeds", list),
+    ("final", "selection_seeds", "final", "selection_seeds", "final_selection_seeds", list),
+    ("final", "compare", "final", "compare", "final_compare", list),
+    ("final", "test_split", "final", "test_split", "final_test_split", bool),
+    ("final", "baselines", "final", "baselines", "final_baselines", list),
+    ("final", "lr_factors", "final", "lr_factors", "final_lr_factors", list),
+    ("final", "budget_matched", "final", "budget_matched", "final_budget_matched", str),
+    ("final", "budget_matched_budget", "final", "budget_matched_budget",
+     "final_budget_matched_budget", int),
+    ("final", "heldout_tasks", "final", "heldout_tasks", "final_heldout_tasks", list),
+    ("final", "funnel", "final", "funnel", "final_funnel", bool),
+    ("ray", "enabled", "ray", "enabled", "ray_enabled", bool),
+    ("ray", "address", "ray", "address", "ray_address", str),
+    ("ray", "num_workers", "ray", "num_workers", "ray_num_workers", int),
+    ("ray", "cpus_per_worker", "ray", "cpus_per_worker", "ray_cpus_per_worker", _NUMBER),
+    ("ray", "gpus_per_worker", "ray", "gpus_per_worker", "ray_gpus_per_worker", _NUMBER),
+))
+STAGES_RECORD = "stages"
+#: The stored record's keys, in the order stores have always written them.
+_RECORD_KEYS = tuple(k for f in _FIELDS for k in (
+    (f.record, STAGES_RECORD) if f.record == "task_overrides" else (f.record,)))
+# section -> TOML key -> field
+_SECTIONS: dict[str, dict[str, _Field]] = {}
+for _f in _FIELDS:
+    _SECTIONS.setdefault(_f.section, {})[_f.key] = _f
+del _f
+_GROUPS = {"strategy": StrategyConfig, "fitness": FitnessConfig, "refine": RefineConfig,
+           "final": FinalConfig, "ray": RayConfig}
+
+
+def _from_record(values: dict[str, Any]) -> CampaignConfig:
+    """A config from record keys -> values (a missing key takes its default)."""
+    groups: dict[str | None, dict[str, Any]] = {}
+    for f in _FIELDS:
+        if f.record in values:
+            groups.setdefault(f.group, {})[f.attr] = values[f.record]
+    top = groups.pop(None, {})
+    if STAGES_RECORD in values:
+        top[STAGES_RECORD] = values[STAGES_RECORD]
+    return CampaignConfig(**top, **{g: _GROUPS[g](**kw) for g, kw in groups.items()})
 
 
 def _typed(where: str, value: Any, kind: type | tuple[type, ...]) -> Any:
@@ -251,7 +380,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> CampaignConfig
 
 
 def _parse(data: dict[str, Any]) -> CampaignConfig:
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {}  # record key -> value
     for section, table in data.items():
         if section == "stages":
             continue
@@ -265,12 +394,11 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
             if spec is None:
                 raise ConfigError(f"{section}.{key}: unknown field (allowed: "
                                   f"{', '.join(_SECTIONS[section])})")
-            attr, kind = spec
-            values[attr] = _typed(f"{section}.{key}", value, kind)
+            values[spec.record] = _typed(spec.where, value, spec.kind)
     if "name" not in values:
         raise ConfigError("campaign.name: missing")
     _check_ranges(values)
-    values["stages"] = _parse_stages(data.get("stages"))
+    values[STAGES_RECORD] = _parse_stages(data.get("stages"))
     for key, where in (("final_seeds", "final.seeds"),
                        ("final_selection_seeds", "final.selection_seeds")):
         if key in values:
@@ -288,26 +416,29 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
         values["lr_screen"] = tuple(float(f) for f in factors)
     if "final_lr_factors" in values:
         grid = values["final_lr_factors"]
-        if not grid or not all(isinstance(f, (int, float)) and not isinstance(f, bool) and f > 0
-                               and math.isfinite(f) for f in grid):
+        if not grid or not all(isinstance(f, (int, float)) and not isinstance(f, bool)
+                               and MIN_LR_FACTOR <= f <= MAX_LR_FACTOR for f in grid):
             raise ConfigError(f"final.lr_factors: expected positive multipliers of each "
-                              f"baseline's centre lr, got {grid!r}")
+                              f"baseline's centre lr, each in [{MIN_LR_FACTOR:g}, "
+                              f"{MAX_LR_FACTOR:g}], got {grid!r}")
         values["final_lr_factors"] = tuple(float(f) for f in grid)
     if values.get("final_funnel") and "final_heldout_tasks" not in values:
         raise ConfigError("final.funnel: the funnel compares the finalists on held-out tasks; "
                           "set final.heldout_tasks (or drop final.funnel)")
-    config = CampaignConfig(**values)
+    config = _from_record(values)
     _check_genomes(config)
     _check_tasks(config)
+    _check_lr_grids(config)
     stage_seeds = {s for st in config.stages for s in st.seeds}
-    if set(config.final_seeds) & stage_seeds:
+    final = config.final
+    if set(final.seeds) & stage_seeds:
         raise ConfigError(f"final.seeds: must be fresh seeds, not used by any stage "
-                          f"(overlap: {sorted(set(config.final_seeds) & stage_seeds)})")
-    used = stage_seeds | set(config.final_seeds)
-    if set(config.final_selection_seeds) & used:
+                          f"(overlap: {sorted(set(final.seeds) & stage_seeds)})")
+    used = stage_seeds | set(final.seeds)
+    if set(final.selection_seeds) & used:
         raise ConfigError(f"final.selection_seeds: must be fresh seeds, used by no stage and not "
                           f"final.seeds (overlap: "
-                          f"{sorted(set(config.final_selection_seeds) & used)})")
+                          f"{sorted(set(final.selection_seeds) & used)})")
     return config
 
 
@@ -320,13 +451,14 @@ def _check_genomes(config: CampaignConfig) -> None:
             raise ConfigError(f"campaign.seeds[{i}]: {e}") from None
     if len(set(config.seeds)) != len(config.seeds):
         raise ConfigError(f"campaign.seeds: names repeat: {list(config.seeds)!r}")
-    for i, name in enumerate(config.final_compare):
+    compare = config.final.compare
+    for i, name in enumerate(compare):
         if not isinstance(name, str) or name not in config.seeds:
             raise ConfigError(f"final.compare[{i}]: {name!r} is not one of the campaign's seeds "
                               f"(campaign.seeds: {', '.join(config.seeds)}); only seeds are "
                               "compared")
-    if len(set(config.final_compare)) != len(config.final_compare):
-        raise ConfigError(f"final.compare: names repeat: {list(config.final_compare)!r}")
+    if len(set(compare)) != len(compare):
+        raise ConfigError(f"final.compare: names repeat: {list(compare)!r}")
     for i, stage in enumerate(config.stages):
         hurdle = stage.hurdle
         if isinstance(hurdle, float):
@@ -342,6 +474,26 @@ def _check_genomes(config: CampaignConfig) -> None:
                               "a number or "
                               f"one of the campaign's seeds ({', '.join(config.seeds)}), "
                               f"got {hurdle!r}")
+
+
+def _check_lr_grids(config: CampaignConfig) -> None:
+    """Every lr grid point of every baseline the finish tunes (``final.baselines``, and the
+    funnel's reference) is a valid lr: ``final.lr_factors`` times each centre lr."""
+    factors = config.final.lr_factors
+    if factors is None:
+        return
+    names = dict.fromkeys([*config.final.baselines,
+                           *([FUNNEL_REFERENCE] if config.funnel else [])])
+    for name in names:
+        centre = get_baseline(name).base().lr
+        spec = get_baseline(name, factors)
+        for point in spec.points():
+            try:
+                spec.genome_at(point)
+            except ValueError as e:
+                raise ConfigError(f"final.lr_factors: {name}'s lr grid point {point['lr']:g} "
+                                  f"({point['lr'] / centre:g} × its centre lr {centre:g}) is "
+                                  f"not a usable lr ({e})") from None
 
 
 def _parse_task_lists(values: dict[str, Any]) -> None:
@@ -371,30 +523,57 @@ def _parse_task_lists(values: dict[str, Any]) -> None:
         values["task_weights"] = tuple(float(w) for w in weights)
 
 
+def _spec_key(spec: Any, *, with_name: bool = True) -> str:
+    """A task spec as a comparable string (``with_name=False``: name and description left out,
+    so a renamed copy compares equal)."""
+    d = spec.to_dict()
+    if not with_name:
+        d.pop("name", None)
+        d.pop("description", None)
+    return json.dumps(d, sort_keys=True)
+
+
 def _check_tasks(config: CampaignConfig) -> None:
     """Every task exists, every override (campaign-wide, then per stage) gives a valid spec for
-    each, and held-out tasks are not selected on."""
-    where = "fitness.tasks" if config.tasks else "fitness.task"
+    each, no two stages run the same evaluations, and held-out tasks are not selected on (not
+    by name, nor as a renamed copy)."""
+    fitness = config.fitness
+    where = "fitness.tasks" if fitness.tasks else "fitness.task"
     names = []
-    for i, name in enumerate(config.selection_tasks):
-        at = f"{where}[{i}]" if config.tasks else where
+    selected: set[str] = set()  # every selection task's spec, as loaded and as each stage runs
+    stage_runs: list[list[str]] = [[] for _ in config.stages]
+    for i, name in enumerate(fitness.selection_tasks):
+        at = f"{where}[{i}]" if fitness.tasks else where
         try:
             base = load_task(name)
         except TaskError as e:
             raise ConfigError(f"{at}: {e}") from None
         names.append(base.name)
+        selected.add(_spec_key(base, with_name=False))
         try:
-            base = base.with_overrides(**config.task_overrides)
+            base = base.with_overrides(**fitness.overrides)
         except TaskError as e:
             raise ConfigError(f"fitness.overrides: {e} (task {base.name})") from None
+        selected.add(_spec_key(base, with_name=False))
         for j, stage in enumerate(config.stages):
             try:
-                base.with_overrides(**stage.overrides)
+                staged = base.with_overrides(**stage.overrides)
             except TaskError as e:
                 raise ConfigError(f"stages[{j}].overrides: {e} (task {base.name})") from None
+            selected.add(_spec_key(staged, with_name=False))
+            stage_runs[j].append(_spec_key(staged))
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: two tasks share a name ({', '.join(names)})")
-    for i, name in enumerate(config.final_heldout_tasks):
+    first: dict[str, int] = {}
+    for j, (stage, runs) in enumerate(zip(config.stages, stage_runs, strict=True)):
+        key = json.dumps([sorted(stage.seeds), runs])
+        if key in first:
+            i = first[key]
+            raise ConfigError(f"stages[{j}]: runs the same evaluations as stages[{i}] "
+                              f"({config.stages[i].name!r}: same seeds, task and overrides), so "
+                              "it measures nothing new; change its seeds or overrides, or drop it")
+        first[key] = j
+    for i, name in enumerate(config.final.heldout_tasks):
         try:
             task = load_task(name)
         except TaskError as e:
@@ -402,6 +581,11 @@ def _check_tasks(config: CampaignConfig) -> None:
         if task.name in names:
             raise ConfigError(f"final.heldout_tasks[{i}]: {task.name!r} is selected on "
                               "(fitness.task/tasks); a held-out task must never enter selection")
+        if _spec_key(task, with_name=False) in selected:
+            raise ConfigError(f"final.heldout_tasks[{i}]: {task.name!r} is a selection task "
+                              f"({where}: {', '.join(names)}) under another name: the same "
+                              "spec, so it is not held out; a held-out task must differ from "
+                              "every task selected on")
 
 
 def _check_ranges(v: dict[str, Any]) -> None:
@@ -409,6 +593,7 @@ def _check_ranges(v: dict[str, Any]) -> None:
         if attr in v and not ok:
             raise ConfigError(f"{where}: {what}, got {v[attr]!r}")
 
+    population = StrategyConfig.population
     need("name", "campaign.name", bool(NAME_PATTERN.fullmatch(v.get("name", "x"))),
          "must be a plain directory name (letters, digits, '.', '_', '-'; no path separator "
          "or '..'; at most 100 characters): it names runs/<name>")
@@ -424,11 +609,11 @@ def _check_ranges(v: dict[str, Any]) -> None:
     need("surrogate_pool", "variation.surrogate_pool", 1 <= v.get("surrogate_pool", 1) <= 64,
          "must be in [1, 64] (1 = no surrogate)")
     need("initial_random", "variation.initial_random",
-         0 <= v.get("initial_random", 0) <= v.get("population", CampaignConfig.population),
-         f"must be in [0, population={v.get('population', CampaignConfig.population)}]")
+         0 <= v.get("initial_random", 0) <= v.get("population", population),
+         f"must be in [0, population={v.get('population', population)}]")
     need("selection", "selection.method", v.get("selection") in ("tournament", "regularized"),
          'must be "tournament" or "regularized"')
-    pop = v.get("population", CampaignConfig.population)
+    pop = v.get("population", population)
     need("tournament_size", "selection.tournament_size",
          1 <= v.get("tournament_size", 1) <= pop, f"must be in [1, population={pop}]")
     need("elitism", "selection.elitism", 0 <= v.get("elitism", 0) < pop,
@@ -440,13 +625,23 @@ def _check_ranges(v: dict[str, Any]) -> None:
     need("split", "fitness.split", v.get("split") == "val",
          '"val" only: the test split is for final reports (final.test_split)')
     need("final_top_k", "final.top_k", v.get("final_top_k", 1) >= 1, "must be ≥ 1")
-    need("refine_evaluations", "refine.evaluations", v.get("refine_evaluations", 0) >= 0,
-         "must be ≥ 0 (0 = no refinement)")
+    need("refine_evaluations", "refine.evaluations",
+         0 <= v.get("refine_evaluations", 0) <= MAX_REFINE_EVALUATIONS,
+         f"must be in [0, {MAX_REFINE_EVALUATIONS}] (0 = no refinement)")
+    budget = v.get("max_evaluations", 0)
+    need("refine_evaluations", "refine.evaluations",
+         budget <= 0 or v.get("refine_evaluations", 0) <= budget,
+         f"must be at most campaign.max_evaluations ({budget}): refinement's runs are the "
+         "search's")
     need("final_budget_matched", "final.budget_matched",
          v.get("final_budget_matched") in BUDGET_MATCHED, 'must be "none" or "optuna"')
     need("final_budget_matched_budget", "final.budget_matched_budget",
          v.get("final_budget_matched_budget", 0) >= 0,
          "must be ≥ 0 (0 = the paid evaluations of the campaign's search)")
+    need("final_budget_matched_budget", "final.budget_matched_budget",
+         v.get("final_budget_matched", "none") == "optuna",
+         'is the budget of the Optuna search, which runs only with final.budget_matched = '
+         '"optuna" (set that, or drop final.budget_matched_budget)')
     if "final_baselines" in v:
         names = v["final_baselines"]
         unknown = [n for n in names if not isinstance(n, str) or n not in FAIR_BASELINES]
@@ -470,16 +665,27 @@ def _check_ranges(v: dict[str, Any]) -> None:
             raise ConfigError(f"campaign.seeds: must include {' and '.join(REQUIRED_SEEDS)} "
                               f"(missing: {', '.join(missing)})")
     if "mutation_rates" in v:
-        for k, w in v["mutation_rates"].items():
-            if k not in OPERATORS:
-                raise ConfigError(f"variation.mutation_rates.{k}: unknown mutation operator "
-                                  f"(allowed: {', '.join(OPERATORS)})")
-            if isinstance(w, bool) or not isinstance(w, (int, float)) or not (
-                    math.isfinite(w) and w >= 0):
-                raise ConfigError(f"variation.mutation_rates.{k}: expected a weight ≥ 0, got {w!r}")
-        if not any((dict(DEFAULT_MUTATION_RATES) | v["mutation_rates"]).values()):
-            raise ConfigError("variation.mutation_rates: every operator's rate is 0 once merged "
-                              "with the defaults; give at least one a positive weight")
+        _check_mutation_rates(v["mutation_rates"])
+
+
+def _check_mutation_rates(rates: dict[str, Any]) -> None:
+    """``variation.mutation_rates``: known operators, finite weights ≥ 0 whose sum, once merged
+    with the defaults, is finite and positive (the strategy draws operators by weight / sum)."""
+    for k, w in rates.items():
+        if k not in OPERATORS:
+            raise ConfigError(f"variation.mutation_rates.{k}: unknown mutation operator "
+                              f"(allowed: {', '.join(OPERATORS)})")
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not (
+                math.isfinite(w) and w >= 0):
+            raise ConfigError(f"variation.mutation_rates.{k}: expected a weight ≥ 0, got {w!r}")
+    total = sum(float(w) for w in (dict(DEFAULT_MUTATION_RATES) | rates).values())
+    if not total:
+        raise ConfigError("variation.mutation_rates: every operator's rate is 0 once merged "
+                          "with the defaults; give at least one a positive weight")
+    if not math.isfinite(total):
+        raise ConfigError(f"variation.mutation_rates: the rates sum to {total} once merged with "
+                          "the defaults (operators are drawn by weight / sum); the weights are "
+                          "relative: give smaller ones")
 
 
 def _parse_stages(raw: Any) -> tuple[Stage, ...]:

@@ -34,9 +34,13 @@ On the final seeds (``final.seeds``, which no stage used) at the last stage's bu
 5. the winner is simplified to its canonical form when the two follow the same probe trajectory,
    then exported with the core exporter.
 
-Every evaluation goes through the runner's evaluator and is committed to the store (uids
+Every evaluation goes through the campaign's
+:class:`~evoopt.campaign.evaluation.EvaluationService` and is committed to the store (uids
 ``baseline:<name>@<point>`` for sweep points, ``baseline:<name>`` for the tuned re-runs,
-``optuna:trial-<n>``), so an interrupted finish resumes without paying twice.
+``optuna:trial-<n>``), so an interrupted finish resumes without paying twice. The finish takes
+the service, the config, the store and the search's outcome
+(:class:`SearchOutcome`); :class:`~evoopt.campaign.orchestrator.CampaignRunner` runs the search,
+the refinement (step 0), then the finish.
 """
 
 from __future__ import annotations
@@ -45,13 +49,15 @@ import dataclasses
 import math
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from evoopt.campaign.common import aggregate_fitness
+from evoopt.campaign.config import FINAL_STAGE, FUNNEL_REFERENCE, SELECTION_STAGE, CampaignConfig
+from evoopt.campaign.evaluation import CampaignEvaluate, EvaluationService, seed_scores
 from evoopt.campaign.operator_stats import operator_success
-from evoopt.campaign.refine import refine_best
 from evoopt.campaign.store import CampaignStore, StoreCorruptError
+from evoopt.campaign.tasks import CampaignTasks
 from evoopt.fileio import atomic_write_text
 from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.baselines import (
@@ -67,86 +73,16 @@ from evoopt.genome.behaviour import numerically_equivalent
 from evoopt.genome.export import class_name_for, export_genome
 from evoopt.stats import mean_std, paired_comparison
 
-if TYPE_CHECKING:
-    from evoopt.campaign.runner import CampaignRunner
-    from evoopt.strategy.strategy import Strategy
-
 EXPORT_FILE = "best_optimizer.py"
 # Trials asked at a time by the budget-matched search: enough to keep a few workers busy, few
 # enough that TPE updates its model often (a user would run it about this parallel).
 OPTUNA_BATCH = 8
 GENOME_FILE = "best_genome.toml"
 OPTUNA_FILE = "optuna.sqlite"
-FINAL_STAGE = "final"
-SELECTION_STAGE = "selection"  # the top-k re-measured on final.selection_seeds
 HELDOUT_STAGE = "heldout:"  # + task name: the held-out transfer's (and funnel's) evaluations
-#: the tuned baseline every finalist must not be worse than on any held-out task (the funnel)
-FUNNEL_REFERENCE = "adamw-cosine"
 FUNNEL_PASSED, FUNNEL_NONE_PASSED, FUNNEL_OFF = "passed", "none passed", "off"
 # uid prefixes of evaluations that are not the campaign's search
 PROTOCOL_UIDS = ("baseline:", "optuna:")
-
-
-def _scores(store: CampaignStore, eval_hash: str, seeds: Sequence[int], split: str = "val",
-            stage: str = FINAL_STAGE) -> dict[str, Any]:
-    """Per-seed fitness (in ``seeds`` order; a missing seed counts as the worst) and summaries."""
-    by_seed = {e["seed"]: e for e in store.find_evaluations(eval_hash, stage, split)}
-    evs = [by_seed[s] for s in seeds if s in by_seed]
-    per_seed = [float(by_seed[s]["fitness"]) if s in by_seed else WORST_FITNESS for s in seeds]
-    mean, std = mean_std(per_seed)
-    acc, _ = mean_std([e["val_accuracy"] for e in evs])
-    return {"aggregate": aggregate_fitness(evs) if len(evs) == len(seeds) else WORST_FITNESS,
-            "fitness_mean": mean, "fitness_std": std, "accuracy_mean": acc,
-            "per_seed": per_seed, "n_seeds": len(evs), "tasks": _task_means(evs)}
-
-
-def _task_means(evs: list[dict[str, Any]]) -> dict[str, dict[str, Any]] | None:
-    """A multi-task evaluation's per-task means over seeds: fitness (the task's own score, not
-    normalised), accuracy and loss, over the seeds whose run of that task finished."""
-    if not evs or not all(e.get("tasks") for e in evs):
-        return None
-    out = {}
-    for name in evs[0]["tasks"]:
-        runs = [e["tasks"].get(name, {}) for e in evs]
-        ok = [r for r in runs if r.get("status") == "ok"]
-        out[name] = {"fitness_mean": mean_std([r["fitness"] for r in ok])[0],
-                     "accuracy_mean": mean_std([r["val_accuracy"] for r in ok])[0],
-                     "loss_mean": mean_std([r["val_loss"] for r in ok])[0],
-                     "n_ok": len(ok), "n": len(runs)}
-    return out
-
-
-class CampaignEvaluate:
-    """The :data:`~evoopt.fitness.protocol.EvaluateFn` of a campaign: every (item, seed) goes
-    through ``runner.evaluate_many`` (the campaign's evaluator; already stored evaluations are
-    reused) under the item's key as uid and its genome's canonical hash.
-
-    ``stage`` indexes the campaign's stages (task and stage name); an evaluation on the final
-    seeds (disjoint from every stage's seeds) is stored under stage ``final`` at the last stage's
-    task, like the candidates' re-evaluation. With ``fixed = (stage name, tasks)`` every
-    evaluation goes there instead (a held-out task: one stage name for its sweep and its final
-    seeds, which are disjoint).
-    """
-
-    def __init__(self, runner: CampaignRunner, fixed: tuple[str, TaskMix] | None = None) -> None:
-        self.runner = runner
-        self.fixed = fixed
-
-    def __call__(self, items: list[tuple[str, Genome]], seeds: Sequence[int], split: str,
-                 stage: int = -1) -> dict[str, list[float]]:
-        cfg, store = self.runner.config, self.runner.store
-        seed_list = tuple(int(s) for s in seeds)
-        index = stage % len(cfg.stages)
-        if self.fixed is not None:
-            name, task = self.fixed
-        elif set(seed_list) <= set(cfg.final_seeds):
-            name, task = FINAL_STAGE, self.runner.stage_tasks[-1]
-        else:
-            name, task = cfg.stages[index].name, self.runner.stage_tasks[index]
-        self.runner.evaluate_many([(key, g, g.hash) for key, g in items], name, task,
-                                  seed_list, split)
-        return {key: _scores(store, g.hash, seed_list, split, name)["per_seed"]
-                for key, g in items}
 
 
 def search_evaluations(store: CampaignStore) -> list[dict[str, Any]]:
@@ -182,7 +118,7 @@ def search_curvature(store: CampaignStore) -> dict[str, float]:
 def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
          genome: dict[str, Any], eval_hash: str, seeds: Sequence[int], tested: bool,
          stage: str = FINAL_STAGE, **extra: Any) -> dict[str, Any]:
-    val = _scores(store, eval_hash, seeds, "val", stage)
+    val = seed_scores(store, eval_hash, seeds, "val", stage)
     row: dict[str, Any] = {
         "key": key, "kind": kind, "name": name, "uid": uid,
         "formula": _formula(genome), "genome": genome,
@@ -192,7 +128,7 @@ def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
         "test_accuracy_mean": None, "test_per_seed": None, "test_fitness_std": None,
         "test_fitness_mean": None, "tasks": val["tasks"], "test_tasks": None}
     if tested:
-        test = _scores(store, eval_hash, seeds, "test", stage)
+        test = seed_scores(store, eval_hash, seeds, "test", stage)
         row.update(test_accuracy_mean=test["accuracy_mean"], test_per_seed=test["per_seed"],
                    test_fitness_std=test["fitness_std"], test_fitness_mean=test["fitness_mean"],
                    test_tasks=test["tasks"])
@@ -260,30 +196,32 @@ def funnel_outcome(examined: Sequence[dict[str, Any]]) -> tuple[int, str]:
     return 0, FUNNEL_NONE_PASSED
 
 
-def run_funnel(runner: CampaignRunner, finalists: Sequence[tuple[str, dict[str, Any]]],
+def run_funnel(service: EvaluationService, config: CampaignConfig, heldout: Sequence[TaskMix],
+               finalists: Sequence[tuple[str, dict[str, Any]]],
                scores: dict[str, float] | None = None) -> dict[str, Any]:
     """The funnel (module docstring, step 1b) over ``finalists`` (``(eval hash, individual
-    row)``, best-ranked first; ``scores``: their selection-seed score by hash). Every evaluation
-    goes through :class:`CampaignEvaluate` under stage ``heldout:<task>`` (the held-out
-    transfer's: the winner's and AdamW-cosine's evaluations are reused there). Returns the
-    summary's ``funnel`` record; its ``winner_hash`` names the winner."""
-    cfg = runner.config
-    sweep, final = cfg.stages[-1].seeds, cfg.final_seeds
-    reference = get_baseline(FUNNEL_REFERENCE, cfg.final_lr_factors)
-    tasks = [(mix, HELDOUT_STAGE + mix.tasks[0].name) for mix in runner.heldout_tasks]
+    row)``, best-ranked first; ``scores``: their selection-seed score by hash) on the
+    ``heldout`` tasks. Every evaluation goes through :class:`CampaignEvaluate` under stage
+    ``heldout:<task>`` (the held-out transfer's: the winner's and AdamW-cosine's evaluations are
+    reused there). Returns the summary's ``funnel`` record; its ``winner_hash`` names the
+    winner."""
+    sweep, final = config.stages[-1].seeds, config.final.seeds
+    lr_factors = config.final.lr_factors
+    reference = get_baseline(FUNNEL_REFERENCE, lr_factors)
+    tasks = [(mix, HELDOUT_STAGE + mix.tasks[0].name) for mix in heldout]
     references: dict[str, dict[str, Any]] = {}
     examined: list[dict[str, Any]] = []
     for rank, (h, row) in enumerate(finalists):
         genome = Genome.from_dict(row["genome"])
-        spec = lr_tuned_spec(f"finalist-{row['uid']}", genome, cfg.final_lr_factors)
+        spec = lr_tuned_spec(f"finalist-{row['uid']}", genome, lr_factors)
         checks: dict[str, dict[str, Any]] = {}
         for mix, stage in tasks:
-            runner.report_progress(None, stage)
+            service.report_progress(None, stage)
             name = mix.tasks[0].name
             # the reference is tuned with the first finalist (one call: run together), then
             # found in the store for the next
-            ref_t, fin_t = tune_baselines([reference, spec], CampaignEvaluate(runner, (stage, mix)),
-                                          sweep, final, ("val",))
+            evaluate = CampaignEvaluate.at(service, config, stage, mix)
+            ref_t, fin_t = tune_baselines([reference, spec], evaluate, sweep, final, ("val",))
             references[name] = {"lr": ref_t.genome.lr, "best": dict(ref_t.best),
                                 "at_grid_edge": any(ref_t.at_grid_edge.values()),
                                 "fitness_mean": mean_std(ref_t.final["val"])[0],
@@ -308,22 +246,22 @@ def run_funnel(runner: CampaignRunner, finalists: Sequence[tuple[str, dict[str, 
             "not_examined": [row["uid"] for _, row in finalists[len(examined):]]}
 
 
-def heldout_transfer(runner: CampaignRunner, mix: TaskMix, winner: Genome,
-                     specs: Sequence[BaselineSpec]) -> dict[str, Any]:
+def heldout_transfer(service: EvaluationService, config: CampaignConfig, mix: TaskMix,
+                     winner: Genome, specs: Sequence[BaselineSpec]) -> dict[str, Any]:
     """The winner and the fair baselines on a held-out task (one selection never saw): each has
     its lr (and the baselines their grids) tuned by the fair protocol on the task's validation
     split on the last stage's seeds, then is re-run on the final seeds; the winner is compared
     with each paired by seed. Stored under stage ``heldout:<task>``."""
-    cfg = runner.config
+    final = config.final
     task = mix.tasks[0]
     stage = HELDOUT_STAGE + task.name
-    splits = ("val", "test") if cfg.final_test_split else ("val",)
-    winner_spec = lr_tuned_spec("winner", winner, cfg.final_lr_factors)
-    runner.report_progress(None, stage)
-    tuned = tune_baselines([winner_spec, *specs], CampaignEvaluate(runner, (stage, mix)),
-                           cfg.stages[-1].seeds, cfg.final_seeds, splits)
-    rows = [_tuned_row(runner.store, t, spec, stage, cfg.final_seeds, cfg.final_test_split,
-                       stage) for t, spec in zip(tuned, [winner_spec, *specs], strict=True)]
+    winner_spec = lr_tuned_spec("winner", winner, final.lr_factors)
+    service.report_progress(None, stage)
+    evaluate = CampaignEvaluate.at(service, config, stage, mix)
+    tuned = tune_baselines([winner_spec, *specs], evaluate, config.stages[-1].seeds,
+                           final.seeds, final.splits)
+    rows = [_tuned_row(service.store, t, spec, stage, final.seeds, final.test_split, stage)
+            for t, spec in zip(tuned, [winner_spec, *specs], strict=True)]
     rows[0].update(key="winner", kind="winner", name="winner (lr tuned)")
     verdicts = _verdicts(rows)
     return {"task": task.name, "description": task.description, "stage": stage, "rows": rows,
@@ -352,60 +290,80 @@ def _verdicts(comparison: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any]:
-    cfg, store = runner.config, runner.store
-    cached_before = runner.counters["cached"]
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What the search and the refinement hand to the finish."""
+
+    generations: int  # generations the search ran (every session)
+    ranked: list[dict[str, Any]]  # :func:`ranked_individuals` before the refinement
+    refined: list[dict[str, Any]]  # the refined candidates' rows (refine.refine_best)
+    refine_s: float  # the refinement's wall time
+    cached_before: int  # the service's cached count before the refinement
+
+
+def ranked_individuals(config: CampaignConfig, store: CampaignStore) -> list[dict[str, Any]]:
+    """The individuals that finished an evaluation, best first by (stage reached, fitness): the
+    top candidates and the refinement's incumbent. ``ValueError`` (naming a failure) when none
+    did: there is nothing to refine, re-evaluate or export."""
+    order = {s.name: k for k, s in enumerate(config.stages)}
+    ranked = sorted((r for r in store.individuals() if r["fitness"] is not None and
+                     r["fitness"] != WORST_FITNESS),
+                    key=lambda r: (order.get(r["stage_reached"], -1), r["fitness"]), reverse=True)
+    if not ranked:
+        failed = [e for e in store.evaluations() if e["status"] != "ok"]
+        example = f" (e.g. {failed[0]['status']}: {failed[0]['message']})" if failed else ""
+        raise ValueError(f"no candidate of campaign {config.name} finished an evaluation "
+                         f"successfully{example}; nothing to re-evaluate or export")
+    return ranked
+
+
+def finish_campaign(service: EvaluationService, config: CampaignConfig, store: CampaignStore,
+                    tasks: CampaignTasks, seeds: Sequence[Genome], out_dir: Path,
+                    outcome: SearchOutcome) -> dict[str, Any]:
+    """Steps 1-5 of the module docstring after the search (``outcome``): every evaluation
+    through ``service``; ``seeds``: the campaign's seed genomes (``config.seeds`` order, as
+    stored); the export is written to ``out_dir``. Returns the summary, also stored."""
+    cfg, final_cfg = config, config.final
     order = {s.name: k for k, s in enumerate(cfg.stages)}
     rows = store.individuals()
     by_uid = {r["uid"]: r for r in rows}
     generations_s = float(sum(g["wall_time_s"] or 0.0 for g in store.generations()))
-    final_seeds = tuple(cfg.final_seeds)
-    splits = ("val", "test") if cfg.final_test_split else ("val",)
+    final_seeds = tuple(final_cfg.seeds)
+    splits = final_cfg.splits
 
     def eval_hash(r: dict[str, Any]) -> str:
         return by_uid[r["cached_from"]]["hash"] if r["cached_from"] else r["hash"]
 
-    ranked = sorted((r for r in rows if r["fitness"] is not None and
-                     r["fitness"] != WORST_FITNESS),
-                    key=lambda r: (order.get(r["stage_reached"], -1), r["fitness"]), reverse=True)
     top: dict[str, dict[str, Any]] = {}
-    for r in ranked:
+    for r in outcome.ranked:
         top.setdefault(eval_hash(r), r)
-        if len(top) == cfg.final_top_k:
+        if len(top) == final_cfg.top_k:
             break
     compare: dict[str, dict[str, Any]] = {}
-    for name, genome in zip(cfg.seeds, runner.seeds, strict=True):
-        if name in cfg.final_compare:
+    for name, genome in zip(cfg.seeds, seeds, strict=True):
+        if name in final_cfg.compare:
             compare[name] = next(r for r in rows if r["operator"] == "seed" and
                                  r["hash"] == genome.hash)
-    if not top:
-        failed = [e for e in store.evaluations() if e["status"] != "ok"]
-        example = f" (e.g. {failed[0]['status']}: {failed[0]['message']})" if failed else ""
-        raise ValueError(f"no candidate of campaign {cfg.name} finished an evaluation "
-                         f"successfully{example}; nothing to re-evaluate or export")
-
-    # 0. refinement: TPE over the best structure's hyperparameters (the search's last phase)
-    t0 = time.time()
-    evaluate = CampaignEvaluate(runner)
-    for refined in refine_best(runner, evaluate, ranked[0], strategy.generation):
-        top.setdefault(refined["hash"], refined)  # judged with the others on fresh seeds
-    refine_s = time.time() - t0
+    # 0. (the refinement, run before:) its best genomes are judged with the others on fresh seeds
+    for refined in outcome.refined:
+        top.setdefault(refined["hash"], refined)
+    refine_s = outcome.refine_s
+    evaluate = CampaignEvaluate(service, cfg, tasks.stages)
 
     # 1. the winner: the top-k re-measured on fresh selection seeds (one lucky score does not
     # stick), else the search's own best; then it and the seeds on the final seeds, which no
     # selection has seen
     t0 = time.time()
-    final_task = runner.stage_tasks[-1]
-    runner.report_progress(None, "final")
-    selection_seeds = tuple(cfg.final_selection_seeds)
+    final_task = tasks.final
+    service.report_progress(None, "final")
+    selection_seeds = tuple(final_cfg.selection_seeds)
     selection: list[dict[str, Any]] = []
     ranked_hashes = list(top)  # ranked by (stage reached, score)
     picked_scores: dict[str, float] | None = None
     if selection_seeds and len(top) > 1:
-        runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), h)
-                              for h, r in top.items()],
-                             SELECTION_STAGE, final_task, selection_seeds, "val")
-        picked = {h: _scores(store, h, selection_seeds, "val", SELECTION_STAGE) for h in top}
+        service.evaluate([(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in top.items()],
+                         SELECTION_STAGE, final_task, selection_seeds, "val")
+        picked = {h: seed_scores(store, h, selection_seeds, "val", SELECTION_STAGE) for h in top}
         picked_scores = {h: picked[h]["aggregate"] for h in top}
         # best selection-seed score first (a stable sort: ties keep the search's order)
         ranked_hashes = sorted(top, key=lambda h: picked[h]["aggregate"], reverse=True)
@@ -415,24 +373,25 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
                       "per_seed": picked[h]["per_seed"]} for h in top]
     winner_hash = ranked_hashes[0]
     funnel: dict[str, Any] | None = None
-    if cfg.funnel and runner.heldout_tasks:
+    if cfg.funnel and tasks.heldout:
         # 1b. the funnel: the first finalist not worse than tuned AdamW-cosine on any held-out
         # task (in rank order, stopping there)
         t_funnel = time.time()
-        funnel = run_funnel(runner, [(h, top[h]) for h in ranked_hashes], picked_scores)
+        funnel = run_funnel(service, cfg, tasks.heldout, [(h, top[h]) for h in ranked_hashes],
+                            picked_scores)
         funnel["wall_time_s"] = time.time() - t_funnel
         winner_hash = funnel["winner_hash"]
-        runner.report_progress(None, "final")
+        service.report_progress(None, "final")
     winner = top[winner_hash]
     entries = {eval_hash(r): r for r in [winner, *compare.values()]}
     who = [(r["uid"], Genome.from_dict(r["genome"]), h) for h, r in entries.items()]
-    runner.evaluate_many(who, FINAL_STAGE, final_task, final_seeds, "val")
-    final = {h: _scores(store, h, final_seeds) for h in entries}
-    tested = cfg.final_test_split
+    service.evaluate(who, FINAL_STAGE, final_task, final_seeds, "val")
+    final = {h: seed_scores(store, h, final_seeds) for h in entries}
+    tested = final_cfg.test_split
     if tested:
-        runner.evaluate_many([(r["uid"], Genome.from_dict(r["genome"]), eval_hash(r))
-                              for r in (winner, *compare.values())],
-                             FINAL_STAGE, final_task, final_seeds, "test")
+        service.evaluate([(r["uid"], Genome.from_dict(r["genome"]), eval_hash(r))
+                          for r in (winner, *compare.values())],
+                         FINAL_STAGE, final_task, final_seeds, "test")
     comparison = [_row(store, "winner", "winner", "winner", winner["uid"], winner["genome"],
                        winner_hash, final_seeds, tested)]
     comparison += [_row(store, name, "seed", name, r["uid"], r["genome"], eval_hash(r),
@@ -442,7 +401,7 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
 
     # 2. fair baselines, one protocol
     t0 = time.time()
-    specs = [get_baseline(n, cfg.final_lr_factors) for n in cfg.final_baselines]
+    specs = [get_baseline(n, final_cfg.lr_factors) for n in final_cfg.baselines]
     last = cfg.stages[-1]
     tuned = tune_baselines(specs, evaluate, last.seeds, final_seeds, splits) if specs else []
     tuned_rows = [_tuned_row(store, t, specs[i], last.name, final_seeds, tested)
@@ -453,22 +412,22 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
 
     # 2b. held-out transfer: the winner and the fair baselines, each tuned on the held-out task
     t0 = time.time()
-    heldout = [heldout_transfer(runner, mix, Genome.from_dict(winner["genome"]), specs)
-               for mix in runner.heldout_tasks]
+    heldout = [heldout_transfer(service, cfg, mix, Genome.from_dict(winner["genome"]), specs)
+               for mix in tasks.heldout]
     heldout_s = time.time() - t0
 
     # 3. budget-matched Optuna AdamW search
     t0 = time.time()
     budget_matched_s = 0.0
-    if cfg.final_budget_matched == "optuna":
+    if final_cfg.budget_matched == "optuna":
         from evoopt.fitness.optuna_search import NAME as OPTUNA_NAME
         from evoopt.fitness.optuna_search import budget_matched_search
 
-        budget = cfg.final_budget_matched_budget or search_paid(store)
+        budget = final_cfg.budget_matched_budget or search_paid(store)
         result = budget_matched_search(
             evaluate, [(s.name, s.seeds) for s in cfg.stages], budget,
-            runner.out_dir / OPTUNA_FILE, seed=cfg.seed,
-            batch=min(cfg.population, OPTUNA_BATCH))
+            Path(out_dir) / OPTUNA_FILE, seed=cfg.seed,
+            batch=min(cfg.strategy.population, OPTUNA_BATCH))
         info = {k: v for k, v in result.to_dict().items() if k != "trials"}
         store.set_meta("budget_matched", result.to_dict())
         if result.genome is not None:
@@ -499,8 +458,8 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
     source = export_genome(exported, class_name, provenance={
         "campaign": cfg.name, "uid": winner["uid"],
         "final_fitness_mean": final[winner_hash]["aggregate"]})
-    atomic_write_text(runner.out_dir / EXPORT_FILE, source)
-    exported.save(runner.out_dir / GENOME_FILE)
+    atomic_write_text(Path(out_dir) / EXPORT_FILE, source)
+    exported.save(Path(out_dir) / GENOME_FILE)
 
     generations = store.generations()
     summary = {
@@ -524,11 +483,11 @@ def finish_campaign(runner: CampaignRunner, strategy: Strategy) -> dict[str, Any
         # reuse during the generations, plus during this final phase (e.g. a baseline's grid
         # point found among the campaign's evaluations)
         "evaluations_cached": sum(g["n_cached"] or 0 for g in generations)
-        + runner.counters["cached"] - cached_before,
+        + service.counters.cached - outcome.cached_before,
         "evaluations_saved_by_hurdles": sum(g["n_saved_by_hurdles"] or 0 for g in generations),
         "search_evaluations": search_paid(store),
         "search_curvature": search_curvature(store),
-        "generations": strategy.generation,
+        "generations": outcome.generations,
         "exported": EXPORT_FILE,
         "genome_file": GENOME_FILE,
     }

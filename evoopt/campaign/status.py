@@ -6,7 +6,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from evoopt.campaign.store import CampaignStore, StoreCorruptError
+from evoopt.campaign.store import (
+    CampaignStore,
+    StoreCorruptError,
+    campaign_lock_holder,
+    lock_path,
+)
 
 
 def _alive(pid: object) -> bool:
@@ -21,13 +26,23 @@ def _alive(pid: object) -> bool:
     return True
 
 
+def _writer_alive(store_file: Path, pid: object) -> bool:
+    """Whether the campaign's writer still runs: it holds the campaign lock (a pid in the store
+    may since belong to another process). A store written before the lock existed has no lock
+    file: then the stored pid decides."""
+    if lock_path(store_file).exists():
+        return campaign_lock_holder(store_file) is not None
+    return _alive(pid)
+
+
 #: Meta values status reads, with the JSON type each must have when present.
 _META_TYPES = {"config": dict, "summary": dict, "strategy_state": dict, "state": str}
 
 
 def campaign_status(directory: str | Path) -> dict[str, Any]:
     """``state`` (not started | running | interrupted | finished), progress counters and the
-    best so far. A store whose values have the wrong shape raises StoreCorruptError."""
+    best so far; "running" only while the writer process lives. A store whose values have the
+    wrong shape raises StoreCorruptError."""
     path = Path(directory)
     with CampaignStore(path, readonly=True) as store:
         meta = store.all_meta()
@@ -41,7 +56,7 @@ def campaign_status(directory: str | Path) -> dict[str, Any]:
     state = meta.get("state", "interrupted")
     if meta.get("config") is None:
         state = "not started"  # a start that failed before the campaign's config was stored
-    elif state == "running" and not _alive(meta.get("pid")):
+    elif state == "running" and not _writer_alive(store.path, meta.get("pid")):
         state = "interrupted"  # killed without a chance to say so (SIGKILL, power loss)
     config = meta.get("config") or {}
     summary = meta.get("summary")

@@ -35,7 +35,9 @@ Tables
     ``wall_time_s`` REAL; ``worker`` TEXT; ``train_loss_curve`` TEXT (JSON list);
     ``created_at`` REAL; ``tasks`` TEXT NULL (since version 2; JSON: a multi-task evaluation's
     per-task results, ``{task: {fitness, val_accuracy, val_loss, status, message, steps,
-    wall_time_s}}``, see :mod:`evoopt.fitness.multitask`; NULL for one task).
+    wall_time_s}}``, see :mod:`evoopt.fitness.multitask`; NULL for one task); ``threads``
+    INTEGER NULL (since version 3: torch CPU threads the run used; fitness is deterministic
+    per thread count, docs/fitness.md).
     ``UNIQUE(hash, stage, seed, split)``.
 
 ``generations`` -- one row per finished generation:
@@ -60,19 +62,60 @@ its tables and columns and read as version 1. A writer (``resume``) upgrades an 
 adds the columns of :data:`ADDED_COLUMNS` and stamps the version. A file that fails
 any check, an unknown version, or a value that is not valid JSON raises
 :class:`StoreCorruptError` naming the file: never a traceback, never a write.
+
+Trouble that is not corruption
+------------------------------
+A sound store can still be unusable for a while; each case has its own error (all
+:class:`StoreError`), raised by the open or by any later read or write:
+
+* :class:`StoreLockedError`: another program holds an SQLite lock on the file for longer than
+  the busy timeout (:data:`BUSY_TIMEOUT_S`; SQLITE_BUSY / SQLITE_LOCKED).
+* :class:`StoreReadOnlyError`: a writer on a read-only file, directory or mount (SQLITE_READONLY,
+  EACCES, EPERM, EROFS). A reader still reads such a store (opened ``immutable`` when SQLite
+  cannot create its side files there and no WAL holds unmerged commits).
+* :class:`StoreFullError`: no space left (SQLITE_FULL, ENOSPC, EDQUOT): "disk full writing
+  STORE; free space and run `evoopt resume DIR`"; what was committed before is kept.
+* :class:`CampaignInUseError`: another evoopt process writes the campaign (below).
+
+One writer per campaign
+-----------------------
+A writer holds an OS lock (``flock``) on ``campaign.lock`` (:data:`LOCK_NAME`) beside the store
+for as long as it is open; the file holds the writer's pid. The kernel drops the lock when the
+process ends however it ends, so a crash leaves no stale lock. A second writer in another
+process is refused at once with :class:`CampaignInUseError`; readers never take the lock.
+Writers in one process share it (it is counted), and :func:`campaign_lock` takes it ahead of
+the store (the CLI holds it from before its preflight). The last release removes the lock file,
+and the directories the lock created if they are left empty. (No ``fcntl``, as on Windows: no
+lock.)
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock, so no campaign lock
+    fcntl = None  # type: ignore[assignment]
+
 DB_NAME = "campaign.sqlite"
+#: The writer's lock file, beside ``campaign.sqlite`` (see "One writer per campaign").
+LOCK_NAME = "campaign.lock"
+#: How long an SQLite statement waits on another program's lock before StoreLockedError.
+BUSY_TIMEOUT_S = 30.0
+#: How long a writer retries a campaign lock held elsewhere before refusing (a status probe
+#: holds it for microseconds; another writer holds it for its lifetime).
+LOCK_RETRY_S = 0.25
 
 INDIVIDUAL_COLUMNS: tuple[str, ...] = tuple(
     [
@@ -112,6 +155,7 @@ EVALUATION_COLUMNS: tuple[str, ...] = tuple(
         "train_loss_curve",
         "created_at",
         "tasks",
+        "threads",
     ]
 )
 GENERATION_COLUMNS: tuple[str, ...] = tuple(
@@ -178,6 +222,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     train_loss_curve TEXT,
     created_at REAL,
     tasks TEXT,
+    threads INTEGER,
     UNIQUE(hash, stage, seed, split)
 );
 CREATE INDEX IF NOT EXISTS idx_evaluations_uid ON evaluations(uid);
@@ -212,16 +257,95 @@ class StoreCorruptError(StoreError):
     (or holds a value that is not valid JSON); the message names the file."""
 
 
+class StoreLockedError(StoreError):
+    """Another program holds an SQLite lock on a (sound) store past the busy timeout."""
+
+
+class StoreReadOnlyError(StoreError):
+    """A write to, or a writer's open of, a store on a read-only file, directory or mount."""
+
+
+class StoreFullError(StoreError):
+    """No space left to write the store (full disk or quota, or SQLite's page limit)."""
+
+
+class CampaignInUseError(StoreError):
+    """Another evoopt process holds the campaign directory's writer lock (``pid``: its pid,
+    None when unknown)."""
+
+    def __init__(self, directory: Path, pid: int | None) -> None:
+        self.pid = pid
+        super().__init__(f"campaign {directory} is in use by another evoopt process (pid "
+                         f"{pid if pid else 'unknown'}); wait for it to end, or stop it, first")
+
+
+def store_trouble(path: Path, exc: BaseException, busy_timeout_s: float = BUSY_TIMEOUT_S,
+                  doing: str | None = None) -> StoreError:
+    """The :class:`StoreError` that says truly what ``exc`` (an ``sqlite3.Error`` or an
+    ``OSError`` met using the store at ``path``, while ``doing`` something) means: locked,
+    read-only, full, corrupt."""
+    if isinstance(exc, StoreError):
+        return exc
+    if isinstance(exc, OSError):
+        reason = exc.strerror or str(exc)
+        reason = f"{doing}: {reason}" if doing else reason
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return _full(path)
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return _read_only(path, reason)
+        return StoreError(f"{path}: cannot use campaign store ({reason})")
+    code = getattr(exc, "sqlite_errorcode", None)
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+        return StoreLockedError(f"{path}: campaign store is locked: another program has held "
+                                f"an SQLite lock on it for over {busy_timeout_s:g} s ({exc}); "
+                                "try again once it lets go")
+    if primary == sqlite3.SQLITE_FULL:
+        return _full(path)
+    if primary == sqlite3.SQLITE_READONLY or (
+            primary in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM) and not _writable(path)):
+        return _read_only(path, str(exc))
+    if primary == sqlite3.SQLITE_CANTOPEN:
+        return StoreError(f"{path}: cannot open campaign store ({exc})")
+    if primary == sqlite3.SQLITE_IOERR:
+        return StoreError(f"{path}: I/O error on campaign store ({exc}); check the disk")
+    if isinstance(exc, sqlite3.DatabaseError):
+        return StoreCorruptError(f"{path}: corrupt campaign store ({exc})")
+    return StoreError(f"{path}: campaign store error ({exc})")
+
+
+def _full(path: Path) -> StoreFullError:
+    return StoreFullError(f"disk full writing {path}; free space and run "
+                          f"`evoopt resume {path.parent}`")
+
+
+def _read_only(path: Path, reason: str) -> StoreReadOnlyError:
+    return StoreReadOnlyError(f"{path}: campaign store is read-only ({reason}: a read-only "
+                              "file, directory or mount); `status`, `report`, `lineage` and "
+                              "`history` read it, `run` and `resume` need it writable")
+
+
+def _writable(path: Path) -> bool:
+    """Whether the store file (when it exists) and its directory may be written."""
+    if path.exists() and not os.access(path, os.W_OK):
+        return False
+    return os.access(path.parent, os.W_OK | os.X_OK)
+
+
 #: Version of the layout above, in meta ``schema_version``.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 #: Columns added by each version after the first (a writer adds them to an older store, which
 #: readers read with those columns missing from its rows).
-ADDED_COLUMNS: dict[int, dict[str, tuple[str, ...]]] = {2: {"evaluations": ("tasks",)}}
+ADDED_COLUMNS: dict[int, dict[str, dict[str, str]]] = {
+    2: {"evaluations": {"tasks": "TEXT"}},
+    3: {"evaluations": {"threads": "INTEGER"}},
+}
 _TABLES: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"), "individuals": INDIVIDUAL_COLUMNS,
     "evaluations": EVALUATION_COLUMNS, "generations": GENERATION_COLUMNS,
 }
 _SQLITE_HEADER = b"SQLite format 3\x00"
+_END = object()  # the end of an iterator (a stored parent may be any JSON value, None too)
 
 
 def db_path(path_or_dir: str | Path) -> Path:
@@ -230,6 +354,188 @@ def db_path(path_or_dir: str | Path) -> Path:
     if p.is_file() or p.suffix in (".sqlite", ".db", ".sqlite3"):
         return p
     return p / DB_NAME
+
+
+def lock_path(store_file: str | Path) -> Path:
+    """The writer's lock file for a store file: ``campaign.lock`` beside ``campaign.sqlite``
+    (``NAME.lock`` beside a store of another name)."""
+    p = Path(store_file)
+    return p.with_name(LOCK_NAME if p.name == DB_NAME else f"{p.name}.lock")
+
+
+@dataclass
+class _HeldLock:
+    """A campaign lock this process holds: its file descriptor, how many holders share it, and
+    the directories taking it created (removed on release if left empty)."""
+
+    fd: int
+    path: Path
+    count: int = 1
+    created: list[Path] = field(default_factory=list)
+
+
+_held: dict[str, _HeldLock] = {}
+_held_guard = threading.Lock()
+
+
+def _forget_held_locks_in_child() -> None:
+    """A forked child must not keep its parent's campaign locks alive after the parent ends."""
+    for held in _held.values():
+        with contextlib.suppress(OSError):
+            os.close(held.fd)
+    _held.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_held_locks_in_child)
+
+
+def _lock_pid(fd: int) -> int | None:
+    """The pid recorded in a lock file (None when it holds none)."""
+    try:
+        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _missing_dirs(directory: Path) -> list[Path]:
+    """``directory`` and its ancestors that do not exist yet, deepest first."""
+    missing: list[Path] = []
+    for d in (directory, *directory.parents):
+        if d.exists() or d.is_symlink():
+            break
+        missing.append(d)
+    return missing
+
+
+def _acquire(lock: Path) -> _HeldLock:
+    """Create and flock ``lock`` (and its directory), retrying for :data:`LOCK_RETRY_S` while
+    another process holds it; then record this process's pid in it."""
+    created = _missing_dirs(lock.parent)
+    deadline = time.monotonic() + LOCK_RETRY_S
+    while True:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except FileNotFoundError:  # a releasing holder removed the directory just now
+            if time.monotonic() > deadline + 5:
+                raise
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pid = _lock_pid(fd)
+            os.close(fd)
+            if time.monotonic() < deadline:
+                time.sleep(0.02)
+                continue
+            raise CampaignInUseError(lock.parent, pid) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            # a releasing holder unlinks the file: the one locked must still be the one there
+            current = os.stat(lock)
+            mine = os.fstat(fd)
+            if (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)
+                continue
+        except FileNotFoundError:
+            os.close(fd)
+            continue
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        return _HeldLock(fd, lock, created=created)
+
+
+def _hold(store_file: Path) -> None:
+    """Take (or share, within this process) the writer lock of ``store_file``; an ``OSError``
+    on the way becomes the StoreError saying what it is (read-only, full)."""
+    lock = lock_path(store_file)
+    key = os.path.realpath(lock)
+    with _held_guard:
+        held = _held.get(key)
+        if held is not None:
+            held.count += 1
+            return
+        if fcntl is None:
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            _held[key] = _HeldLock(-1, lock)
+            return
+        try:
+            _held[key] = _acquire(lock)
+        except OSError as e:
+            raise store_trouble(store_file, e, doing=f"cannot lock {lock}") from None
+
+
+def _unhold(store_file: Path) -> None:
+    """Drop one holder of ``store_file``'s writer lock; the last removes the lock file (still
+    holding the lock, so no other process locks a file about to vanish), unlocks, and removes
+    the directories the lock created if they are empty."""
+    key = os.path.realpath(lock_path(store_file))
+    with _held_guard:
+        held = _held.get(key)
+        if held is None:
+            return
+        held.count -= 1
+        if held.count > 0:
+            return
+        del _held[key]
+        if held.fd < 0:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(held.path)
+        os.close(held.fd)
+        for d in held.created:
+            try:
+                d.rmdir()
+            except OSError:
+                break
+
+
+@contextlib.contextmanager
+def campaign_lock(directory: str | Path) -> Iterator[None]:
+    """Hold the writer lock of the campaign in ``directory`` for the block (created if need
+    be). Raises :class:`CampaignInUseError` at once when another process holds it; a writer
+    store opened inside the block shares it."""
+    store_file = db_path(directory)
+    _hold(store_file)
+    try:
+        yield
+    finally:
+        _unhold(store_file)
+
+
+def campaign_lock_holder(path_or_dir: str | Path) -> int | None:
+    """The pid of the process holding the writer lock of a campaign (its directory or store
+    file; ``0`` when it recorded none), or None when no process holds it. Takes nothing a
+    writer would wait for beyond a moment's shared probe."""
+    lock = lock_path(db_path(path_or_dir))
+    with _held_guard:
+        if os.path.realpath(lock) in _held:
+            return os.getpid()
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(lock, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _lock_pid(fd) or 0
+    except OSError:
+        return None
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def _check_columns(table: str, cols: Iterable[str], allowed: tuple[str, ...]) -> None:
@@ -274,46 +580,95 @@ class CampaignStore:
     existing file is validated first (see "Validation on open" above).
     """
 
-    def __init__(self, path_or_dir: str | Path, readonly: bool = False) -> None:
+    def __init__(self, path_or_dir: str | Path, readonly: bool = False,
+                 busy_timeout_s: float | None = None) -> None:
         self.path = db_path(path_or_dir)
         self.readonly = readonly
+        self.busy_timeout_s = BUSY_TIMEOUT_S if busy_timeout_s is None else busy_timeout_s
         self._version = SCHEMA_VERSION  # of an existing file: read by _validate
         self._lock = threading.RLock()
+        self._holds_campaign_lock = False
         path = self.path
         if path.exists() and not path.is_file():
             raise StoreCorruptError(f"{path}: not a file, so not a campaign store")
-        existing = path.is_file() and path.stat().st_size > 0
         if readonly and not path.exists():
             raise StoreNotFoundError(f"no campaign store at {path} (not a campaign directory)")
-        if readonly or existing:
+        if not readonly:  # first: a second writer is refused before it reads anything
+            _hold(path)
+            self._holds_campaign_lock = True
+        try:
+            self._open()
+        except BaseException:
+            self._release_campaign_lock()
+            raise
+
+    def _open(self) -> None:
+        """Check the header, connect, validate an existing file; a writer then makes it WAL and
+        brings the schema up to date. Every failure is a StoreError saying what it is."""
+        path = self.path
+        existing = path.is_file() and path.stat().st_size > 0
+        if self.readonly or existing:
             _check_header(path)
+        self._conn = self._connect()
         try:
-            if readonly:
-                self._conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                             isolation_level=None, check_same_thread=False,
-                                             timeout=30.0)
-            else:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._conn = sqlite3.connect(str(path), isolation_level=None,
-                                             check_same_thread=False, timeout=30.0)
-        except (OSError, sqlite3.Error) as e:
-            raise StoreError(f"{path}: cannot open campaign store ({e})") from None
-        try:
-            self._conn.row_factory = sqlite3.Row
-            self._conn.execute("PRAGMA busy_timeout=30000")
-            if readonly or existing:
+            try:
+                if self.readonly or existing:
+                    self._validate()
+            except sqlite3.Error as e:
+                if not self._may_read_immutable(e):
+                    raise
+                self._conn.close()
+                self._conn = self._connect(immutable=True)
                 self._validate()
-            if not readonly:
+            if not self.readonly:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(_SCHEMA)
                 self._upgrade()
-        except sqlite3.DatabaseError as e:
+        except sqlite3.Error as e:
             self._conn.close()
-            raise StoreCorruptError(f"{path}: corrupt campaign store ({e})") from None
+            raise self._trouble(e) from None
         except BaseException:
             self._conn.close()
             raise
+
+    def _connect(self, immutable: bool = False) -> sqlite3.Connection:
+        path, timeout = self.path, self.busy_timeout_s
+        try:
+            if self.readonly:
+                flags = "mode=ro&immutable=1" if immutable else "mode=ro"
+                conn = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True,
+                                       isolation_level=None, check_same_thread=False,
+                                       timeout=timeout)
+            else:
+                conn = sqlite3.connect(str(path), isolation_level=None,
+                                       check_same_thread=False, timeout=timeout)
+            conn.row_factory = sqlite3.Row
+            conn.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
+        except (OSError, sqlite3.Error) as e:
+            raise self._trouble(e) from None
+        return conn
+
+    def _may_read_immutable(self, exc: sqlite3.Error) -> bool:
+        """Whether a reader that SQLite could not open (it cannot create the WAL's side files
+        in a read-only directory or mount) may read the file as immutable: nobody can write
+        there, and no WAL holds commits the file lacks."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if not self.readonly or primary not in (sqlite3.SQLITE_CANTOPEN,
+                                                sqlite3.SQLITE_READONLY):
+            return False
+        wal = Path(f"{self.path}-wal")
+        unmerged = wal.exists() and wal.stat().st_size > 0
+        return not unmerged and not _writable(self.path)
+
+    def _trouble(self, exc: BaseException) -> StoreError:
+        return store_trouble(self.path, exc, self.busy_timeout_s)
+
+    def _release_campaign_lock(self) -> None:
+        if self._holds_campaign_lock:
+            self._holds_campaign_lock = False
+            _unhold(self.path)
 
     def _validate(self) -> None:
         """Integrity, tables and columns, schema version (a pre-version store reads as 1)."""
@@ -344,16 +699,21 @@ class CampaignStore:
         for version in range(self._version + 1, SCHEMA_VERSION + 1):
             for table, columns in ADDED_COLUMNS.get(version, {}).items():
                 have = {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}
-                for column in columns:
+                for column, sql_type in columns.items():
                     if column not in have:
-                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
         self._conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)",
                            ("schema_version", json.dumps(SCHEMA_VERSION)))
 
     # -- lifecycle -----------------------------------------------------------------------------
     def close(self) -> None:
+        """Close the connection (checkpointing the WAL) and, for a writer, drop its campaign
+        lock. Closing twice does nothing more."""
         with self._lock:
-            self._conn.close()
+            try:
+                self._conn.close()
+            finally:
+                self._release_campaign_lock()
 
     def __enter__(self) -> CampaignStore:
         return self
@@ -374,14 +734,17 @@ class CampaignStore:
         if self.readonly:
             raise StoreError(f"store {self.path} is open read-only")
         with self._lock:
-            return self._conn.execute(sql, tuple(params))
+            try:
+                return self._conn.execute(sql, tuple(params))
+            except sqlite3.Error as e:
+                raise self._trouble(e) from None
 
     def _read(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        try:
-            with self._lock:
+        with self._lock:
+            try:
                 return self._conn.execute(sql, tuple(params)).fetchall()
-        except sqlite3.Error as e:
-            raise StoreCorruptError(f"{self.path}: cannot read campaign store ({e})") from None
+            except sqlite3.Error as e:
+                raise self._trouble(e) from None
 
     def _json(self, text: Any, what: str) -> Any:
         if not isinstance(text, str):
@@ -539,22 +902,36 @@ class CampaignStore:
 
         expanded: set[str] = set()
 
-        def build(u: str, level: int) -> dict[str, Any]:
+        def node_of(u: str, level: int) -> tuple[dict[str, Any], bool]:
+            """The node for ``u`` and whether its parents are to be expanded."""
             ind = by_uid.get(u)
             if ind is None:
-                return {"uid": u, "missing": True, "ancestors": [], "parents": []}
+                return {"uid": u, "missing": True, "ancestors": [], "parents": []}, False
             node = dict(ind, ancestors=[])
             if u in expanded:  # shared ancestor (or a cycle): expanded once, referenced after
                 node["repeated"] = True
-                return node
+                return node, False
             expanded.add(u)
             if depth is not None and level >= depth:
                 node["truncated"] = bool(ind["parents"])
-                return node
-            node["ancestors"] = [build(p, level + 1) for p in ind["parents"]]
-            return node
+                return node, False
+            return node, True
 
-        return build(uid, 0)
+        # depth first, parents in order, without recursion (a lineage may be 10,000 deep):
+        # each stack entry is a node still expanding and the parents it has yet to visit
+        root, expand = node_of(uid, 0)
+        stack = [(root, iter(by_uid[uid]["parents"]), 0)] if expand else []
+        while stack:
+            node, parents, level = stack[-1]
+            parent = next(parents, _END)
+            if parent is _END:
+                stack.pop()
+                continue
+            child, expand = node_of(parent, level + 1)
+            node["ancestors"].append(child)
+            if expand:
+                stack.append((child, iter(by_uid[parent]["parents"]), level + 1))
+        return root
 
     def line(self, uid: str) -> list[dict[str, Any]]:
         """The winner's main line: ``uid``'s first-parent chain, returned seed first."""

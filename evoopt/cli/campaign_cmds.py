@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,48 +21,61 @@ from rich.table import Table
 from rich.text import Text
 
 from evoopt.cli import app
-from evoopt.cli.errors import fail, say, store_errors
+from evoopt.cli.errors import (
+    Interrupted,
+    SafeConsole,
+    fail,
+    nonempty_path,
+    parse_out_dir,
+    say,
+    signals_interrupt,
+    stop,
+    store_errors,
+)
 
-console = Console()
+console = SafeConsole()
 
 
 def _estimated_evaluations(config: Any) -> int:
+    from evoopt.campaign.config import FUNNEL_REFERENCE
     from evoopt.fitness.baselines import get_baseline
 
+    strategy, final = config.strategy, config.final
     per_candidate = sum(len(s.seeds) for s in config.stages)
-    children = config.population - config.elitism if config.selection == "tournament" \
-        else max(1, config.population // 2)
-    n = max(config.population, len(config.seeds)) + children * (config.generations - 1)
+    children = strategy.population - strategy.elitism if strategy.selection == "tournament" \
+        else max(1, strategy.population // 2)
+    n = max(strategy.population, len(config.seeds)) + children * (config.generations - 1)
     search = n * per_candidate
     if config.max_evaluations:  # the search stops at the generation boundary past its budget
         search = min(search, config.max_evaluations + children * per_candidate)
-    splits = 2 if config.final_test_split else 1
-    n_final = len(config.final_seeds)
-    finals = (config.final_top_k + len(config.final_compare)) * n_final * splits
-    specs = [get_baseline(b, config.final_lr_factors) for b in config.final_baselines]
+    splits = len(final.splits)
+    n_final = len(final.seeds)
+    finals = (final.top_k + len(final.compare)) * n_final * splits
+    specs = [get_baseline(b, final.lr_factors) for b in final.baselines]
     tuned = sum(len(s.points()) for s in specs) * len(config.stages[-1].seeds) \
         + len(specs) * n_final * splits
     optuna = 0
-    if config.final_budget_matched == "optuna":
-        optuna = (config.final_budget_matched_budget or search) + n_final * splits
+    if final.budget_matched == "optuna":
+        optuna = (final.budget_matched_budget or search) + n_final * splits
     # held out: the winner's lr grid (5 points) and every baseline's, per held-out task
-    heldout = len(config.final_heldout_tasks) * (
-        (len(config.final_lr_factors or ()) or 5) * len(config.stages[-1].seeds)
+    heldout = len(final.heldout_tasks) * (
+        (len(final.lr_factors or ()) or 5) * len(config.stages[-1].seeds)
         + n_final * splits + tuned)
     # the funnel: tuned AdamW-cosine on each held-out task (unless a baseline already), and at
     # least one finalist (the winner, whose evaluations the held-out transfer then reuses)
-    if config.funnel and "adamw-cosine" not in config.final_baselines:
-        spec = get_baseline("adamw-cosine", config.final_lr_factors)
-        heldout += len(config.final_heldout_tasks) * (
+    if config.funnel and FUNNEL_REFERENCE not in final.baselines:
+        spec = get_baseline(FUNNEL_REFERENCE, final.lr_factors)
+        heldout += len(final.heldout_tasks) * (
             len(spec.points()) * len(config.stages[-1].seeds) + n_final)
     return search + finals + tuned + optuna + heldout
 
 
 def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
-         serial: bool) -> None:
-    from evoopt.campaign.runner import CampaignRunner, make_evaluator, preflight
+         serial: bool, resuming: bool = False) -> None:
+    from evoopt.campaign.orchestrator import CampaignRunner, make_evaluator, preflight
 
-    preflight(config, data_dir)  # seeds, tasks, data: before a store or a worker exists
+    # seeds (a resume uses the stored ones), tasks, data: before a store or a worker exists
+    preflight(config, data_dir, seeds=not resuming)
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                TimeRemainingColumn())
@@ -90,14 +102,30 @@ def _run(config: Any, out: Path, data_dir: str | None, address: str | None,
                                 f"running {info['running']} · cached {info['cached']} · "
                                 f"saved {info['saved']} · best {_fmt(best['fitness'])}"))
 
-        evaluator = make_evaluator(config, data_dir, address=address, serial=serial)
-        try:
-            with CampaignRunner(config, out, data_dir=data_dir, evaluator=evaluator,
-                                progress=hook) as runner:
-                summary = runner.run()
-        finally:
-            evaluator.close()
+        # SIGINT/SIGTERM unwind (the runner closes the store, the evaluator shuts Ray down)
+        with signals_interrupt() as guard:
+            evaluator = make_evaluator(config, data_dir, address=address, serial=serial)
+            guard.install()  # over ray.init's own SIGTERM handler (a native dump, an abort)
+            try:
+                with CampaignRunner(config, out, data_dir=data_dir, evaluator=evaluator,
+                                    progress=hook) as runner:
+                    try:
+                        summary = runner.run()
+                    finally:
+                        if guard.received is not None:
+                            guard.saved = resuming or _config_stored(runner)
+            finally:
+                guard.unwinding(evaluator.close)
     _print_summary(out, summary)
+
+
+def _config_stored(runner: Any) -> bool:
+    """Whether the runner stored its campaign's config (the campaign began: it resumes). Asked
+    of the runner's own writer: a reader opened now would leave SQLite side files behind."""
+    try:
+        return runner.store.get_meta("config") is not None
+    except Exception:  # a store in trouble: do not hide the interrupt behind its error
+        return False
 
 
 def _fmt(x: float | None) -> str:
@@ -241,7 +269,8 @@ ADDRESS_HELP = ("Join this Ray cluster: HOST:PORT of its head, or 'auto' (the cl
 def run(
     config_file: str = typer.Argument(
         ..., help="A campaign config file, or the name of a shipped campaign (quickstart, ...)."),
-    out: Path | None = typer.Option(None, "--out", help="Campaign dir (default runs/<name>)."),
+    out: Path | None = typer.Option(None, "--out", parser=parse_out_dir,
+                                    help="Campaign dir (default runs/<name>)."),
     data_dir: str | None = typer.Option(
         None, "--data-dir",
         help="Folder holding the tasks' data (cifar-10-batches-py/, tinyshakespeare/)."),
@@ -263,15 +292,12 @@ def run(
 
 
 def _check_new_campaign_dir(out: Path) -> None:
-    """``out`` may hold a new campaign: no file in the way, and no store of a campaign that
-    started (a store left by a start that failed before its config was stored is reused)."""
+    """``out`` may hold a new campaign: no file in the way, writable (checked before Ray
+    starts), and no store of a campaign that started (a store left by a start that failed
+    before its config was stored is reused)."""
     from evoopt.campaign.store import DB_NAME, CampaignStore
-    from evoopt.fileio import OutputError, check_directory
 
-    try:
-        check_directory(out, "campaign directory (--out)")
-    except OutputError as e:
-        raise fail(str(e)) from None
+    _check_writable(out, "campaign directory (--out)")
     if (out / DB_NAME).exists():
         with store_errors(out), CampaignStore(out, readonly=True) as store:
             started = store.get_meta("config") is not None
@@ -279,14 +305,35 @@ def _check_new_campaign_dir(out: Path) -> None:
             raise fail(f"{out} already holds a campaign: `evoopt resume {out}` continues it")
 
 
-def _run_or_fail(config: Any, out: Path, data_dir: str | None, address: str | None,
-                 serial: bool) -> None:
-    from evoopt.campaign.store import StoreError
+def _check_writable(directory: Path, what: str) -> None:
+    from evoopt.fileio import OutputError, check_writable_directory
 
     try:
-        _run(config, out, data_dir, address, serial)
+        check_writable_directory(directory, what)
+    except OutputError as e:
+        raise fail(str(e)) from None
+
+
+def _run_or_fail(config: Any, out: Path, data_dir: str | None, address: str | None,
+                 serial: bool, resuming: bool = False) -> None:
+    from evoopt.campaign.store import StoreError, campaign_lock
+
+    try:  # the campaign's writer lock first: a second run/resume is refused before preflight
+        with campaign_lock(out):
+            _run(config, out, data_dir, address, serial, resuming)
     except (ValueError, FileNotFoundError, ConnectionError, StoreError) as e:
         raise fail(str(e)) from None
+    except Interrupted as e:
+        raise _interrupted(out, e) from None
+
+
+def _interrupted(out: Path, interrupt: Interrupted) -> typer.Exit:
+    """The line ending a campaign stopped by SIGINT/SIGTERM (how to resume it, when it had
+    started), and the exit 128 + signal number."""
+    message = (f"interrupted ({interrupt.name}): campaign saved in {out}; continue with: "
+               f"evoopt resume {out}" if interrupt.saved else
+               f"interrupted ({interrupt.name}) before the campaign started; nothing was saved")
+    return stop(message, 128 + interrupt.signum, style="bold yellow")
 
 
 @app.command()
@@ -297,7 +344,7 @@ def check(
 ) -> None:
     """Validate a campaign config (and, with --data-dir, its data) without running anything."""
     from evoopt.campaign.config import ConfigError, load_config
-    from evoopt.campaign.runner import preflight
+    from evoopt.campaign.orchestrator import preflight
 
     try:
         config = load_config(config_file)
@@ -306,22 +353,23 @@ def check(
     except (ConfigError, ValueError, FileNotFoundError) as e:
         raise fail(str(e)) from None
     say(f"{config_file}: campaign {config.name!r} is valid: population "
-        f"{config.population}, {config.generations} generations, "
+        f"{config.strategy.population}, {config.generations} generations, "
         f"{len(config.stages)} stage(s), about {_estimated_evaluations(config)} "
         "evaluations")
 
 
+_parse_init_dir = nonempty_path("DIRECTORY")
+
+
 @app.command()
 def init(
-    directory: Path = typer.Argument(..., help="Folder to copy the shipped campaigns into."),
+    directory: Path = typer.Argument(..., parser=_parse_init_dir,
+                                     help="Folder to copy the shipped campaigns into."),
 ) -> None:
     """Copy the shipped campaign configs into DIRECTORY to edit (never overwrites a file)."""
     from evoopt.campaign.config import copy_shipped_campaigns
 
-    try:
-        written = copy_shipped_campaigns(directory)
-    except (FileExistsError, FileNotFoundError) as e:
-        raise fail(str(e)) from None
+    written = copy_shipped_campaigns(directory)  # an OSError: one line (evoopt.cli._Commands)
     for path in written:
         say(f"wrote {path}")
     example = next((p for p in written if p.stem == "quickstart"), written[0])
@@ -356,7 +404,8 @@ def resume(
             data_dir = data_dir or store.get_meta("data_dir")
     if data_dir is not None and not isinstance(data_dir, str):
         raise fail(f"{directory}: stored data_dir {data_dir!r} is not a path; pass --data-dir")
-    _run_or_fail(config, directory, data_dir, address, serial)
+    _check_writable(directory, "campaign directory")  # before Ray starts
+    _run_or_fail(config, directory, data_dir, address, serial, resuming=True)
 
 
 @app.command()

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from evoopt.cli import app
-from evoopt.cli.errors import checked_output, fail, say
+from evoopt.cli.errors import (
+    GENOME_ARGUMENT_HELP,
+    SafeConsole,
+    checked_output,
+    fail,
+    genome_argument,
+    parse_output_file,
+    say,
+)
 
-console = Console()
-err_console = Console(stderr=True)
+if TYPE_CHECKING:
+    from evoopt.fitness import TaskSpec
+
+console = SafeConsole()
+err_console = SafeConsole(stderr=True)
 
 
 def _parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -48,10 +59,22 @@ def _fmt(x: float | None, digits: int = 4) -> str:
     return "-" if x is None or x != x else f"{x:.{digits}f}"
 
 
+def _evaluation_threads(spec: TaskSpec, threads: int | None) -> TaskSpec:
+    """``spec`` with the torch CPU threads of a CLI evaluation: ``--threads``, else the task's
+    own (from its file or ``--set``), else 1, so that an evaluation beside a campaign does not
+    oversubscribe the cores (seeds run one after another: one evaluation at a time)."""
+    import os
+
+    cpus = os.cpu_count() or 1
+    if threads is not None and not 1 <= threads <= cpus:
+        raise fail(f"--threads {threads}: expected 1 to this machine's {cpus} CPUs")
+    chosen = threads or spec.threads or 1
+    return spec if chosen == spec.threads else spec.with_overrides(threads=chosen)
+
+
 @app.command()
 def evaluate(
-    genome_file: str = typer.Argument(
-        ..., help="A genome file (.toml/.json), or the name of a seed genome (adam, lion, ...)."),
+    genome_file: str = typer.Argument(..., help=GENOME_ARGUMENT_HELP),
     task: str = typer.Option("cifar10-cpu", "--task", "-t",
                              help="Task name in fitness/ or a task TOML file."),
     data_dir: Path | None = typer.Option(
@@ -63,20 +86,19 @@ def evaluate(
     split: str = typer.Option("val", "--split", help="val (fitness) or test (final report)."),
     overrides: list[str] = typer.Option([], "--set", help="Override a task field: field=value."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch CPU threads per evaluation, 1 to this machine's CPUs "
+        "(default: the task's own threads when it sets them, else 1, which never competes with "
+        "other jobs for the cores). Fitness is deterministic per thread count."),
 ) -> None:
     """Train the fitness task with a genome's optimizer and report fitness per seed (and bits
     per character, for character-level tasks)."""
     from evoopt.fitness import DataError, TaskError, bits_per_char, evaluate_genome
-    from evoopt.genome import GenomeError, load_genome, seed_genome
 
     if split not in ("val", "test"):
         raise fail(f"--split must be val or test, got {split!r}")
-    spec = _load_task(task, overrides)
-    try:
-        path = Path(genome_file)
-        genome = load_genome(path) if path.exists() else seed_genome(genome_file)
-    except GenomeError as e:
-        raise fail(str(e)) from None
+    spec = _evaluation_threads(_load_task(task, overrides), threads)
+    genome = genome_argument(genome_file)
     try:
         result = evaluate_genome(genome, spec, seeds=seeds, data_dir=data_dir, split=split)
     except (DataError, TaskError) as e:  # missing data; device="cuda" without CUDA
@@ -90,7 +112,7 @@ def evaluate(
     if as_json:
         print(json.dumps(d))
         return
-    table = Table(title=f"{genome.name or genome.hash} on {spec.name} ({split})")
+    table = Table(title=Text(f"{genome.name or genome.hash} on {spec.name} ({split})"))
     # a regression task: fitness is R² (clipped to [0, 1]), the loss an MSE, no accuracy
     regression = spec.regression
     cols = ("seed", "status", "fitness (R²)" if regression else "fitness",
@@ -110,7 +132,7 @@ def evaluate(
               f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}")
     say(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
         f"{metric}   {bpc_part}status {result.status}   "
-        f"{result.wall_time_s:.1f} s")
+        f"{result.wall_time_s:.1f} s on {result.threads} thread(s)")
 
 
 @app.command()
@@ -139,8 +161,9 @@ def baselines(
         None, "--data-dir", help="Folder holding cifar-10-batches-py/ and/or tinyshakespeare/."),
     overrides: list[str] = typer.Option([], "--set", help="Override a task field: field=value."),
     output: Path | None = typer.Option(
-        None, "-o", "--output", help="Write OUTPUT.csv (summary) and OUTPUT.json (all); the "
-        "Optuna study goes to OUTPUT.optuna.sqlite (a rerun resumes it)."),
+        None, "-o", "--output", parser=parse_output_file,
+        help="Write OUTPUT.csv (summary) and OUTPUT.json (all); the Optuna study goes to "
+        "OUTPUT.optuna.sqlite (a rerun resumes it)."),
 ) -> None:
     """Tune the fair baselines on val, re-run the best on fresh seeds, tabulate mean ± std."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

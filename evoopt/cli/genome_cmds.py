@@ -5,68 +5,74 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from evoopt.cli import app
-from evoopt.cli.errors import checked_output, fail, say
-from evoopt.genome import REGISTRY, GenomeError, load_genome, seed_genome
+from evoopt.cli.errors import (
+    GENOME_ARGUMENT_HELP,
+    SafeConsole,
+    checked_output,
+    fail,
+    genome_argument,
+    parse_output_file,
+    say,
+)
+from evoopt.genome import REGISTRY, GenomeError
 from evoopt.genome.export import export_genome
 
-console = Console()
+console = SafeConsole()
 
 __all__ = ["export", "primitives", "show"]
 
 
 @app.command()
 def export(
-    source: Path = typer.Argument(..., help="A genome file (.toml/.json) or a campaign directory."),
-    output: Path = typer.Option(..., "-o", "--output", help="Where to write the .py module."),
+    source: str = typer.Argument(..., help=f"{GENOME_ARGUMENT_HELP} Or a campaign directory "
+                                 "(written as a path): its winner."),
+    output: Path = typer.Option(..., "-o", "--output", parser=parse_output_file,
+                                help="Where to write the .py module."),
     class_name: str | None = typer.Option(None, "--class-name", help="Optimizer class name."),
     best: bool = typer.Option(False, "--best", help="With a campaign directory: its winner."),
 ) -> None:
     """Write a genome (or a campaign's winner) as a standalone torch.optim.Optimizer module."""
     from evoopt.campaign.store import StoreError
-    from evoopt.fileio import atomic_write_text
+    from evoopt.fileio import OutputError, atomic_write_text, names_a_path
+    from evoopt.paths import GENOMES_DIR
 
     provenance: dict[str, str | float | int] = {}
-    campaign = source.is_dir()
-    checked_output(output, (source / "campaign.sqlite",) if campaign else (source,))
+    path = Path(source).expanduser()
+    campaign = names_a_path(source) and path.is_dir()
+    checked_output(output, (path / "campaign.sqlite",) if campaign else
+                   (path,) if names_a_path(source) else (GENOMES_DIR / f"{source}.toml",))
+    if best and not campaign:
+        raise fail("--best needs a campaign directory")
     try:
         if campaign:
             from evoopt.campaign.finish import campaign_winner
 
-            genome, provenance, default_name = campaign_winner(source)
+            genome, provenance, default_name = campaign_winner(path)
             class_name = class_name or default_name
         else:
-            if best:
-                raise fail("--best needs a campaign directory")
-            genome = load_genome(source)
+            genome = genome_argument(source)
         code = export_genome(genome, class_name, provenance=provenance)
     except (GenomeError, ValueError, FileNotFoundError, StoreError) as e:
         raise fail(str(e)) from None
     try:
         atomic_write_text(output, code)
-    except (OSError, ValueError) as e:
-        raise fail(f"-o {output}: cannot write ({e})") from None
+    except OutputError as e:
+        raise fail(str(e)) from None
     say(f"wrote {output} ({genome.name or genome.hash}: {genome.formula()})")
 
 
 @app.command()
-def show(genome_file: str = typer.Argument(
-        ..., help="A genome file (.toml/.json), or the name of a seed genome (adam, lion, ...).")
-) -> None:
+def show(genome_file: str = typer.Argument(..., help=GENOME_ARGUMENT_HELP)) -> None:
     """Validate a genome and print its formula, hash and canonical form."""
-    path = Path(genome_file)
+    genome = genome_argument(genome_file)
     try:
-        looks_like_path = path.suffix in (".toml", ".json") or len(path.parts) > 1
-        genome = load_genome(path) if path.exists() or looks_like_path \
-            else seed_genome(genome_file)
         lines = [f"{genome.name}  hash {genome.hash}", genome.formula(),
-                 genome.canonical().to_toml()]
+                 *genome.canonical().to_toml().split("\n")]
     except GenomeError as e:
-        raise fail(str(e) if str(e).startswith(str(genome_file)) else f"{genome_file}: {e}") \
-            from None
+        raise fail(f"{genome_file}: {e}") from None
     for line in lines:
         say(line)
 

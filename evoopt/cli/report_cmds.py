@@ -6,10 +6,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
 from evoopt.cli import app
-from evoopt.cli.errors import checked_output, fail, store_errors
+from evoopt.cli.errors import (
+    SafeConsole,
+    checked_output,
+    fail,
+    parse_output_file,
+    say,
+    store_errors,
+)
 
 if TYPE_CHECKING:
     from evoopt.campaign.store import CampaignStore
@@ -35,7 +41,8 @@ def report(
     campaign_dir: _DIR,
     output: Annotated[
         Path | None,
-        typer.Option("-o", "--output", help="HTML file to write (default: DIR/report.html)."),
+        typer.Option("-o", "--output", parser=parse_output_file,
+                     help="HTML file to write (default: DIR/report.html)."),
     ] = None,
 ) -> None:
     """Write the campaign's self-contained HTML report (opens offline)."""
@@ -48,7 +55,7 @@ def report(
         target = checked_output(output if output is not None else store.parent / REPORT_NAME,
                                 (store,))
         path = write_report(campaign_dir, target)
-    typer.echo(f"wrote {path}")
+    say(f"wrote {path}")
 
 
 @app.command()
@@ -75,7 +82,7 @@ def lineage(
             )
         if store.get_individual(target) is None:
             raise typer.BadParameter(f"no individual {target!r} in {store.path}", param_hint="UID")
-        Console(soft_wrap=False).print(ancestry_tree(store, target, depth=depth))
+        SafeConsole(soft_wrap=False).print(ancestry_tree(store, target, depth=depth))
 
 
 @app.command()
@@ -89,6 +96,7 @@ def history(
         typer.Option(
             "-o",
             "--output",
+            parser=parse_output_file,
             help="Output file (default: DIR/history.FORMAT). json: this file; csv/parquet: two "
             "files, FILE's stem + '-individuals' / '-evaluations' next to it.",
         ),
@@ -109,4 +117,4 @@ def history(
         except ImportError as e:  # parquet without pyarrow
             raise fail(f"--format {fmt}: {e}") from None
     for path in written:
-        typer.echo(f"wrote {path}")
+        say(f"wrote {path}")

@@ -70,7 +70,9 @@ class EvalRequest:
 class EvalOutcome:
     """A finished evaluation.
 
-    ``result`` is ``SeedResult.to_dict()`` (or an error result of the same shape);
+    ``result`` is ``SeedResult.to_dict()`` (or an error result of the same shape), whose
+    ``threads`` is the torch CPU thread count the run trained with (fitness is deterministic
+    per thread count; 0 when no run started), for the caller to store with the evaluation;
     ``worker`` names the process that produced it (``"serial:pid123"``,
     ``"ray:1a2b3c4d:pid456"``); ``attempts`` counts dispatches (>1 after a worker died).
     """

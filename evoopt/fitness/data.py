@@ -245,10 +245,27 @@ def _broken_batch(path: Path, reason: str) -> DataError:
         f"file from the official {CIFAR10_URL} (md5 {CIFAR10_MD5}).")
 
 
-def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+#: Images in an official batch file (data_batch_1..5 and test_batch hold 10,000 each).
+BATCH_IMAGES = 10_000
+IMAGE_VALUES = 3 * 32 * 32
+#: Largest batch file read: an official one is 31,035,704 bytes (test_batch 31,035,526); the
+#: limit leaves room for another pickle protocol. A pickle's objects are bounded by its size,
+#: so a small file cannot unpickle into a huge array.
+MAX_BATCH_BYTES = 32 << 20
+
+
+def _unpickle_batch(path: Path) -> object:
+    """The unpickled object of a batch file of at most :data:`MAX_BATCH_BYTES` bytes."""
     try:
         with open(path, "rb") as f:
-            d = _BatchUnpickler(f, encoding="bytes").load()
+            size = os.fstat(f.fileno()).st_size
+            if size > MAX_BATCH_BYTES:
+                raise _broken_batch(path, f"{size} bytes, more than any official batch "
+                                          f"({BATCH_IMAGES} images, about 31 MB); refused "
+                                          "without reading it")
+            return _BatchUnpickler(f, encoding="bytes").load()
+    except DataError:
+        raise
     except _RefusedGlobal as e:
         raise _broken_batch(path, f"it names {e}, which a CIFAR-10 batch never does; refused "
                                   "without running it") from None
@@ -257,16 +274,58 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     except Exception as e:  # noqa: BLE001 - every globals is vetted: any error = a broken file
         reason = "empty or truncated" if isinstance(e, EOFError) else f"{type(e).__name__}: {e}"
         raise _broken_batch(path, f"not a readable pickle: {reason}"[:300]) from None
+
+
+def _checked_pixels(path: Path, data: object) -> np.ndarray:
+    """``data`` as the (N, 3072) uint8 array of a batch: a numpy array of at most
+    :data:`BATCH_IMAGES` rows of integers in 0..255, else :class:`DataError` naming the file."""
+    if not isinstance(data, np.ndarray):
+        raise _broken_batch(path, f"b'data' is a {type(data).__name__}, not a numpy array of "
+                                  "uint8 pixels")
+    if data.ndim != 2 or data.shape[1] != IMAGE_VALUES:
+        raise _broken_batch(path, f"b'data' has shape {data.shape}, not (N, {IMAGE_VALUES})")
+    if len(data) > BATCH_IMAGES:
+        raise _broken_batch(path, f"b'data' holds {len(data)} images; an official batch holds "
+                                  f"at most {BATCH_IMAGES}")
+    if data.dtype == np.uint8:
+        return data
+    if data.dtype.kind not in "iu":
+        raise _broken_batch(path, f"b'data' holds {data.dtype} values, not uint8 pixels")
+    low, high = (int(data.min()), int(data.max())) if data.size else (0, 0)
+    if low < 0 or high > 255:
+        raise _broken_batch(path, f"b'data' values outside 0..255 ({low}..{high})")
+    return data.astype(np.uint8)
+
+
+def _checked_labels(path: Path, labels: object, images: int) -> np.ndarray:
+    """``labels`` as the int64 labels of ``images`` images: one integer in 0..9 each."""
+    if not isinstance(labels, list | tuple | np.ndarray):
+        raise _broken_batch(path, f"b'labels' is a {type(labels).__name__}, not a list of "
+                                  "integers 0..9")
+    if len(labels) != images:
+        raise _broken_batch(path, f"{len(labels)} labels for {images} images")
     try:
-        data = np.asarray(d[b"data"], dtype=np.uint8)
-        labels = np.asarray(d[b"labels"], dtype=np.int64)
-    except (KeyError, TypeError, ValueError, IndexError, OverflowError) as e:
-        raise _broken_batch(path, "not a CIFAR-10 batch: need b'data' (uint8 array) and "
-                                  "b'labels'") from e
-    if data.ndim != 2 or data.shape[1] != 3072 or labels.ndim != 1 or len(labels) != len(data):
-        raise _broken_batch(path, f"b'data' has shape {data.shape}, labels {labels.shape}")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise _broken_batch(path, "labels outside 0..9")
+        values = np.asarray(labels)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise _broken_batch(path, f"b'labels' is not a list of integers 0..9 ({e})"[:300]) \
+            from None
+    if values.ndim != 1 or values.dtype.kind not in "iu":
+        raise _broken_batch(path, f"b'labels' holds {values.dtype} values of shape "
+                                  f"{values.shape}, not integers 0..9")
+    if values.size and (values.min() < 0 or values.max() >= NUM_CLASSES):
+        raise _broken_batch(path, f"labels outside 0..{NUM_CLASSES - 1} "
+                                  f"({values.min()}..{values.max()})")
+    return values.astype(np.int64)
+
+
+def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 32, 32, 3) HWC uint8 and labels (N,) of one batch file, every value checked
+    (:class:`DataError` naming the file)."""
+    d = _unpickle_batch(path)
+    if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
+        raise _broken_batch(path, "not a CIFAR-10 batch: need b'data' and b'labels' in a dict")
+    data = _checked_pixels(path, d[b"data"])
+    labels = _checked_labels(path, d[b"labels"], len(data))
     # (N, 3072) = (N, C=3, 32, 32) row-major planes -> HWC
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
 

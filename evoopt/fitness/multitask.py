@@ -25,12 +25,13 @@ from typing import Any
 
 from evoopt.fitness.runner import WORST_FITNESS
 from evoopt.fitness.task import TaskSpec
+from evoopt.fitness.workloads import WORKLOADS
 
 #: The seed genome every task of a mix is normalised by (every campaign seeds it).
 REFERENCE_SEED = "adam"
 #: Per-task fields kept in a multi-task evaluation's ``tasks`` record.
 TASK_FIELDS = ("fitness", "val_accuracy", "val_loss", "status", "message", "steps",
-               "wall_time_s")
+               "wall_time_s", "threads")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,22 @@ class TaskMix:
         """Whether scores are normalised by the reference (more than one task)."""
         return len(self.tasks) > 1
 
+    @property
+    def score_label(self) -> str:
+        """A short name of what the mix's fitness measures (for reports): the one task's score,
+        or, with several tasks, the score relative to the reference optimizer."""
+        if self.multi:
+            return f"relative score vs the seeded {REFERENCE_SEED}"
+        return WORKLOADS[self.tasks[0].dataset].score_label
+
+    @property
+    def score_description(self) -> str:
+        """The definition of the mix's fitness (for reports), as :func:`combine` computes it."""
+        if self.multi:
+            return (f"the weighted mean, over tasks, of each task's fitness divided by the seeded "
+                    f"{REFERENCE_SEED}'s on the same seed, minus 1 (0 = {REFERENCE_SEED})")
+        return WORKLOADS[self.tasks[0].dataset].score_description
+
     def with_overrides(self, **kw: Any) -> TaskMix:
         """The mix with the same overrides (a fidelity stage's budget) applied to every task."""
         return TaskMix(tuple(t.with_overrides(**kw) for t in self.tasks), self.weights)
@@ -96,6 +113,7 @@ def combine(mix: TaskMix, results: Mapping[str, Mapping[str, Any]],
         "wall_time_s": float(sum(r["wall_time_s"] or 0.0 for r in records.values())),
         "train_time_s": float(sum(results[n].get("train_time_s") or 0.0 for n in mix.names)),
         "seed": results[mix.names[0]].get("seed"), "split": results[mix.names[0]].get("split"),
+        "threads": max(int(results[n].get("threads") or 0) for n in mix.names),
     }
     failed = [n for n in mix.names if records[n]["status"] != "ok"]
     if failed:

@@ -2,7 +2,7 @@
 
 The protocols in :mod:`evoopt.fitness.baselines` and :mod:`evoopt.fitness.optuna_search` decide
 *what* to evaluate; an :data:`EvaluateFn` decides *how* (in-process here, through a campaign's
-evaluator and store in :mod:`evoopt.campaign.finish`)::
+evaluator and store in :class:`evoopt.campaign.evaluation.CampaignEvaluate`)::
 
     evaluate(items, seeds, split, stage=-1) -> {key: [fitness per seed, in seed order]}
 

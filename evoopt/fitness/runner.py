@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
 import time
 import traceback
@@ -69,6 +70,9 @@ class SeedResult:
     # the optimizer read the curvature: each step backpropagated with create_graph=True and
     # took a Hessian-vector product (about twice a plain step's cost, in train_time_s)
     create_graph: bool = False
+    # torch's CPU threads during the run (torch.get_num_threads() inside it; 0: no run, e.g. an
+    # invalid genome). Fitness is deterministic per thread count, not across counts.
+    threads: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (non-finite numbers become None)."""
@@ -104,6 +108,7 @@ class EvaluationResult:
     split: str
     task: str
     seeds: list[SeedResult]
+    threads: int = 0  # torch CPU threads the seeds ran with (the most, should they differ)
 
     @classmethod
     def from_seeds(cls, results: Sequence[SeedResult], task: str, split: str) -> EvaluationResult:
@@ -122,6 +127,7 @@ class EvaluationResult:
             message="; ".join(f"seed {r.seed}: {r.status}: {r.message}" for r in bad),
             wall_time_s=float(sum(r.wall_time_s for r in results)),
             split=split, task=task, seeds=list(results),
+            threads=max(r.threads for r in results),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -259,6 +265,7 @@ class FitnessRunner:
         res = SeedResult(seed=int(seed), split=split)
         try:
             with deterministic_mode(self.device, self.task.threads):
+                res.threads = torch.get_num_threads()
                 self._run(make_optimizer, int(seed), split, t0, res)
         except Exception as e:  # noqa: BLE001 - a fitness run never raises
             tb = traceback.extract_tb(e.__traceback__)
@@ -353,14 +360,41 @@ class FitnessRunner:
         return self.workload.score(data, outputs())
 
 
+#: Seeds are below 2**63: stored as SQLite integers, hashed into generator seeds.
+SEED_LIMIT = 2**63
+
+
+def seed_list(seeds: object, default: int) -> list[int]:
+    """The seeds ``seeds`` asks for: a count n >= 1 (seeds 0..n-1), a non-empty sequence of
+    distinct integers in [0, 2**63), or None (``default`` seeds). :class:`ValueError` naming
+    ``seeds`` otherwise: a bool, a float, a string, 0, a negative or repeated seed."""
+    if seeds is None:
+        return list(range(default))
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        if not 1 <= seeds < SEED_LIMIT:
+            raise ValueError(f"seeds: expected a count >= 1 (seeds 0..n-1) or a list of seeds, "
+                             f"got {seeds!r}")
+        return list(range(seeds))
+    if isinstance(seeds, str | bytes) or not isinstance(seeds, Sequence) or not seeds:
+        raise ValueError(f"seeds: expected a count >= 1 or a non-empty list of seeds "
+                         f"(integers >= 0), got {seeds!r}")
+    for s in seeds:  # numpy integers are integers too
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or not 0 <= s < SEED_LIMIT:
+            raise ValueError(f"seeds: expected integers in [0, 2**63), got {s!r} in "
+                             f"{list(seeds)!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: seeds repeat in {list(seeds)!r}")
+    return [int(s) for s in seeds]
+
+
 def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int] | None = None,
                     data_dir: str | None = None, split: str = "val") -> EvaluationResult:
-    """Evaluate ``genome`` on ``seeds`` (an int n = seeds 0..n-1; default: the task's count)."""
+    """Evaluate ``genome`` on ``seeds``: a count n (seeds 0..n-1), a list of distinct seeds, or
+    None (the task's count). Bad seeds raise :class:`ValueError` before any data is read."""
     spec = load_task(task)
-    seed_list = list(range(spec.seeds if seeds is None else seeds)) if (
-        seeds is None or isinstance(seeds, int)) else [int(s) for s in seeds]
+    seeds = seed_list(seeds, spec.seeds)
     runner = FitnessRunner(spec, data_dir=data_dir)
-    results = [runner.evaluate(genome, s, split=split) for s in seed_list]
+    results = [runner.evaluate(genome, s, split=split) for s in seeds]
     return EvaluationResult.from_seeds(results, task=spec.name, split=split)
 
 
@@ -368,5 +402,5 @@ __all__ = [
     "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OptimizerFactory", "STATUSES",
     "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
     "double_backward_attention", "downsample_curve", "evaluate_genome",
-    "genome_optimizer_factory", "resolve_device",
+    "genome_optimizer_factory", "resolve_device", "seed_list",
 ]

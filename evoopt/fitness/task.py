@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from evoopt.fileio import InputError, read_toml_file
+from evoopt.fileio import InputError, names_a_path, read_toml_file
 from evoopt.paths import FITNESS_DIR
 
 DEFAULT_TASK = "cifar10-cpu"
@@ -233,18 +233,20 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
     if isinstance(name_or_path, TaskSpec):
         return name_or_path
     raw = str(name_or_path)
-    try:
-        path = Path(raw).expanduser()
-        is_file = path.is_file()
-    except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, an unknown ~user
-        raise TaskError(None, f"task {raw!r}: not a usable name or path ({e})") from None
-    if not is_file:
-        if raw.endswith(".toml") or os.sep in raw:
+    if names_a_path(raw):  # a bare name is the shipped task, even beside a file of that name
+        try:
+            path = Path(raw).expanduser()
+            is_file = path.is_file()
+        except (ValueError, RuntimeError, OSError) as e:  # a NUL byte, an unknown ~user
+            raise TaskError(None, f"task {raw!r}: not a usable name or path ({e})") from None
+        if not is_file:
             raise TaskError(None, f"task file not found: {path}")
+    else:
         path = FITNESS_DIR / f"{raw}.toml"
         if not path.is_file():
+            hint = f"; to read the file {raw} here, write ./{raw}" if Path(raw).is_file() else ""
             raise TaskError(
-                None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}"
+                None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}{hint}"
             )
     try:
         data = read_toml_file(path, "task file")

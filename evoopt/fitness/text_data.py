@@ -14,6 +14,7 @@ characters of the whole file.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import os
 import threading
@@ -30,6 +31,10 @@ SHAKESPEARE_URL = (
 SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
 SHAKESPEARE_FOLDER = "tinyshakespeare"
 SHAKESPEARE_FILE = "input.txt"
+SHAKESPEARE_BYTES = 1_115_394
+#: Largest corpus file read (a few times tiny Shakespeare's size): a huge file is refused by
+#: its size before any of it is read.
+MAX_CORPUS_BYTES = 4 << 20
 TEXT_SPLITS = ("train", "val", "test")
 
 
@@ -108,7 +113,10 @@ def download_shakespeare(data_dir: str | os.PathLike[str], url: str = SHAKESPEAR
     folder.mkdir(parents=True, exist_ok=True)
     tmp = download_to_temp(url, folder, ".txt", "tiny Shakespeare", progress)
     try:
-        got = hashlib.sha256(tmp.read_bytes()).hexdigest()
+        try:
+            got, _ = _streamed_sha256(tmp)
+        except ValueError as e:
+            raise DataError(f"download of {url}: {e}") from None
         if got != sha256:
             raise DataError(f"checksum mismatch for {url}: sha256 {got}, expected {sha256}")
         final = folder / SHAKESPEARE_FILE
@@ -129,18 +137,57 @@ def ensure_shakespeare(data_dir: str | os.PathLike[str] | None = None, download:
                               SHAKESPEARE_URL, _missing_message, download)
 
 
+def _streamed_sha256(path: Path) -> tuple[str, str | None]:
+    """The sha256 of the file at ``path``, read in 1 MiB chunks (never whole), and why it is
+    not UTF-8 text (None when it is). A file of more than :data:`MAX_CORPUS_BYTES` bytes is
+    refused unread: :class:`ValueError` saying so (``OSError`` when it cannot be read)."""
+    digest, utf8 = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
+    not_utf8: str | None = None
+    offset = 0
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CORPUS_BYTES:
+            raise ValueError(f"{size} bytes, far more than tiny Shakespeare ({SHAKESPEARE_BYTES} "
+                             "bytes); refused without reading it")
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            if offset + len(chunk) > MAX_CORPUS_BYTES:  # it grew while being read
+                raise ValueError(f"more than {MAX_CORPUS_BYTES} bytes; refused")
+            digest.update(chunk)
+            if not_utf8 is None:
+                pending = len(utf8.getstate()[0])
+                try:
+                    utf8.decode(chunk)
+                except UnicodeDecodeError as e:
+                    not_utf8 = f"{e.reason} at byte {offset - pending + e.start}"
+            offset += len(chunk)
+    if not_utf8 is None:
+        try:
+            utf8.decode(b"", final=True)
+        except UnicodeDecodeError as e:
+            not_utf8 = f"{e.reason} at byte {offset - len(utf8.getstate()[0]) + e.start}"
+    return digest.hexdigest(), not_utf8
+
+
 def _read_corpus(path: Path, sha256: str) -> CharCorpus:
+    """The corpus in ``path`` once its streamed sha256 is ``sha256``: only then is the text
+    read (:class:`DataError` naming the file otherwise)."""
     try:
-        raw = path.read_bytes()
+        got, not_utf8 = _streamed_sha256(path)
+        if not_utf8 is not None:
+            raise _broken_file(path, f"not UTF-8 text: {not_utf8}")
+        if got != sha256:
+            raise _broken_file(path, f"sha256 {got}, expected {sha256}: truncated or edited")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_CORPUS_BYTES + 1)
+    except DataError:  # an OSError too (FileNotFoundError): raised above, as it is
+        raise
+    except ValueError as e:
+        raise _broken_file(path, str(e)) from None
     except OSError as e:
         raise _broken_file(path, f"cannot read it: {e.strerror or e}") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise _broken_file(path, f"not UTF-8 text: {e.reason} at byte {e.start}") from None
-    got = hashlib.sha256(raw).hexdigest()
-    if got != sha256:
-        raise _broken_file(path, f"sha256 {got}, expected {sha256}: truncated or edited")
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise _broken_file(path, "it changed while it was read")
+    text = raw.decode("utf-8")
     vocab = "".join(sorted(set(text)))
     lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int64)
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab))

@@ -73,10 +73,13 @@ class Workload(ABC):
     """A task's data staged on ``device``, its model and its batches (see the module docstring).
 
     ``models`` lists the model kinds the workload builds (``DATASET_MODELS`` of its dataset);
-    ``data_root`` is where its data was read from.
+    ``data_root`` is where its data was read from. ``score_label`` (a short name) and
+    ``score_description`` (the definition) say what :meth:`score`'s fitness measures, for reports.
     """
 
     models: ClassVar[tuple[str, ...]]
+    score_label: ClassVar[str] = "accuracy"
+    score_description: ClassVar[str] = "the classification accuracy (fraction of targets right)"
 
     def __init__(self, task: TaskSpec, device: torch.device) -> None:
         self.task, self.device = task, device
@@ -295,6 +298,9 @@ class CharWorkload(Workload):
     uniform prediction's loss ``ln(vocab)`` removed: ``max(0, 1 - loss / ln(vocab))``."""
 
     models = ("transformer",)
+    score_label = "fraction of the uniform loss removed"
+    score_description = ("the fraction of the uniform prediction's loss ln(vocab) removed, "
+                         "max(0, 1 − loss / ln(vocab)), from the cross-entropy in nats")
 
     def __init__(self, task: TaskSpec, device: torch.device, data_dir: DataDir = None,
                  download: bool = True) -> None:
@@ -377,6 +383,9 @@ class TeacherMLPWorkload(Workload):
     clipped to [0, 1]. ``val_loss`` is the MSE per target element; there is no accuracy."""
 
     models = ("mlp",)
+    score_label = "R² (target variance explained)"
+    score_description = ("R² = 1 − SSE / SST, the fraction of the targets' variance the student "
+                         "explains (from its squared error, as MSE), clipped to [0, 1]")
 
     def __init__(self, task: TaskSpec, device: torch.device, data_dir: DataDir = None,
                  download: bool = True) -> None:

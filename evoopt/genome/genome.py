@@ -46,6 +46,7 @@ from evoopt.genome.primitives import (
     GenomeError,
     HParam,
     Primitive,
+    describe_value,
     primitive,
 )
 from evoopt.genome.program import Program, merge_roles, other_role
@@ -104,10 +105,11 @@ class Block:
     def parse(cls, slot: str, table: object, where: str) -> Block:
         """Validate a table from a genome file; missing hyperparameters take their defaults."""
         if not isinstance(table, Mapping):
-            raise GenomeError(f"{where}: expected a table, got {table!r}")
+            raise GenomeError(f"{where}: expected a table, got {describe_value(table)}")
         kind = table.get("kind")
         if not isinstance(kind, str):
-            raise GenomeError(f"{where}.kind: missing or not a string (got {kind!r})")
+            raise GenomeError(f"{where}.kind: missing or not a string (got "
+                              f"{describe_value(kind)})")
         try:
             prim = primitive(slot, kind)
         except GenomeError as e:
@@ -168,19 +170,20 @@ class Genome:
         lr = LR.check(data["lr"], "lr")
         raw_terms = data.get("terms")
         if not isinstance(raw_terms, list) or not raw_terms:
-            raise GenomeError(f"terms: expected a non-empty list of tables, got {raw_terms!r}")
+            raise GenomeError("terms: expected a non-empty list of tables, got "
+                              f"{describe_value(raw_terms)}")
         if len(raw_terms) > 2 * MAX_TERMS:
             raise GenomeError(f"terms: at most {2 * MAX_TERMS} terms, got {len(raw_terms)}")
         terms = tuple(Block.parse("terms", t, f"terms[{i}]") for i, t in enumerate(raw_terms))
         blocks = {slot: Block.parse(slot, data[slot], slot) for slot in BLOCK_SLOTS if slot in data}
         for key in ("name", "description"):
             if not isinstance(data.get(key, ""), str):
-                raise GenomeError(f"{key}: expected a string, got {data[key]!r}")
+                raise GenomeError(f"{key}: expected a string, got {describe_value(data[key])}")
         matrix = None
         if "matrix" in data:
             if not isinstance(data["matrix"], Mapping):
-                raise GenomeError(f"matrix: expected a table of the rules for matrices, got "
-                                  f"{data['matrix']!r}")
+                raise GenomeError("matrix: expected a table of the rules for matrices, got "
+                                  f"{describe_value(data['matrix'])}")
             try:
                 matrix = cls._from_dict(data["matrix"], role=True)
             except GenomeError as e:
@@ -573,8 +576,9 @@ def parse_genome_text(text: str, fmt: str, source: str) -> Genome:
             data = json.loads(text, object_pairs_hook=_no_duplicate_keys)
         else:
             data = tomllib.loads(text)
-        # a lone surrogate (JSON "\ud800") cannot be printed or stored as UTF-8
-        json.dumps(data, ensure_ascii=False).encode("utf-8")
+        # a lone surrogate (JSON "\ud800") cannot be printed or stored as UTF-8; a TOML date
+        # or time (no JSON type: shown as text here) is refused by the field that holds it
+        json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
         return Genome.from_dict(data, source=source)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise GenomeError(f"{source}: not valid {kind}: {e}") from None

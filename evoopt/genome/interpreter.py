@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -27,6 +28,27 @@ def backpropagate(loss: torch.Tensor, params: list[torch.Tensor], create_graph: 
     grads = torch.autograd.grad(loss, params, create_graph=True, materialize_grads=True)
     for p, g in zip(params, grads, strict=True):
         p.grad = g
+
+
+def check_total_steps(total_steps: object, where: str = "total_steps") -> int:
+    """``total_steps`` if it is an integer >= 1 (a bool, a float or a string is refused)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"{where}: expected an integer >= 1, got {total_steps!r}")
+    return total_steps
+
+
+def check_step_count(step: object, where: str) -> None:
+    """Refuse a loaded step count that is not a whole number >= 0: a group's ``step`` (an int)
+    or a parameter's (a 0-dim real tensor, as torch keeps it)."""
+    if isinstance(step, torch.Tensor):
+        real = step.dim() == 0 and not step.is_complex() and step.dtype != torch.bool
+        value: object = step.item() if real else step
+        ok = real and math.isfinite(value) and value >= 0 and value == int(value)
+    else:
+        value = step
+        ok = isinstance(step, int) and not isinstance(step, bool) and step >= 0
+    if not ok:
+        raise ValueError(f"{where}: expected an integer >= 0, got {value!r}")
 
 
 def check_probe_seed(seed: object, where: str = "seed") -> int:
@@ -57,9 +79,11 @@ class GenomeOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], genome: Genome, *, total_steps: int | None = None,
                  foreach: bool | None = None, maximize: bool = False, seed: int = 0) -> None:
-        if genome.has_schedule and (total_steps is None or total_steps < 1):
+        if genome.has_schedule and total_steps is None:
             raise ValueError(f"genome {genome.name or genome.hash} has a "
                              f"{genome.schedule.kind} schedule: pass total_steps >= 1")
+        if total_steps is not None:
+            check_total_steps(total_steps)
         builder = genome.build()
         self.genome = genome
         self.program = builder.program
@@ -87,6 +111,8 @@ class GenomeOptimizer(torch.optim.Optimizer):
             group[name] = spec.check(group[name], f"param group {name}")
         if self.program.curvature:
             group["seed"] = check_probe_seed(group["seed"], "param group seed")
+        if group["total_steps"] is not None:
+            check_total_steps(group["total_steps"], "param group total_steps")
         group.setdefault("step", 0)
 
     def state_dict(self) -> dict[str, Any]:
@@ -128,9 +154,10 @@ class GenomeOptimizer(torch.optim.Optimizer):
                     raise bad(str(e)) from None
             if self.program.curvature:
                 check_probe_seed(group.get("seed"), f"load_state_dict: param group {i} seed")
-            step = group.get("step", 0)
-            if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-                raise bad(f"param group {i} step: expected an integer >= 0, got {step!r}")
+            try:
+                check_step_count(group.get("step", 0), f"param group {i} step")
+            except ValueError as e:
+                raise bad(str(e)) from None
             total = group.get("total_steps")
             if self.genome.has_schedule and (isinstance(total, bool) or not isinstance(
                     total, int) or total < 1):
@@ -154,6 +181,11 @@ class GenomeOptimizer(torch.optim.Optimizer):
                 if name in self._scalar_names:
                     if tensor.dim() != 0:
                         raise bad(f"{name} of parameter {key!r} is not a scalar tensor")
+                    if name == "step":
+                        try:
+                            check_step_count(tensor, f"step of parameter {key!r}")
+                        except ValueError as e:
+                            raise bad(str(e)) from None
                     continue
                 if key not in shapes:
                     continue

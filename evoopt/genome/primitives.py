@@ -49,6 +49,20 @@ class GenomeError(ValueError):
     """A genome (or genome file) is malformed; the message names the offending field."""
 
 
+def describe_value(value: object, limit: int = 200) -> str:
+    """A wrong-typed genome value as an error shows it: a TOML date, datetime or time by its
+    TOML type (Python's repr would not say what the file holds), anything else by its repr
+    (cut at ``limit`` characters)."""
+    import datetime
+
+    for kind, name in ((datetime.datetime, "datetime"), (datetime.date, "date"),
+                       (datetime.time, "time")):
+        if isinstance(value, kind):
+            return f"a TOML {name}"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}..."
+
+
 @dataclass(frozen=True)
 class HParam:
     """A hyperparameter of a primitive.
@@ -79,10 +93,11 @@ class HParam:
         """Return ``value`` as this hyperparameter's type or raise a :class:`GenomeError`."""
         if self.is_bool:
             if not isinstance(value, bool):
-                raise GenomeError(f"{where}: expected true or false, got {value!r}")
+                raise GenomeError(f"{where}: expected true or false, got "
+                                  f"{describe_value(value)}")
             return value
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise GenomeError(f"{where}: expected a number, got {value!r}")
+            raise GenomeError(f"{where}: expected a number, got {describe_value(value)}")
         try:
             x = float(value)
         except OverflowError:

@@ -3,11 +3,17 @@
 File convention (``evoopt history DIR --format F -o FILE``):
 
 * ``json``: one file ``FILE``: ``{"individuals": [...], "evaluations": [...]}``; JSON columns
-  (``parents``, ``genome``, ``train_loss_curve``) stay nested.
+  (``parents``, ``genome``, ``train_loss_curve``, ``tasks``) stay nested.
 * ``csv`` / ``parquet``: two files next to ``FILE``, named ``<stem>-individuals.<ext>`` and
   ``<stem>-evaluations.<ext>`` (``-o out/h.csv`` gives ``out/h-individuals.csv`` and
-  ``out/h-evaluations.csv``). In CSV, ``parents``, ``genome`` and ``train_loss_curve`` are JSON
-  strings; in Parquet ``parents`` is a list of strings and the other two are JSON strings.
+  ``out/h-evaluations.csv``). In CSV, ``parents``, ``genome``, ``train_loss_curve`` and
+  ``tasks`` are JSON strings; in Parquet ``parents`` is a list of strings and the others are
+  JSON strings.
+
+All JSON written is strict JSON (RFC 8259): a NaN or infinite number anywhere in it (a
+diverged loss curve, an infinite fitness) is written as ``null``. CSV and Parquet number
+columns keep such values as the format writes them (Parquet: the float itself; CSV: empty
+for NaN, ``inf``/``-inf``).
 """
 
 from __future__ import annotations
@@ -42,14 +48,37 @@ def output_paths(out: str | Path, fmt: str) -> list[Path]:
     return [out.with_name(f"{out.stem}-{t}.{fmt}") for t in ("individuals", "evaluations")]
 
 
+#: Columns holding JSON values, written as JSON strings in CSV and Parquet.
+JSON_COLUMNS = {"individuals": ("genome",), "evaluations": ("train_loss_curve", "tasks")}
+
+
 def _json_str(v: Any) -> str | None:
-    return None if v is None else json.dumps(v, sort_keys=True)
+    return None if v is None else json.dumps(finite_json(v), sort_keys=True, allow_nan=False)
 
 
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    return v
+def finite_json(value: Any) -> Any:
+    """``value`` (nested dicts and lists) with every NaN or infinite float replaced by None,
+    so that strict JSON can hold it; walked without recursion, so any depth."""
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return dict(v)
+        if isinstance(v, list | tuple):
+            return list(v)
+        return v
+
+    root = clean(value)
+    stack = [root]
+    while stack:
+        container = stack.pop()
+        if not isinstance(container, dict | list):
+            continue
+        keys = container.keys() if isinstance(container, dict) else range(len(container))
+        for k in keys:
+            container[k] = clean(container[k])
+            stack.append(container[k])
+    return root
 
 
 def write_history(store: CampaignStore, fmt: str, out: str | Path) -> list[Path]:
@@ -58,14 +87,12 @@ def write_history(store: CampaignStore, fmt: str, out: str | Path) -> list[Path]
     paths = output_paths(out, fmt)
     inds, evals = history_tables(store)
     if fmt == "json":
-        doc = {
-            "individuals": [{k: _jsonable(v) for k, v in r.items()} for r in _records(inds)],
-            "evaluations": [{k: _jsonable(v) for k, v in r.items()} for r in _records(evals)],
-        }
-        atomic_write_text(paths[0], json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+        doc = finite_json({"individuals": _records(inds), "evaluations": _records(evals)})
+        atomic_write_text(paths[0], json.dumps(doc, indent=1, ensure_ascii=False,
+                                               allow_nan=False) + "\n")
         return paths
-    inds = inds.assign(genome=inds["genome"].map(_json_str))
-    evals = evals.assign(train_loss_curve=evals["train_loss_curve"].map(_json_str))
+    inds = inds.assign(**{c: inds[c].map(_json_str) for c in JSON_COLUMNS["individuals"]})
+    evals = evals.assign(**{c: evals[c].map(_json_str) for c in JSON_COLUMNS["evaluations"]})
     if fmt == "csv":
         inds = inds.assign(parents=inds["parents"].map(_json_str))
     else:

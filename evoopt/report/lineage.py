@@ -119,10 +119,18 @@ def line_steps(store: CampaignStore, uid: str) -> list[LineStep]:
 
 
 def iter_tree(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    """Depth-first over an ``ancestry()`` tree (root first)."""
-    yield node
-    for child in node.get("ancestors", []):
-        yield from iter_tree(child)
+    """Depth-first over an ``ancestry()`` tree (root first, parents in order); iterative, so a
+    lineage of any depth is walked."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.get("ancestors", [])))
+
+
+#: Levels of ancestors ``ancestry_tree`` shows when no depth is given: a terminal tree indents
+#: each level, so deeper ones are unreadable (and slow to draw); ``--depth`` shows more.
+SHOWN_DEPTH = 100
 
 
 def _node_label(node: dict[str, Any], winner: str | None) -> Text:
@@ -145,19 +153,19 @@ def _node_label(node: dict[str, Any], winner: str | None) -> Text:
     if node.get("change"):
         text.append(f"\nchanged: {node['change']}", style="italic")
     if node.get("truncated"):
-        text.append("\n… (deeper ancestors cut by --depth)", style="dim")
+        text.append(f"\n… (deeper ancestors cut by --depth, default {SHOWN_DEPTH})", style="dim")
     return text
 
 
 def ancestry_tree(store: CampaignStore, uid: str, depth: int | None = None) -> Tree:
-    """``uid``'s ancestry as a ``rich.tree.Tree`` (root = ``uid``, children = parents)."""
-    root = store.ancestry(uid, depth=depth)
+    """``uid``'s ancestry as a ``rich.tree.Tree`` (root = ``uid``, children = parents), at most
+    ``depth`` levels deep (:data:`SHOWN_DEPTH` when None)."""
+    root = store.ancestry(uid, depth=SHOWN_DEPTH if depth is None else depth)
     winner = store.best_uid()
-
-    def add(branch: Tree, node: dict[str, Any]) -> None:
-        for parent in node["ancestors"]:
-            add(branch.add(_node_label(parent, winner)), parent)
-
     tree = Tree(_node_label(root, winner), guide_style="dim")
-    add(tree, root)
+    stack = [(tree, root)]  # iterative: a lineage may be thousands of generations deep
+    while stack:
+        branch, node = stack.pop()
+        for parent in node["ancestors"]:
+            stack.append((branch.add(_node_label(parent, winner)), parent))
     return tree
