@@ -477,6 +477,22 @@ def test_missing_data_fails_before_any_evaluation(tmp_path: Path) -> None:
     assert str(tmp_path / "none" / "cifar-10-batches-py") in proc.stderr.replace("\n", "")
 
 
+def test_run_and_check_without_a_campaign_file_use_the_embedded_default(tmp_path: Path) -> None:
+    """``evoopt run`` with no campaign argument runs the shipped quickstart (the embedded
+    default), and ``evoopt check`` checks it; here the run stops at the missing data, before
+    any evaluation."""
+    checked = subprocess.run([sys.executable, "-m", "evoopt", "check"], capture_output=True,
+                             text=True)
+    assert checked.returncode == 0, checked.stderr
+    assert "campaign 'quickstart' is valid" in checked.stdout
+    env = {**os.environ, "EVOOPT_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "evoopt", "run", "--out", str(tmp_path / "q"),
+                           "--serial", "--data-dir", str(tmp_path / "none")],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert str(tmp_path / "none" / "cifar-10-batches-py") in proc.stderr.replace("\n", "")
+
+
 def test_a_campaign_where_every_run_fails_says_so(tmp_path: Path, data_dir: Path) -> None:
     """Failures are recorded as worst fitness (no crash mid-run); the finish names the cause."""
     with pytest.raises(ValueError, match="no candidate of campaign tiny finished.*timeout"):

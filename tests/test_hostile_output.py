@@ -456,3 +456,16 @@ def test_a_bare_task_name_is_the_shipped_task(tmp_path: Path,
     assert load_task("cifar10-tiny").name == "cifar10-tiny"
     with pytest.raises(TaskError, match="dataset"):
         load_task("./cifar10-tiny")
+
+
+def test_a_bare_campaign_name_is_the_shipped_campaign(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """``evoopt check quickstart`` with a file ``quickstart`` in the current folder read it."""
+    from evoopt.campaign.config import campaign_config_path
+
+    monkeypatch.chdir(tmp_path)
+    Path("quickstart").write_text("not a campaign\n")
+    assert campaign_config_path("quickstart").name == "quickstart.toml"
+    assert campaign_config_path("./quickstart") == Path("quickstart")
+    assert_clear_error(cli("check", "./quickstart"), "quickstart")
+    assert cli("check", "quickstart").exit_code == 0

@@ -58,7 +58,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import re
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -66,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.common import resolve_seed
-from evoopt.fileio import InputError, read_toml_file
+from evoopt.fileio import InputError, names_a_path, read_toml_file
 from evoopt.fitness import TaskError, load_task
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES, get_baseline
 from evoopt.genome import MAX_TERMS, GenomeError
@@ -723,20 +722,24 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
 
 
 def campaign_config_path(name_or_path: str | Path) -> Path:
-    """A campaign config file: an existing path, or the name of a shipped campaign
-    (``quickstart`` is ``experiments/quickstart.toml``, found in a checkout or an installed wheel).
-    """
-    path = Path(name_or_path).expanduser()
+    """A campaign config file: a path (written as one: :func:`evoopt.fileio.names_a_path`), or
+    the name of a shipped campaign (``quickstart`` is ``experiments/quickstart.toml``, found in
+    a checkout or an installed wheel, even beside a file named ``quickstart``)."""
     raw = str(name_or_path)
-    if path.exists():  # read_text_file judges it (a FIFO or a directory gets a clear error)
-        return path
-    if raw.endswith(".toml") or os.sep in raw or "/" in raw:
+    if isinstance(name_or_path, Path) or names_a_path(raw):
+        try:
+            path = Path(name_or_path).expanduser()
+        except RuntimeError as e:  # an unknown ~user
+            raise ConfigError(f"{raw}: not a usable path ({e})") from None
+        if path.exists() or path.is_symlink():  # read_text_file judges it (FIFO, directory)
+            return path
         raise ConfigError(f"{path}: campaign config not found")
     shipped = EXPERIMENTS_DIR / f"{raw}.toml"
     if not shipped.is_file():
+        hint = f"; to read the file {raw} here, write ./{raw}" if Path(raw).exists() else ""
         raise ConfigError(f"unknown campaign {raw!r}; shipped campaigns: "
                           f"{', '.join(shipped_campaigns()) or 'none found'} "
-                          "(or give the path of a .toml file)")
+                          f"(or give the path of a .toml file){hint}")
     return shipped
 
 

@@ -265,10 +265,17 @@ ADDRESS_HELP = ("Join this Ray cluster: HOST:PORT of its head, or 'auto' (the cl
                 "this machine by `ray start`). Default: a private local Ray instance.")
 
 
+#: The campaign ``run`` and ``check`` take when given none: the shipped quickstart.
+DEFAULT_CAMPAIGN = "quickstart"
+CAMPAIGN_ARGUMENT_HELP = (
+    "A campaign config file (written as a path: ./name, x.toml), or the name of a shipped "
+    f"campaign (quickstart, discover-cpu, ...). Default: {DEFAULT_CAMPAIGN}, the embedded "
+    "default campaign.")
+
+
 @app.command()
 def run(
-    config_file: str = typer.Argument(
-        ..., help="A campaign config file, or the name of a shipped campaign (quickstart, ...)."),
+    config_file: str = typer.Argument(DEFAULT_CAMPAIGN, help=CAMPAIGN_ARGUMENT_HELP),
     out: Path | None = typer.Option(None, "--out", parser=parse_out_dir,
                                     help="Campaign dir (default runs/<name>)."),
     data_dir: str | None = typer.Option(
@@ -338,7 +345,7 @@ def _interrupted(out: Path, interrupt: Interrupted) -> typer.Exit:
 
 @app.command()
 def check(
-    config_file: Path = typer.Argument(..., help="Campaign config (experiments/*.toml)."),
+    config_file: str = typer.Argument(DEFAULT_CAMPAIGN, help=CAMPAIGN_ARGUMENT_HELP),
     data_dir: str | None = typer.Option(
         None, "--data-dir", help="Also check the data there (present, readable, large enough)."),
 ) -> None:
