@@ -125,6 +125,22 @@ ENGINES: dict[str, dict[str, Any]] = {
 DEFAULT_ENGINES = ["shipped"]
 
 
+def cpu_signature() -> dict[str, Any]:
+    """The CPU the numbers come from: float32 sums (hence every fitness, the target and the
+    tuned lrs) differ between CPU kinds (AVX2 / AVX-512), so runs pool only on one kind."""
+    model, flags = "", []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and not model:
+                model = value.strip()
+            elif key.strip() == "flags" and not flags:
+                flags = sorted(f for f in value.split() if f.startswith("avx"))
+    except OSError:
+        pass
+    return {"model": model, "avx": flags, "cpus": os.cpu_count()}
+
+
 # -- one evaluator for everything ----------------------------------------------------------------
 class Evaluate:
     """(key, genome) x seeds through the shared evaluator, recording every paid row in
@@ -503,7 +519,8 @@ def main() -> None:
     remeasure = Evaluate(evaluator, [task.to_dict()])
     doc = {"argv": sys.argv[1:], "task": task.to_dict(), "overrides": overrides,
            "stage_seeds": stage_seeds, "budgets": budgets, "search_seeds": [],
-           "fresh_seeds": fresh, "methods": methods, "evaluator": kind, "targets": targets,
+           "fresh_seeds": fresh, "methods": methods, "evaluator": kind, "cpu": cpu_signature(),
+           "targets": targets,
            "runs": runs}
     with tempfile.TemporaryDirectory(prefix="search-efficiency-") as tmp:
         ctx = Context(evaluator, task, args.task, overrides, stage_seeds, big, args.data_dir,
