@@ -469,3 +469,13 @@ def test_a_bare_campaign_name_is_the_shipped_campaign(tmp_path: Path,
     assert campaign_config_path("./quickstart") == Path("quickstart")
     assert_clear_error(cli("check", "./quickstart"), "quickstart")
     assert cli("check", "quickstart").exit_code == 0
+
+
+@pytest.mark.parametrize("args", [["--bad\x1b]0;title\x07"], ["\x1b[31mnocommand"]])
+def test_top_level_usage_errors_are_escaped(args: list[str]) -> None:
+    """A usage error raised before any command is chosen (an unknown option or command name)
+    quoted the user's text raw."""
+    result = cli(*args)
+    assert result.exit_code == 2, result.output
+    assert_no_control_characters(result.output)
+    assert "\\x1b" in result.output, result.output
