@@ -14,7 +14,6 @@ characters of the whole file.
 
 from __future__ import annotations
 
-import codecs
 import hashlib
 import os
 import threading
@@ -114,7 +113,7 @@ def download_shakespeare(data_dir: str | os.PathLike[str], url: str = SHAKESPEAR
     tmp = download_to_temp(url, folder, ".txt", "tiny Shakespeare", progress)
     try:
         try:
-            got, _ = _streamed_sha256(tmp)
+            _, got = _read_checksummed(tmp)
         except ValueError as e:
             raise DataError(f"download of {url}: {e}") from None
         if got != sha256:
@@ -137,57 +136,40 @@ def ensure_shakespeare(data_dir: str | os.PathLike[str] | None = None, download:
                               SHAKESPEARE_URL, _missing_message, download)
 
 
-def _streamed_sha256(path: Path) -> tuple[str, str | None]:
-    """The sha256 of the file at ``path``, read in 1 MiB chunks (never whole), and why it is
-    not UTF-8 text (None when it is). A file of more than :data:`MAX_CORPUS_BYTES` bytes is
+def _read_checksummed(path: Path) -> tuple[bytes, str]:
+    """The bytes of the file at ``path`` and their sha256, streamed through the hash in 1 MiB
+    chunks as they are read (once). A file of more than :data:`MAX_CORPUS_BYTES` bytes is
     refused unread: :class:`ValueError` saying so (``OSError`` when it cannot be read)."""
-    digest, utf8 = hashlib.sha256(), codecs.getincrementaldecoder("utf-8")()
-    not_utf8: str | None = None
-    offset = 0
+    digest, chunks, size_read = hashlib.sha256(), [], 0
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_CORPUS_BYTES:
             raise ValueError(f"{size} bytes, far more than tiny Shakespeare ({SHAKESPEARE_BYTES} "
                              "bytes); refused without reading it")
         for chunk in iter(lambda: f.read(1 << 20), b""):
-            if offset + len(chunk) > MAX_CORPUS_BYTES:  # it grew while being read
+            size_read += len(chunk)
+            if size_read > MAX_CORPUS_BYTES:  # it grew while being read
                 raise ValueError(f"more than {MAX_CORPUS_BYTES} bytes; refused")
             digest.update(chunk)
-            if not_utf8 is None:
-                pending = len(utf8.getstate()[0])
-                try:
-                    utf8.decode(chunk)
-                except UnicodeDecodeError as e:
-                    not_utf8 = f"{e.reason} at byte {offset - pending + e.start}"
-            offset += len(chunk)
-    if not_utf8 is None:
-        try:
-            utf8.decode(b"", final=True)
-        except UnicodeDecodeError as e:
-            not_utf8 = f"{e.reason} at byte {offset - len(utf8.getstate()[0]) + e.start}"
-    return digest.hexdigest(), not_utf8
+            chunks.append(chunk)
+    return b"".join(chunks), digest.hexdigest()
 
 
 def _read_corpus(path: Path, sha256: str) -> CharCorpus:
-    """The corpus in ``path`` once its streamed sha256 is ``sha256``: only then is the text
-    read (:class:`DataError` naming the file otherwise)."""
+    """The corpus in ``path``, read once through its checksum: UTF-8 text whose sha256 is
+    ``sha256`` (:class:`DataError` naming the file otherwise)."""
     try:
-        got, not_utf8 = _streamed_sha256(path)
-        if not_utf8 is not None:
-            raise _broken_file(path, f"not UTF-8 text: {not_utf8}")
-        if got != sha256:
-            raise _broken_file(path, f"sha256 {got}, expected {sha256}: truncated or edited")
-        with open(path, "rb") as f:
-            raw = f.read(MAX_CORPUS_BYTES + 1)
-    except DataError:  # an OSError too (FileNotFoundError): raised above, as it is
-        raise
+        raw, got = _read_checksummed(path)
     except ValueError as e:
         raise _broken_file(path, str(e)) from None
     except OSError as e:
         raise _broken_file(path, f"cannot read it: {e.strerror or e}") from None
-    if hashlib.sha256(raw).hexdigest() != sha256:
-        raise _broken_file(path, "it changed while it was read")
-    text = raw.decode("utf-8")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _broken_file(path, f"not UTF-8 text: {e.reason} at byte {e.start}") from None
+    if got != sha256:
+        raise _broken_file(path, f"sha256 {got}, expected {sha256}: truncated or edited")
     vocab = "".join(sorted(set(text)))
     lookup = np.zeros(max(map(ord, vocab)) + 1, dtype=np.int64)
     lookup[[ord(c) for c in vocab]] = np.arange(len(vocab))
