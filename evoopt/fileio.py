@@ -24,7 +24,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 #: Default size limit of a text input (genome, campaign config, task file).
 MAX_TEXT_BYTES = 1 << 20
@@ -42,23 +42,32 @@ class OutputError(ValueError):
     """An output path that must not be written; the message names the path."""
 
 
+def _open_regular(path: str | os.PathLike[str]) -> BinaryIO | None:
+    """``path`` opened for reading when it is a regular file, else None. Opened non-blocking
+    and checked again once open: a FIFO or device (even one swapped in after the first check)
+    is never waited on. OSError (ValueError for a NUL byte) when it cannot be examined."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        return None
+    f = os.fdopen(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb")
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+        f.close()
+        return None
+    return f
+
+
 def read_text_file(path: str | os.PathLike[str], what: str = "file",
                    limit: int = MAX_TEXT_BYTES) -> str:
     """The UTF-8 text of a regular file of at most ``limit`` bytes; :class:`InputError` else."""
     p = Path(path)
     try:
-        regular = stat.S_ISREG(os.stat(p).st_mode)
-        # O_NONBLOCK: a FIFO swapped in after the check must not block the open
-        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)) if regular else -1
+        f = _open_regular(p)
     except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise InputError(f"{p}: cannot read {what} ({reason})") from None
-    if not regular:
+    if f is None:
         raise InputError(f"{p}: not a regular file (a {what} must be a plain file)")
     try:
-        with os.fdopen(fd, "rb") as f:
-            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise InputError(f"{p}: not a regular file (a {what} must be a plain file)")
+        with f:
             data = f.read(limit + 1)
     except OSError as e:
         raise InputError(f"{p}: cannot read {what} ({e.strerror or e})") from None
@@ -76,18 +85,13 @@ def is_sqlite_file(path: str | os.PathLike[str]) -> bool:
     Only a regular file is read, opened non-blocking: a FIFO (even one swapped in after the
     check) or a device is never waited on."""
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
+        f = _open_regular(path)
+        if f is None:
             return False
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with f:
+            head = f.read(len(SQLITE_MAGIC))
     except (OSError, ValueError):
         return False
-    with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            return False
-        try:
-            head = f.read(len(SQLITE_MAGIC))
-        except OSError:
-            return False
     return head == SQLITE_MAGIC or head[:4] in _WAL_MAGICS
 
 
@@ -176,10 +180,7 @@ def check_writable_directory(path: str | os.PathLike[str],
     missing: list[Path] = []
     try:
         check_directory(p, what)
-        for q in (p, *p.parents):
-            if q.exists():
-                break
-            missing.append(q)
+        missing = missing_directories(p)
         p.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".evoopt-probe.", dir=p)
         os.close(fd)
@@ -257,9 +258,33 @@ def names_a_path(text: str) -> bool:
             or text.startswith((".", "~")))
 
 
+def bare_name_hint(text: str) -> str:
+    """For an error about a bare name that names no shipped thing: how to read the file of
+    that name in the current folder instead, when there is one (else "")."""
+    if names_a_path(text):
+        return ""
+    try:
+        here = os.path.lexists(text)
+    except (ValueError, OSError):  # a NUL byte
+        return ""
+    return f"; to read the file {text} here, write ./{text}" if here else ""
+
+
+def missing_directories(path: str | os.PathLike[str]) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet (not even as a dangling link), deepest
+    first: what creating ``path`` makes, and what to remove to undo it."""
+    missing: list[Path] = []
+    for q in (Path(path), *Path(path).parents):
+        if q.exists() or q.is_symlink():
+            break
+        missing.append(q)
+    return missing
+
+
 __all__ = [
     "InputError", "MAX_TEXT_BYTES", "OutputError", "PATH_SUFFIXES", "atomic_output",
-    "atomic_write_bytes", "atomic_write_text", "check_directory", "check_output",
+    "atomic_write_bytes", "atomic_write_text", "bare_name_hint", "check_directory",
+    "check_output", "missing_directories",
     "check_writable_directory", "is_sqlite_file", "names_a_path", "read_text_file",
     "read_toml_file", "special_file_kind",
 ]

@@ -65,7 +65,7 @@ from pathlib import Path
 from typing import Any
 
 from evoopt.campaign.common import resolve_seed
-from evoopt.fileio import InputError, names_a_path, read_toml_file
+from evoopt.fileio import InputError, bare_name_hint, names_a_path, read_toml_file
 from evoopt.fitness import TaskError, load_task
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES, get_baseline
 from evoopt.genome import MAX_TERMS, GenomeError
@@ -736,10 +736,9 @@ def campaign_config_path(name_or_path: str | Path) -> Path:
         raise ConfigError(f"{path}: campaign config not found")
     shipped = EXPERIMENTS_DIR / f"{raw}.toml"
     if not shipped.is_file():
-        hint = f"; to read the file {raw} here, write ./{raw}" if Path(raw).exists() else ""
         raise ConfigError(f"unknown campaign {raw!r}; shipped campaigns: "
                           f"{', '.join(shipped_campaigns()) or 'none found'} "
-                          f"(or give the path of a .toml file){hint}")
+                          f"(or give the path of a .toml file){bare_name_hint(raw)}")
     return shipped
 
 

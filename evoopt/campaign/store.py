@@ -103,6 +103,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from evoopt.fileio import missing_directories
+
 try:
     import fcntl
 except ImportError:  # Windows: no flock, so no campaign lock
@@ -399,20 +401,10 @@ def _lock_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
-def _missing_dirs(directory: Path) -> list[Path]:
-    """``directory`` and its ancestors that do not exist yet, deepest first."""
-    missing: list[Path] = []
-    for d in (directory, *directory.parents):
-        if d.exists() or d.is_symlink():
-            break
-        missing.append(d)
-    return missing
-
-
 def _acquire(lock: Path) -> _HeldLock:
     """Create and flock ``lock`` (and its directory), retrying for :data:`LOCK_RETRY_S` while
     another process holds it; then record this process's pid in it."""
-    created = _missing_dirs(lock.parent)
+    created = missing_directories(lock.parent)
     deadline = time.monotonic() + LOCK_RETRY_S
     while True:
         lock.parent.mkdir(parents=True, exist_ok=True)

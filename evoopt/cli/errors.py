@@ -136,16 +136,14 @@ def genome_argument(text: str) -> Genome:
     (:func:`evoopt.campaign.common.resolve_seed`: a bare name is the seed), else one error line
     (pointing to ``./NAME`` when a file of that bare name is here)."""
     from evoopt.campaign.common import resolve_seed
-    from evoopt.fileio import names_a_path
+    from evoopt.fileio import bare_name_hint
     from evoopt.genome import GenomeError
 
     try:
         return resolve_seed(text)
     except GenomeError as e:
         message = str(e) if str(e).startswith(text) else f"{text}: {e}"
-        if not names_a_path(text) and os.path.lexists(text):
-            message += f"; to read the file {text} here, write ./{text}"
-        raise fail(message) from None
+        raise fail(message + bare_name_hint(text)) from None
 
 
 class Interrupted(KeyboardInterrupt):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from evoopt.fileio import InputError, names_a_path, read_toml_file
+from evoopt.fileio import InputError, bare_name_hint, names_a_path, read_toml_file
 from evoopt.paths import FITNESS_DIR
 
 DEFAULT_TASK = "cifar10-cpu"
@@ -244,10 +244,8 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK) ->
     else:
         path = FITNESS_DIR / f"{raw}.toml"
         if not path.is_file():
-            hint = f"; to read the file {raw} here, write ./{raw}" if Path(raw).is_file() else ""
-            raise TaskError(
-                None, f"unknown task {raw!r}; shipped tasks: {', '.join(available_tasks())}{hint}"
-            )
+            raise TaskError(None, f"unknown task {raw!r}; shipped tasks: "
+                                  f"{', '.join(available_tasks())}{bare_name_hint(raw)}")
     try:
         data = read_toml_file(path, "task file")
     except InputError as e:
