@@ -21,9 +21,9 @@ from evoopt.fitness import (
     load_task,
 )
 from evoopt.fitness import text_data as T
-from evoopt.fitness.task import DATASET_MODELS
+from evoopt.fitness.task import BUILTIN_ENTRIES
 from evoopt.fitness.transformer import CharTransformer, VisionTransformer, build_seeded
-from evoopt.fitness.workloads import WORKLOADS
+from evoopt.fitness.workloads import CharTask, CifarTask, TeacherMLPTask
 from evoopt.genome import seed_genome
 
 N_CHARS = 1_115_394
@@ -135,7 +135,7 @@ def test_check_task_data_covers_the_new_tasks(text_dir: Path, data_dir: Path) ->
 @pytest.mark.parametrize(
     ("fields", "field"),
     [({"dataset": "mnist"}, "dataset"),
-     ({"dataset": "shakespeare_char"}, "model"),            # the default cnn reads no text
+     ({"dataset": "shakespeare_char", "model": "cnn"}, "model"),  # a cnn reads no text
      ({"model": "transformer"}, "model"),                    # nor a character model images
      ({"model": "mlp"}, "model"),
      ({"model": "vit", "width": 30, "heads": 4}, "heads"),
@@ -151,14 +151,22 @@ def test_new_task_fields_are_validated_by_name(fields: dict, field: str) -> None
     assert info.value.field == field
 
 
-def test_task_kinds_and_workloads_agree() -> None:
-    assert {d: WORKLOADS[d].models for d in WORKLOADS} == DATASET_MODELS
+def test_builtin_tasks_are_task_classes_named_by_dataset() -> None:
+    classes = {"cifar10": CifarTask, "shakespeare_char": CharTask, "teacher_mlp": TeacherMLPTask}
+    for dataset, cls in classes.items():
+        spec = TaskSpec.from_dict({"name": "x", "dataset": dataset})
+        assert spec.target is cls and isinstance(spec.params, cls.Params)
+        assert spec.entry is None and spec.entry_text == BUILTIN_ENTRIES[dataset]
+        assert spec.direction == "maximize" and cls.value_range == (0.0, 1.0)
+        # the explicit entry is the same task: same fields, same spec apart from `entry`
+        explicit = TaskSpec.from_dict({"name": "x", "entry": BUILTIN_ENTRIES[dataset]})
+        assert explicit.params == spec.params
     old = TaskSpec.from_dict({"name": "old", "width": 16})  # a pre-ViT task file: the CNN
     assert (old.dataset, old.model) == ("cifar10", "cnn")
     for name in ("shakespeare-char-cpu", "shakespeare-char-gpu"):
-        assert load_task(name).char_level and load_task(name).model == "transformer"
+        assert load_task(name).target is CharTask and load_task(name).model == "transformer"
     for name in ("cifar10-vit-cpu", "cifar10-vit-gpu"):
-        assert load_task(name).model == "vit" and not load_task(name).char_level
+        assert load_task(name).model == "vit" and load_task(name).target is CifarTask
     assert load_task("cifar10-vit-gpu").device == load_task("shakespeare-char-gpu").device \
         == "cuda"
 

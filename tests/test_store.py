@@ -301,14 +301,17 @@ def test_a_version_1_store_is_read_and_upgraded_by_a_writer(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / DB_NAME) as conn:
         conn.execute("ALTER TABLE evaluations DROP COLUMN tasks")
         conn.execute("ALTER TABLE evaluations DROP COLUMN threads")
+        conn.execute("ALTER TABLE evaluations DROP COLUMN value")
         conn.execute("UPDATE meta SET value = '1' WHERE key = 'schema_version'")
     with CampaignStore(tmp_path, readonly=True) as store:
         [row] = store.evaluations()
         assert row["fitness"] == 0.5 and "tasks" not in row and "threads" not in row
+        assert "value" not in row
     with CampaignStore(tmp_path) as store:
-        assert store.get_meta("schema_version") == SCHEMA_VERSION == 3
+        assert store.get_meta("schema_version") == SCHEMA_VERSION == 4
         store.add_evaluation(uid="b", hash="h", stage="s", seed=1, split="val", fitness=0.1,
-                             tasks={"t": {"fitness": 0.1}}, threads=1)
+                             tasks={"t": {"fitness": 0.1}}, threads=1, value=2.5)
         old, new = store.evaluations()
         assert old["tasks"] is None and new["tasks"] == {"t": {"fitness": 0.1}}
         assert old["threads"] is None and new["threads"] == 1
+        assert old["value"] is None and new["value"] == 2.5

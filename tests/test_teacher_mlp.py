@@ -45,8 +45,8 @@ def _strip_times(d: dict) -> dict:
 def test_shipped_tasks_load_and_need_no_files() -> None:
     for name in (SELECTION, HELDOUT):
         task = load_task(name)
-        assert task.dataset == "teacher_mlp" and task.model == "mlp" and task.regression
-        assert not task.char_level
+        assert task.dataset == "teacher_mlp" and task.model == "mlp"
+        assert not task.target.reports_accuracy and task.target.loss_label == "loss (MSE)"
         check_task_data(task, "/nonexistent")  # no files read: only sizes are checked
 
 

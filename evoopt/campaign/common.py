@@ -15,6 +15,9 @@ from evoopt.genome import Genome, load_genome, seed_genome
 #: Store meta key of the campaign's seed genomes as they were when it began (config order).
 SEED_GENOMES_META = "seed_genomes"
 WALL_TIME_META = "wall_time_s"
+#: Store meta key of what each task's score is (labels, direction), by the config's task
+#: reference, written when the campaign begins: reports read it instead of importing task code.
+TASK_INFO_META = "task_info"
 
 
 def resolve_seed(name: str) -> Genome:
@@ -23,9 +26,18 @@ def resolve_seed(name: str) -> Genome:
     return load_genome(os.path.expanduser(name)) if names_a_path(name) else seed_genome(name)
 
 
+def aggregate_ok(rows: list[dict[str, Any]]) -> bool:
+    """Whether an evaluation over seeds succeeded: at least one row, and every row ``ok``.
+
+    Failure is a matter of status, never of the number: an ok row stored before
+    :func:`~evoopt.fitness.runner.ok_floor` may equal ``WORST_FITNESS`` (an all-zero task mix)."""
+    return bool(rows) and all(r["status"] == "ok" for r in rows)
+
+
 def aggregate_fitness(rows: list[dict[str, Any]]) -> float:
-    """Mean fitness over seeds; any failed seed makes the whole evaluation the worst."""
-    if not rows or any(r["status"] != "ok" for r in rows):
+    """Mean fitness over seeds; any failed seed (:func:`aggregate_ok`) makes the whole
+    evaluation the worst (``WORST_FITNESS``)."""
+    if not aggregate_ok(rows):
         return WORST_FITNESS
     return statistics.fmean(r["fitness"] for r in rows)
 
@@ -44,4 +56,5 @@ class WallClock:
         self.store.set_meta(WALL_TIME_META, self.before + time.time() - self.started)
 
 
-__all__ = ["SEED_GENOMES_META", "WallClock", "aggregate_fitness", "resolve_seed"]
+__all__ = ["SEED_GENOMES_META", "TASK_INFO_META", "WallClock", "aggregate_fitness",
+           "aggregate_ok", "resolve_seed"]

@@ -60,6 +60,7 @@ import json
 import math
 import re
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -370,15 +371,44 @@ def _seed_list(where: str, value: Any) -> tuple[int, ...]:
     return tuple(value)
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> CampaignConfig:
-    """Validate a parsed TOML campaign; :class:`ConfigError` names ``source`` and the field."""
+def parse_config(data: dict[str, Any], source: str = "config",
+                 base_dir: str | Path | None = None) -> CampaignConfig:
+    """Validate a parsed TOML campaign; :class:`ConfigError` names ``source`` and the field.
+    Task files and entries written relative resolve against ``base_dir`` (the campaign file's
+    folder; else the cwd) and are recorded absolute (:func:`anchor_task`)."""
     try:
-        return _parse(data)
+        return _parse(data, base_dir)
     except ConfigError as e:
         raise ConfigError(f"{source}: {e}") from None
 
 
-def _parse(data: dict[str, Any]) -> CampaignConfig:
+def anchor_task(name: str, base_dir: str | Path | None) -> str:
+    """A task as a campaign records it: an entry (``./my_task.py:objective``) or a task file
+    written relative made absolute against ``base_dir`` (else the cwd), so that workers and
+    resumed campaigns find it from any directory; a shipped task's bare name and a module
+    entry (``pkg.mod:objective``) stay as written. For one release, a relative task file that
+    exists only under the cwd is accepted from there with a warning."""
+    from evoopt.fitness.entry import parse_entry
+
+    try:
+        ref = parse_entry(name, base_dir)
+    except TaskError as e:
+        raise ConfigError(str(e)) from None
+    if ref is not None:
+        return ref.text
+    if not names_a_path(name) or Path(name).expanduser().is_absolute():
+        return str(Path(name).expanduser()) if names_a_path(name) else name
+    here = (Path(base_dir) if base_dir is not None else Path.cwd()) / Path(name).expanduser()
+    if not here.exists() and base_dir is not None and (Path.cwd() / name).exists():
+        warnings.warn(f"task file {name!r} is not next to the campaign file ({base_dir}); "
+                      f"using {Path.cwd() / name} (relative to the working directory). Task "
+                      "files are read relative to the campaign file: move it or write its "
+                      "path from there", stacklevel=2)
+        here = Path.cwd() / name
+    return str(here.resolve())
+
+
+def _parse(data: dict[str, Any], base_dir: str | Path | None = None) -> CampaignConfig:
     values: dict[str, Any] = {}  # record key -> value
     for section, table in data.items():
         if section == "stages":
@@ -406,6 +436,11 @@ def _parse(data: dict[str, Any]) -> CampaignConfig:
         if key in values:
             values[key] = tuple(values[key])
     _parse_task_lists(values)
+    for key in ("task", "tasks", "final_heldout_tasks"):
+        if key in values:
+            value = values[key]
+            values[key] = (anchor_task(value, base_dir) if isinstance(value, str) else
+                           tuple(anchor_task(n, base_dir) for n in value))
     if "lr_screen" in values:
         factors = values["lr_screen"]
         if not all(isinstance(f, (int, float)) and not isinstance(f, bool) and 0 < f != 1
@@ -765,12 +800,29 @@ def copy_shipped_campaigns(directory: str | Path) -> list[Path]:
     return targets
 
 
-def load_config(name_or_path: str | Path) -> CampaignConfig:
+def load_config(name_or_path: str | Path, *, task: str | None = None,
+                task_overrides: dict[str, Any] | None = None) -> CampaignConfig:
     """Read and validate a campaign config: a path or a shipped campaign's name (a regular
-    UTF-8 file of at most 1 MiB)."""
+    UTF-8 file of at most 1 MiB). ``task`` (``evoopt run --task``: a task name, file or entry,
+    relative to the cwd) replaces the config's selection task(s); ``task_overrides`` (``--set
+    field=value``) are merged into ``fitness.overrides``."""
     path = campaign_config_path(name_or_path)
     try:
         data = read_toml_file(path, "campaign config")
     except InputError as e:
         raise ConfigError(str(e)) from None
-    return parse_config(data, str(path))
+    if task is not None or task_overrides:
+        fitness = data.setdefault("fitness", {})
+        if not isinstance(fitness, dict):
+            raise ConfigError(f"{path}: [fitness]: expected a table, got {fitness!r}")
+        if task is not None:
+            for key in ("tasks", "weights"):
+                fitness.pop(key, None)
+            fitness["task"] = anchor_task(task, None)
+        if task_overrides:
+            overrides = fitness.get("overrides", {})
+            if not isinstance(overrides, dict):
+                raise ConfigError(f"{path}: fitness.overrides: expected a table, got "
+                                  f"{overrides!r}")
+            fitness["overrides"] = {**overrides, **task_overrides}
+    return parse_config(data, str(path), path.parent)

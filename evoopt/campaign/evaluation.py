@@ -202,7 +202,8 @@ class EvaluationService:
             status=r.get("status", "error"), message=r.get("message", ""),
             steps=r.get("steps", 0), wall_time_s=r.get("wall_time_s", 0.0),
             worker=r.get("worker"), train_loss_curve=r.get("train_loss_curve", []),
-            tasks=r.get("tasks"), threads=r.get("threads"), created_at=time.time())
+            tasks=r.get("tasks"), threads=r.get("threads"), value=r.get("value"),
+            created_at=time.time())
 
 
 def seed_scores(store: CampaignStore, eval_hash: str, seeds: Sequence[int], split: str = "val",
@@ -215,8 +216,11 @@ def seed_scores(store: CampaignStore, eval_hash: str, seeds: Sequence[int], spli
     per_seed = [float(by_seed[s]["fitness"]) if s in by_seed else WORST_FITNESS for s in seeds]
     mean, std = mean_std(per_seed)
     acc, _ = mean_std([e["val_accuracy"] for e in evs])
+    ok = [e for e in evs if e["status"] == "ok"]
+    value, value_std = mean_std([e.get("value") for e in ok]) if ok else (None, None)
     return {"aggregate": aggregate_fitness(evs) if len(evs) == len(seeds) else WORST_FITNESS,
             "fitness_mean": mean, "fitness_std": std, "accuracy_mean": acc,
+            "value_mean": value, "value_std": value_std,
             "per_seed": per_seed, "n_seeds": len(evs), "tasks": _task_means(evs)}
 
 

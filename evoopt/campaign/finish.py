@@ -59,7 +59,6 @@ from evoopt.campaign.operator_stats import operator_success
 from evoopt.campaign.store import CampaignStore, StoreCorruptError
 from evoopt.campaign.tasks import CampaignTasks
 from evoopt.fileio import atomic_write_text
-from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.baselines import (
     DEFAULT_LR_FACTORS,
     BaselineSpec,
@@ -124,6 +123,7 @@ def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
         "formula": _formula(genome), "genome": genome,
         "fitness_mean": val["fitness_mean"], "fitness_std": val["fitness_std"],
         "val_accuracy_mean": val["accuracy_mean"], "per_seed": val["per_seed"],
+        "value_mean": val["value_mean"], "value_std": val["value_std"],
         "seed_numbers": list(seeds), "n_seeds": val["n_seeds"],
         "test_accuracy_mean": None, "test_per_seed": None, "test_fitness_std": None,
         "test_fitness_mean": None, "tasks": val["tasks"], "test_tasks": None}
@@ -303,11 +303,13 @@ class SearchOutcome:
 
 def ranked_individuals(config: CampaignConfig, store: CampaignStore) -> list[dict[str, Any]]:
     """The individuals that finished an evaluation, best first by (stage reached, fitness): the
-    top candidates and the refinement's incumbent. ``ValueError`` (naming a failure) when none
-    did: there is nothing to refine, re-evaluate or export."""
+    top candidates and the refinement's incumbent. Failed ones are left out by their status
+    (an ok all-zero task mix stored at ``WORST_FITNESS`` is a score, not a failure).
+    ``ValueError`` (naming a failure) when none did: there is nothing to refine, re-evaluate
+    or export."""
     order = {s.name: k for k, s in enumerate(config.stages)}
     ranked = sorted((r for r in store.individuals() if r["fitness"] is not None and
-                     r["fitness"] != WORST_FITNESS),
+                     r["status"] != "failed"),
                     key=lambda r: (order.get(r["stage_reached"], -1), r["fitness"]), reverse=True)
     if not ranked:
         failed = [e for e in store.evaluations() if e["status"] != "ok"]

@@ -20,7 +20,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from evoopt.campaign.common import SEED_GENOMES_META, WallClock, resolve_seed
+from evoopt.campaign.common import (
+    SEED_GENOMES_META,
+    TASK_INFO_META,
+    WallClock,
+    resolve_seed,
+)
 from evoopt.campaign.config import CampaignConfig, same_campaign
 from evoopt.campaign.evaluation import CampaignEvaluate, EvaluationService, ProgressHook
 from evoopt.campaign.finish import SearchOutcome, finish_campaign, ranked_individuals
@@ -30,19 +35,35 @@ from evoopt.campaign.store import DB_NAME, CampaignStore, StoreCorruptError
 from evoopt.campaign.tasks import CampaignTasks
 from evoopt.evaluator import Evaluator, RayEvaluator, SerialEvaluator
 from evoopt.fileio import check_directory
+from evoopt.fitness import load_task
 from evoopt.fitness.multitask import REFERENCE_SEED
+from evoopt.fitness.runner import task_info
 from evoopt.genome import Genome, GenomeError
 
 
 def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | None = None,
-                   serial: bool = False) -> Evaluator:
-    """The evaluator ``config.ray`` asks for (``serial``: in-process, whatever it says)."""
+                   serial: bool = False, tasks: CampaignTasks | None = None) -> Evaluator:
+    """The evaluator ``config.ray`` asks for (``serial``: in-process, whatever it says).
+
+    A Ray pool gets ``hard_timeout_s = 2 x`` the longest ``time_limit_s`` of every task the
+    campaign runs (``tasks``, else loaded from ``config``) ``+ 60 s``: a backstop that kills
+    and replaces an actor hung where the task's own time limit cannot reach (native code)."""
     ray = config.ray
     if serial or not ray.enabled:
         return SerialEvaluator(data_dir=data_dir)
+    tasks = tasks if tasks is not None else CampaignTasks.load(config)
+    longest = max(float(t["time_limit_s"]) for t in tasks.task_dicts())
     return RayEvaluator(num_workers=ray.num_workers or None, address=address or ray.address,
                         data_dir=data_dir, cpus_per_worker=ray.cpus_per_worker,
-                        gpus_per_worker=ray.gpus_per_worker)
+                        gpus_per_worker=ray.gpus_per_worker,
+                        hard_timeout_s=2 * longest + 60)
+
+
+def campaign_task_info(config: CampaignConfig) -> dict[str, dict[str, Any]]:
+    """What each of the campaign's tasks scores (:func:`~evoopt.fitness.runner.task_info`,
+    with its name), by the config's task reference: stored, for reports."""
+    refs = [*config.fitness.selection_tasks, *config.final.heldout_tasks]
+    return {ref: {"name": (spec := load_task(ref)).name, **task_info(spec)} for ref in refs}
 
 
 def preflight(config: CampaignConfig, data_dir: str | None, *, seeds: bool = True) -> None:
@@ -103,6 +124,7 @@ class CampaignRunner:
         store.set_meta("config", cfg.to_dict())
         if store.get_meta(SEED_GENOMES_META) is None:
             store.set_meta(SEED_GENOMES_META, [g.to_dict() for g in self.seeds])
+        store.set_meta(TASK_INFO_META, campaign_task_info(cfg))
         store.set_meta("data_dir", self.data_dir)
         store.set_meta("state", "running")
         store.set_meta("pid", os.getpid())
@@ -112,6 +134,12 @@ class CampaignRunner:
         owns_evaluator = self.evaluator is None
         if self.evaluator is None:
             self.evaluator = make_evaluator(cfg, self.data_dir)
+        try:  # every worker imports every task's code before anything is paid for
+            self.evaluator.preflight(self.tasks.task_dicts())
+        except BaseException:
+            if owns_evaluator:
+                self.evaluator.close()
+            raise
         self.service = EvaluationService(
             store, self.evaluator, reference=self.seeds[cfg.seeds.index(REFERENCE_SEED)],
             progress=self.progress, generations=cfg.generations)

@@ -19,7 +19,6 @@ from typing import Any
 
 from evoopt.campaign.config import CampaignConfig
 from evoopt.campaign.store import CampaignStore
-from evoopt.fitness import WORST_FITNESS
 from evoopt.fitness.optuna_search import budget_matched_search, genome_search_space
 from evoopt.fitness.protocol import EvaluateFn
 from evoopt.genome import Genome
@@ -60,7 +59,7 @@ def refine_best(evaluate: EvaluateFn, config: CampaignConfig, store: CampaignSto
     last = len(config.stages) - 1
     finished = sorted((t for t in result.trials if t["state"] == "COMPLETE"
                        and t["stage_reached"] == last and t["value"] is not None
-                       and not t["failed"] and t["value"] > WORST_FITNESS),
+                       and not t["failed"]),
                       key=lambda t: (-t["value"], t["number"]))
     rows: list[dict[str, Any]] = []
     seen = {genome.hash}

@@ -22,12 +22,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from evoopt.campaign.common import WallClock, aggregate_fitness
+from evoopt.campaign.common import WallClock, aggregate_fitness, aggregate_ok
 from evoopt.campaign.config import CampaignConfig, top_fraction
 from evoopt.campaign.evaluation import EvaluationService
 from evoopt.campaign.store import CampaignStore
 from evoopt.campaign.tasks import CampaignTasks
-from evoopt.fitness import WORST_FITNESS
 from evoopt.genome import Genome
 from evoopt.genome.behaviour import behaviour_hash
 from evoopt.stats import mean_std
@@ -42,6 +41,7 @@ class _Tracked:
     eval_hash: str  # hash under which its evaluations are stored (its representative's)
     scores: dict[str, float] = field(default_factory=dict)  # stage -> mean fitness
     stage_index: int = -1
+    failed: bool = False  # a run at the last stage it reached was not ok (by status)
     stopped: bool = False
     cached: bool = False  # a duplicate (by hash or behaviour) of an earlier individual
 
@@ -123,7 +123,7 @@ class SearchRunner:
         for t in tracked:
             stage = stages[t.stage_index]
             score = t.scores[stage.name]
-            status = ("failed" if score == WORST_FITNESS else "stopped_at_hurdle" if t.stopped
+            status = ("failed" if t.failed else "stopped_at_hurdle" if t.stopped
                       else "cached" if t.cached else "evaluated")
             self.store.update_individual(t.candidate.uid, fitness=score,
                                          stage_reached=stage.name, status=status)
@@ -172,7 +172,9 @@ class SearchRunner:
         for t in alive:
             rows = {r["seed"]: r for r in self.store.find_evaluations(t.eval_hash, stage.name,
                                                                        split)}
-            t.scores[stage.name] = aggregate_fitness([rows[s] for s in stage.seeds])
+            stage_rows = [rows[s] for s in stage.seeds]
+            t.scores[stage.name] = aggregate_fitness(stage_rows)
+            t.failed = not aggregate_ok(stage_rows)
             t.stage_index = index
 
 

@@ -158,6 +158,7 @@ EVALUATION_COLUMNS: tuple[str, ...] = tuple(
         "created_at",
         "tasks",
         "threads",
+        "value",
     ]
 )
 GENERATION_COLUMNS: tuple[str, ...] = tuple(
@@ -225,6 +226,7 @@ CREATE TABLE IF NOT EXISTS evaluations (
     created_at REAL,
     tasks TEXT,
     threads INTEGER,
+    value REAL,
     UNIQUE(hash, stage, seed, split)
 );
 CREATE INDEX IF NOT EXISTS idx_evaluations_uid ON evaluations(uid);
@@ -335,12 +337,13 @@ def _writable(path: Path) -> bool:
 
 
 #: Version of the layout above, in meta ``schema_version``.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: Columns added by each version after the first (a writer adds them to an older store, which
 #: readers read with those columns missing from its rows).
 ADDED_COLUMNS: dict[int, dict[str, dict[str, str]]] = {
     2: {"evaluations": {"tasks": "TEXT"}},
     3: {"evaluations": {"threads": "INTEGER"}},
+    4: {"evaluations": {"value": "REAL"}},  # the task's own number (a user task's loss, ...)
 }
 _TABLES: dict[str, tuple[str, ...]] = {
     "meta": ("key", "value"), "individuals": INDIVIDUAL_COLUMNS,

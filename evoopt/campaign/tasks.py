@@ -50,6 +50,12 @@ class CampaignTasks:
         """The last stage's mix: where the finish re-measures candidates."""
         return self.stages[-1]
 
+    def task_dicts(self) -> list[dict]:
+        """Each distinct task the campaign runs (every stage's and held-out), as a dict."""
+        tasks = [t for mix in (*self.stages, *self.heldout) for t in mix.tasks]
+        return list({json.dumps(t.to_dict(), sort_keys=True): t.to_dict()
+                     for t in tasks}.values())
+
     def check_data(self, data_dir: str | None) -> None:
         """:func:`check_stage_data` for every stage and held-out task."""
         check_stage_data([*self.stages, *self.heldout], data_dir)

@@ -132,8 +132,8 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _pm(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None else f"{mean:.4f} ± {std or 0:.4f}"
+def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
+    return "-" if mean is None else f"{mean:{spec}} ± {std or 0:{spec}}"
 
 
 def _print_verdicts(verdicts: list[dict[str, Any]]) -> None:
@@ -208,13 +208,18 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
     no_accuracy = all(row.get("test_accuracy_mean") is None for row in summary["comparison"])
     by_fitness = multi or no_accuracy
     test_field = "test_fitness_mean" if by_fitness else "test_accuracy_mean"
+    # a user task's own value (its loss, ...) beside fitness; a built-in's value is its fitness
+    values = any(row.get("value_mean") is not None and row["value_mean"] != row["fitness_mean"]
+                 for row in summary["comparison"])
     for col in ("", "kind", "uid", "val fitness (mean ± std)",
+                *(("val value (mean ± std)",) * values),
                 "test fitness" if by_fitness else "test accuracy", "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get(test_field)
         table.add_row(row["name"], row.get("kind", ""), row["uid"] or "-",
                       _pm(row["fitness_mean"], row["fitness_std"]),
+                      *((_pm(row.get("value_mean"), row.get("value_std"), ".4g"),) * values),
                       "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
     console.print(table)
     _print_tasks(summary["comparison"])
@@ -283,12 +288,19 @@ def run(
         help="Folder holding the tasks' data (cifar-10-batches-py/, tinyshakespeare/)."),
     address: str | None = typer.Option(None, "--address", help=ADDRESS_HELP),
     serial: bool = typer.Option(False, "--serial", help="Evaluate in-process, without Ray."),
+    task: str | None = typer.Option(
+        None, "--task", "-t", help="Select on this task instead of the campaign's: a shipped "
+        "name, a task TOML, or your own code as MODULE:NAME or FILE.py:NAME (an objective "
+        "function or a TrainingTask class)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Override a field of the selection task(s): field=value."),
 ) -> None:
     """Run an evolution campaign; results are committed to DIR/campaign.sqlite as they arrive."""
     from evoopt.campaign.config import ConfigError, load_config
+    from evoopt.cli.fitness_cmds import parse_overrides
 
     try:
-        config = load_config(config_file)
+        config = load_config(config_file, task=task, task_overrides=parse_overrides(overrides))
     except ConfigError as e:
         raise fail(str(e)) from None
     out = out or Path("runs") / config.name

@@ -28,7 +28,7 @@ console = SafeConsole()
 err_console = SafeConsole(stderr=True)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
+def parse_overrides(items: list[str]) -> dict[str, Any]:
     """``field=value`` pairs; values parsed as TOML (``steps=200``, ``device="cpu"``)."""
     import tomllib
 
@@ -50,7 +50,7 @@ def _load_task(task: str, overrides: list[str]):
 
     try:
         spec = load_task(task)
-        return spec.with_overrides(**_parse_overrides(overrides)) if overrides else spec
+        return spec.with_overrides(**parse_overrides(overrides)) if overrides else spec
     except TaskError as e:
         raise fail(str(e)) from None
 
@@ -76,7 +76,8 @@ def _evaluation_threads(spec: TaskSpec, threads: int | None) -> TaskSpec:
 def evaluate(
     genome_file: str = typer.Argument(..., help=GENOME_ARGUMENT_HELP),
     task: str = typer.Option("cifar10-cpu", "--task", "-t",
-                             help="Task name in fitness/ or a task TOML file."),
+                             help="Task name in fitness/, a task TOML file, or your own code as "
+                             "MODULE:NAME or FILE.py:NAME."),
     data_dir: Path | None = typer.Option(
         None, "--data-dir", help="Folder holding cifar-10-batches-py/ and/or tinyshakespeare/ "
         "(default: $EVOOPT_DATA_DIR, else the user cache dir; downloaded there if missing and "
@@ -93,7 +94,8 @@ def evaluate(
 ) -> None:
     """Train the fitness task with a genome's optimizer and report fitness per seed (and bits
     per character, for character-level tasks)."""
-    from evoopt.fitness import DataError, TaskError, bits_per_char, evaluate_genome
+    from evoopt.fitness import DataError, TaskError, evaluate_genome
+    from evoopt.fitness.runner import result_extras, task_info
 
     if split not in ("val", "test"):
         raise fail(f"--split must be val or test, got {split!r}")
@@ -105,40 +107,53 @@ def evaluate(
         raise fail(str(e)) from None
     d = result.to_dict()
     d["genome"] = {"name": genome.name, "hash": genome.hash, "formula": genome.formula()}
-    if spec.char_level:  # the loss in bits per character, beside nats
-        d["val_bpc"] = bits_per_char(d["val_loss"])
-        for s in d["seeds"]:
-            s["val_bpc"] = bits_per_char(s["val_loss"])
+    for record in (d, *d["seeds"]):  # the task's own extras: bits per character, ...
+        record.update(result_extras(spec, record))
+    extras = [k for k in result_extras(spec, d) if k.startswith("val_")]
     if as_json:
         print(json.dumps(d))
         return
-    table = Table(title=Text(f"{genome.name or genome.hash} on {spec.name} ({split})"))
-    # a regression task: fitness is R² (clipped to [0, 1]), the loss an MSE, no accuracy
-    regression = spec.regression
-    cols = ("seed", "status", "fitness (R²)" if regression else "fitness",
-            *(() if regression else ("accuracy",)), "loss (MSE)" if regression else "loss",
-            *(("bpc",) * spec.char_level), "steps", "time s", "message")
+    info = task_info(spec)
+    # a user task's own value beside fitness (a built-in's value is its fitness)
+    show_value = info["value_range"] != [0.0, 1.0] or info["direction"] != "maximize"
+    accuracy = info["reports_accuracy"]
+    table = Table(title=Text(f"{genome.name or genome.hash} on {spec.name} ({split}): "
+                             f"fitness = {info['score_label']}"
+                             f"{f' ({arrow(info)} better)' if show_value else ''}"))
+    cols = ("seed", "status", "fitness", *(("value",) * show_value),
+            *(("accuracy",) * accuracy), info["loss_label"],
+            *(k.removeprefix("val_") for k in extras), "steps", "time s", "message")
     for col in cols:
         table.add_column(col, justify="left" if col in ("status", "message") else "right")
     for r, s in zip(result.seeds, d["seeds"], strict=True):
-        bpc = (_fmt(s["val_bpc"]),) if spec.char_level else ()
-        acc = () if regression else (_fmt(r.val_accuracy),)
-        table.add_row(str(r.seed), r.status, f"{r.fitness:.4f}", *acc,
-                      _fmt(r.val_loss), *bpc, str(r.steps), f"{r.wall_time_s:.2f}", r.message)
+        table.add_row(str(r.seed), r.status, f"{r.fitness:.4f}",
+                      *((_fmt(r.value),) * show_value), *((_fmt(r.val_accuracy),) * accuracy),
+                      _fmt(r.val_loss), *(_fmt(s[k]) for k in extras), str(r.steps),
+                      f"{r.wall_time_s:.2f}", r.message)
     console.print(table)
-    acc_std = _fmt(result.val_accuracy_std)
-    bpc_part = f"bpc {_fmt(d['val_bpc'])}   " if spec.char_level else ""
-    metric = (f"MSE {_fmt(result.val_loss)} ± {_fmt(result.val_loss_std)}" if regression else
-              f"accuracy {_fmt(result.val_accuracy)} ± {acc_std}")
-    say(f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}   "
-        f"{metric}   {bpc_part}status {result.status}   "
-        f"{result.wall_time_s:.1f} s on {result.threads} thread(s)")
+    parts = [f"fitness {result.fitness:.4f} ± {result.fitness_std:.4f}"]
+    if show_value:
+        parts.append(f"value {_fmt(result.value)} ± {_fmt(result.value_std)}")
+    if accuracy:
+        parts.append(f"accuracy {_fmt(result.val_accuracy)} ± {_fmt(result.val_accuracy_std)}")
+    else:
+        parts.append(f"{info['loss_label']} {_fmt(result.val_loss)} ± "
+                     f"{_fmt(result.val_loss_std)}")
+    parts += [f"{k.removeprefix('val_')} {_fmt(d[k])}" for k in extras]
+    say("   ".join([*parts, f"status {result.status}",
+                    f"{result.wall_time_s:.1f} s on {result.threads} thread(s)"]))
+
+
+def arrow(info: dict) -> str:
+    """↑ for a value to maximise, ↓ for one to minimise."""
+    return "↑" if info["direction"] == "maximize" else "↓"
 
 
 @app.command()
 def baselines(
     task: str = typer.Option("cifar10-cpu", "--task", "-t",
-                             help="Task name in fitness/ or a task TOML file."),
+                             help="Task name in fitness/, a task TOML file, or your own code as "
+                             "MODULE:NAME or FILE.py:NAME."),
     optimizers: str = typer.Option(
         "adam,adamw-cosine,lion-cosine,nesterov-cosine", "--optimizers",
         help="Comma-separated fair baselines (evoopt.fitness.baselines.FAIR_BASELINES); "

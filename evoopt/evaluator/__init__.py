@@ -8,6 +8,7 @@ from evoopt.evaluator.base import (
     EvalRequest,
     Evaluator,
     EvaluatorStats,
+    PreflightError,
     error_result,
     task_cache_key,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "Evaluator",
     "EvaluatorStats",
     "FitnessWorker",
+    "PreflightError",
     "RayEvaluator",
     "SerialEvaluator",
     "error_result",

@@ -21,6 +21,18 @@ def _plain(obj: Any, what: str) -> dict[str, Any]:
     return dict(obj)
 
 
+class PreflightError(ValueError):
+    """A worker cannot run a task (its code does not import there, or its fields are invalid);
+    raised before any evaluation is paid for. ``problems``: one line per (worker, task)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        shown = "; ".join(self.problems[:3])
+        more = f" (and {len(self.problems) - 3} more)" if len(self.problems) > 3 else ""
+        super().__init__(f"cannot run the campaign's tasks: {shown}{more}. No evaluation was "
+                         "run")
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """One (genome, task, seed, split) evaluation; plain, picklable data.
@@ -169,6 +181,12 @@ class Evaluator(ABC):
     @property
     @abstractmethod
     def stats(self) -> EvaluatorStats: ...
+
+    def preflight(self, tasks: list[dict[str, Any]]) -> None:
+        """Raise :class:`PreflightError` unless every worker can import each task's code and
+        validate its fields (``tasks``: ``TaskSpec.to_dict()`` forms), before any evaluation
+        is submitted. The default checks nothing; both evaluators override it."""
+        return None
 
     def _accept(self, request: EvalRequest) -> None:
         """Checks shared by every ``submit``: open evaluator, key not already pending."""

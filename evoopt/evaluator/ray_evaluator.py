@@ -25,6 +25,7 @@ from evoopt.evaluator.base import (
     EvalRequest,
     Evaluator,
     EvaluatorStats,
+    PreflightError,
     error_result,
 )
 from evoopt.evaluator.ray_cluster import ensure_ray
@@ -58,6 +59,9 @@ class FitnessActor:
 
     def evaluate(self, request: EvalRequest) -> tuple[dict[str, Any], str]:
         return self.worker.evaluate(request), self.label
+
+    def preflight(self, tasks: list[dict[str, Any]]) -> list[str]:
+        return self.worker.preflight(tasks)
 
 
 @dataclass
@@ -233,6 +237,19 @@ class RayEvaluator(Evaluator):
         slot.info_ref = slot.handle.info.remote()
         self._stats.worker_replacements += 1
         return True
+
+    def preflight(self, tasks: list[dict[str, Any]]) -> None:
+        """Every live worker imports each task's code and validates its fields
+        (:class:`PreflightError` listing the failures otherwise). A replacement actor runs in
+        the same environment; should it fail to import a task after all, its evaluations are
+        errors with the message."""
+        import ray
+
+        tasks = [dict(t) for t in tasks]
+        reports = ray.get([s.handle.preflight.remote(tasks) for s in self._live_slots()])
+        problems = [p for report in reports for p in report]
+        if problems:
+            raise PreflightError(problems)
 
     def _live_slots(self) -> list[_Slot]:
         return [s for s in self._slots if s.handle is not None]

@@ -6,7 +6,13 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
-from evoopt.evaluator.base import EvalOutcome, EvalRequest, Evaluator, EvaluatorStats
+from evoopt.evaluator.base import (
+    EvalOutcome,
+    EvalRequest,
+    Evaluator,
+    EvaluatorStats,
+    PreflightError,
+)
 from evoopt.evaluator.worker import FitnessWorker, RunnerFactory
 
 
@@ -32,6 +38,11 @@ class SerialEvaluator(Evaluator):
         self._keys: set[str] = set()
         self._stats = EvaluatorStats()
         self._closed = False
+
+    def preflight(self, tasks: list[dict]) -> None:
+        problems = self.worker.preflight(tasks)
+        if problems:
+            raise PreflightError(problems)
 
     def submit(self, request: EvalRequest) -> None:
         self._accept(request)

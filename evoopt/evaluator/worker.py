@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 import traceback
 from collections import OrderedDict
@@ -17,10 +18,11 @@ RunnerFactory = Callable[[dict[str, Any], "str | Path | None"], Any]
 
 
 def default_runner_factory(task: dict[str, Any], data_dir: str | Path | None) -> Any:
-    """``FitnessRunner(TaskSpec.from_dict(task), data_dir=data_dir)``."""
-    from evoopt.fitness import FitnessRunner, TaskSpec
+    """``make_runner(TaskSpec.from_dict(task), data_dir)``: a ``FitnessRunner`` for a task
+    class, an ``ObjectiveRunner`` for an objective function."""
+    from evoopt.fitness import TaskSpec, make_runner
 
-    return FitnessRunner(TaskSpec.from_dict(task), data_dir=data_dir)
+    return make_runner(TaskSpec.from_dict(task), data_dir=data_dir)
 
 
 class FitnessWorker:
@@ -76,6 +78,20 @@ class FitnessWorker:
             tb = traceback.format_exc(limit=-3)
             message = f"evaluation raised {type(exc).__name__}: {exc}\n{tb}"
             return error_result(request, message, time.perf_counter() - t0)
+
+    def preflight(self, tasks: list[dict[str, Any]]) -> list[str]:
+        """Import every task's code and validate its fields, here, before any evaluation is
+        paid for: one line per task that cannot be (naming this worker), none when all can."""
+        from evoopt.fitness import TaskSpec
+
+        problems = []
+        for task in {task_cache_key(t): t for t in tasks}.values():
+            try:
+                TaskSpec.from_dict(dict(task))
+            except Exception as exc:  # noqa: BLE001 - reported to the driver, not raised here
+                problems.append(f"task {task.get('name')!r} on worker {self.label} (host "
+                                f"{socket.gethostname()}): {type(exc).__name__}: {exc}")
+        return problems
 
     @property
     def cached_tasks(self) -> int:

@@ -17,6 +17,7 @@ from evoopt.fitness.runner import (
     bits_per_char,
     check_task_data,
     evaluate_genome,
+    make_runner,
 )
 from evoopt.fitness.task import DEFAULT_TASK, TaskError, TaskSpec, available_tasks, load_task
 from evoopt.fitness.text_data import load_shakespeare
@@ -37,5 +38,6 @@ __all__ = [
     "load_cifar10",
     "load_shakespeare",
     "load_task",
+    "make_runner",
     "make_splits",
 ]

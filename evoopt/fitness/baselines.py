@@ -51,7 +51,7 @@ import pandas as pd
 
 from evoopt.fileio import atomic_output, atomic_write_text
 from evoopt.fitness.protocol import EvaluateFn, RunnerEvaluate, RunProgressFn, check_results
-from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner
+from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner, make_runner
 from evoopt.fitness.task import TaskSpec, load_task
 from evoopt.genome import Genome, load_genome, seed_genome
 from evoopt.stats import mean_std
@@ -219,6 +219,9 @@ class TunedBaseline:
 
 
 def _failed(x: float) -> bool:
+    """Whether a per-seed fitness from an ``EvaluateFn`` is a failed run's. The number is the
+    only signal here, and an exact one: a failure is stored at ``WORST_FITNESS`` and every ok
+    fitness is above it (:func:`~evoopt.fitness.runner.ok_floor`)."""
     return x <= WORST_FITNESS
 
 
@@ -403,8 +406,8 @@ def run_baselines(
     sweep = _seed_list(sweep_seeds)
     final = _seed_list(len(sweep) if final_seeds is None else final_seeds, FRESH_SEED_OFFSET)
     _check_seeds(sweep, final, (split,))
-    runner = runner or FitnessRunner(spec_task, data_dir=None if data_dir is None
-                                     else str(data_dir))
+    runner = runner or make_runner(spec_task, data_dir=None if data_dir is None
+                                   else str(data_dir))
     evaluate = RunnerEvaluate(runner, progress=progress)
     tuned = tune_baselines(specs, evaluate, sweep, final, (split,)) if specs else []
     summary, sweep_rows = [], []

@@ -14,6 +14,9 @@ per-task results into the one row a campaign stores and selects on:
   0 is the reference itself, 0.05 is 5 % better than it on the weighted average of tasks, and
   a run that fails on any task is a failure (``WORST_FITNESS``, the status of its first failed
   task). The reference is the campaign's seeded Adam (:data:`REFERENCE_SEED`).
+
+An ok result's fitness is always above ``WORST_FITNESS`` (:func:`~evoopt.fitness.runner.ok_floor`:
+a mix that scored 0 on every task would be exactly -1.0), so it is never taken for a failure.
 """
 
 from __future__ import annotations
@@ -23,15 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from evoopt.fitness.runner import WORST_FITNESS
+from evoopt.fitness.runner import WORST_FITNESS, ok_floor, task_info
 from evoopt.fitness.task import TaskSpec
-from evoopt.fitness.workloads import WORKLOADS
 
 #: The seed genome every task of a mix is normalised by (every campaign seeds it).
 REFERENCE_SEED = "adam"
 #: Per-task fields kept in a multi-task evaluation's ``tasks`` record.
 TASK_FIELDS = ("fitness", "val_accuracy", "val_loss", "status", "message", "steps",
-               "wall_time_s", "threads")
+               "wall_time_s", "threads", "value")
 
 
 @dataclass(frozen=True)
@@ -70,21 +72,35 @@ class TaskMix:
     def score_label(self) -> str:
         """A short name of what the mix's fitness measures (for reports): the one task's score,
         or, with several tasks, the score relative to the reference optimizer."""
-        if self.multi:
-            return f"relative score vs the seeded {REFERENCE_SEED}"
-        return WORKLOADS[self.tasks[0].dataset].score_label
+        return mix_labels([task_info(t) for t in self.tasks])[0]
 
     @property
     def score_description(self) -> str:
         """The definition of the mix's fitness (for reports), as :func:`combine` computes it."""
-        if self.multi:
-            return (f"the weighted mean, over tasks, of each task's fitness divided by the seeded "
-                    f"{REFERENCE_SEED}'s on the same seed, minus 1 (0 = {REFERENCE_SEED})")
-        return WORKLOADS[self.tasks[0].dataset].score_description
+        return mix_labels([task_info(t) for t in self.tasks])[1]
 
     def with_overrides(self, **kw: Any) -> TaskMix:
         """The mix with the same overrides (a fidelity stage's budget) applied to every task."""
         return TaskMix(tuple(t.with_overrides(**kw) for t in self.tasks), self.weights)
+
+
+def mix_labels(infos: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """(label, description) of the fitness of a mix of tasks, from each task's
+    :func:`~evoopt.fitness.runner.task_info` (a campaign stores them, so a report needs no
+    task code): one task's own score, or the score relative to the reference optimizer."""
+    if len(infos) > 1:
+        return (f"relative score vs the seeded {REFERENCE_SEED}",
+                f"the weighted mean, over tasks, of each task's fitness divided by the seeded "
+                f"{REFERENCE_SEED}'s on the same seed, minus 1 (0 = {REFERENCE_SEED})")
+    info = infos[0]
+    if info.get("value_range") == [0.0, 1.0] and info.get("direction") == "maximize":
+        return info["score_label"], info["score_description"]
+    arrow = "↑" if info.get("direction") == "maximize" else "↓"
+    mapping = ("the affine map of its value_range" if info.get("value_range") else
+               "0.5 + 0.5·x/(1 + |x|), x = the value, negated when minimised")
+    return (f"{info['score_label']} ({arrow} better), mapped to (0, 1)",
+            f"{info['score_description']}; fitness is that value mapped monotonically to "
+            f"[0, 1], higher better: {mapping}")
 
 
 def task_record(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -99,13 +115,17 @@ def combine(mix: TaskMix, results: Mapping[str, Mapping[str, Any]],
 
     ``reference`` maps each task to the reference optimizer's fitness on the same seed and split
     (needed, and each > 0, when the mix has several tasks). A single task's result is returned
-    as it is, with ``tasks`` None.
+    as it is, with ``tasks`` None. An ok fitness is floored by :func:`ok_floor` (> -1: a failure
+    is told by its status, and ``WORST_FITNESS`` is below every ok score).
     """
     missing = [n for n in mix.names if n not in results]
     if missing:
         raise ValueError(f"no result for task(s) {', '.join(missing)}")
     if not mix.multi:
-        return {**results[mix.names[0]], "tasks": None}
+        out = {**results[mix.names[0]], "tasks": None}
+        if out.get("status") == "ok":  # a built-in score in [0, 1] is unchanged
+            out["fitness"] = ok_floor(out["fitness"])
+        return out
     records = {n: task_record(results[n]) for n in mix.names}
     out: dict[str, Any] = {
         "val_accuracy": None, "val_loss": None, "train_loss_curve": [], "tasks": records,
@@ -131,7 +151,7 @@ def combine(mix: TaskMix, results: Mapping[str, Mapping[str, Any]],
     total = sum(mix.weights)
     score = sum(w * (records[n]["fitness"] / reference[n] - 1.0)
                 for n, w in zip(mix.names, mix.weights, strict=True)) / total
-    return {**out, "fitness": float(score), "status": "ok", "message": ""}
+    return {**out, "fitness": ok_floor(float(score)), "status": "ok", "message": ""}
 
 
 def weights_for(names: Sequence[str], weights: Sequence[float]) -> tuple[float, ...]:
@@ -139,4 +159,5 @@ def weights_for(names: Sequence[str], weights: Sequence[float]) -> tuple[float, 
     return tuple(float(w) for w in weights) if weights else (1.0,) * len(names)
 
 
-__all__ = ["REFERENCE_SEED", "TASK_FIELDS", "TaskMix", "combine", "task_record", "weights_for"]
+__all__ = ["REFERENCE_SEED", "TASK_FIELDS", "TaskMix", "combine", "mix_labels", "task_record",
+           "weights_for"]

@@ -32,7 +32,7 @@ import optuna
 from optuna.trial import TrialState
 
 from evoopt.fitness.protocol import EvaluateFn, RunnerEvaluate, check_results
-from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner
+from evoopt.fitness.runner import WORST_FITNESS, FitnessRunner, make_runner
 from evoopt.fitness.task import TaskSpec
 from evoopt.genome import Genome, seed_genome
 from evoopt.genome.primitives import MAX_TERMS, primitive
@@ -262,6 +262,8 @@ def budget_matched_search(
             check_results(items, seeds, results)
             for num, (trial, _) in list(alive.items()):
                 scores = [float(x) for x in results[f"{key_prefix}{num}"]]
+                # per-seed numbers are the only failure signal an EvaluateFn gives, and an exact
+                # one: failures are WORST_FITNESS, every ok fitness is above it (ok_floor)
                 failed = any(x <= WORST_FITNESS for x in scores)
                 value = WORST_FITNESS if failed else float(mean_std(scores)[0])
                 attrs = trial.user_attrs
@@ -334,7 +336,7 @@ def cli_search(task: TaskSpec, runner: FitnessRunner, evaluate: RunnerEvaluate,
     trial re-run on the fresh ``final_seeds`` on ``split``. Without ``storage_path`` the study
     lives in a temporary file (no resume)."""
     stages = cli_stages(task, sweep_seeds)
-    runners = [FitnessRunner(stages[0][1], data_dir=runner.data_dir), runner]
+    runners = [make_runner(stages[0][1], data_dir=getattr(runner, "data_dir", None)), runner]
     staged = RunnerEvaluate(runners, progress=evaluate.progress)
     staged.runs = evaluate.runs
     with tempfile.TemporaryDirectory() as tmp:

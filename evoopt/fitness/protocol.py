@@ -54,7 +54,7 @@ class RunnerEvaluate:
 
     def __init__(self, runners: FitnessRunner | Sequence[FitnessRunner],
                  progress: RunProgressFn | None = None) -> None:
-        self.runners = [runners] if isinstance(runners, FitnessRunner) else list(runners)
+        self.runners = [runners] if hasattr(runners, "evaluate") else list(runners)
         if not self.runners:
             raise ValueError("RunnerEvaluate needs at least one FitnessRunner")
         self.progress = progress

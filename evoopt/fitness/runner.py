@@ -32,13 +32,24 @@ from typing import Any
 import numpy as np
 import torch
 
+from evoopt.fitness.orientation import Score, canonical_fitness
 from evoopt.fitness.task import TaskError, TaskSpec, load_task
-from evoopt.fitness.workloads import WORKLOADS, SplitScore, make_workload
+from evoopt.fitness.training_task import TaskContext, TrainingTask
 from evoopt.genome.interpreter import backpropagate
 from evoopt.stats import mean_std
 
 WORST_FITNESS = -1.0
-"""Fitness of any run whose status is not ``ok`` (finite, below every score in [0, 1])."""
+"""Fitness of any run whose status is not ``ok`` (finite, below every ok fitness). "Failed" is
+decided by status; the number only orders (a failure ranks below every ok run)."""
+
+#: The lowest fitness an ok run can have: the double just above :data:`WORST_FITNESS`.
+OK_FLOOR = math.nextafter(WORST_FITNESS, 0.0)
+
+
+def ok_floor(x: float) -> float:
+    """An ok run's fitness kept above :data:`WORST_FITNESS` (``max(x, OK_FLOOR)``), so every ok
+    fitness is > -1 and a bare per-seed number ``<= WORST_FITNESS`` means a failure, exactly."""
+    return max(x, OK_FLOOR)
 
 STATUSES = ("ok", "diverged", "timeout", "error")
 CURVE_POINTS = 50
@@ -73,12 +84,16 @@ class SeedResult:
     # torch's CPU threads during the run (torch.get_num_threads() inside it; 0: no run, e.g. an
     # invalid genome). Fitness is deterministic per thread count, not across counts.
     threads: int = 0
+    # the task's own number, in its own units and orientation (a loss to minimise, a score to
+    # maximise); ``fitness`` is derived from it (evoopt.fitness.orientation). None: no score.
+    value: float | None = None
+    direction: str = "maximize"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe dict (non-finite numbers become None)."""
         d = asdict(self)
         d["train_loss_curve"] = [_finite_or_none(v) for v in self.train_loss_curve]
-        for k in ("val_accuracy", "val_loss"):
+        for k in ("val_accuracy", "val_loss", "value"):
             d[k] = _finite_or_none(d[k])
         return d
 
@@ -109,6 +124,9 @@ class EvaluationResult:
     task: str
     seeds: list[SeedResult]
     threads: int = 0  # torch CPU threads the seeds ran with (the most, should they differ)
+    value: float | None = None      # mean of the seeds' task values (None unless all are ok)
+    value_std: float | None = None
+    direction: str = "maximize"
 
     @classmethod
     def from_seeds(cls, results: Sequence[SeedResult], task: str, split: str) -> EvaluationResult:
@@ -119,6 +137,8 @@ class EvaluationResult:
         acc, acc_std = mean_std([r.val_accuracy for r in results if r.val_accuracy is not None])
         loss, loss_std = mean_std([r.val_loss for r in results if r.val_loss is not None])
         fit, fit_std = mean_std([r.fitness for r in results])
+        values = [r.value for r in results]
+        value, value_std = (None, None) if bad or None in values else mean_std(values)
         return cls(
             fitness=WORST_FITNESS if bad else float(fit),
             fitness_std=0.0 if bad else float(fit_std),
@@ -128,11 +148,13 @@ class EvaluationResult:
             wall_time_s=float(sum(r.wall_time_s for r in results)),
             split=split, task=task, seeds=list(results),
             threads=max(r.threads for r in results),
+            value=value, value_std=value_std, direction=results[0].direction,
         )
 
     def to_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in asdict(self).items() if k != "seeds"}
-        for k in ("val_accuracy", "val_accuracy_std", "val_loss", "val_loss_std"):
+        for k in ("val_accuracy", "val_accuracy_std", "val_loss", "val_loss_std", "value",
+                  "value_std"):
             d[k] = _finite_or_none(d[k])
         d["seeds"] = [r.to_dict() for r in self.seeds]
         return d
@@ -219,26 +241,87 @@ def genome_optimizer_factory(genome: Any) -> OptimizerFactory:
     return make
 
 
+def is_task_class(target: Any) -> bool:
+    """Whether a task's code is a :class:`TrainingTask` subclass (else an objective)."""
+    return isinstance(target, type) and issubclass(target, TrainingTask)
+
+
 def check_task_data(task: TaskSpec, data_dir: str | None = None) -> None:
     """Raise :class:`~evoopt.fitness.data.DataError` now, before any run is paid for, when
     ``task`` cannot run on the data: missing or broken files, or a split that leaves too little
-    to train on. Loads the data (cached for this process's later runs)."""
-    WORKLOADS[task.dataset].check_data(task, data_dir)
+    to train on (the task class's ``check_data``, whose context has the CPU as its device; it
+    may load and cache the data for this process's later runs). An objective has no data
+    check: importing it (done to validate the spec) is its preflight."""
+    target = task.target
+    if is_task_class(target):
+        target.check_data(task.params, TaskContext(task.name, torch.device("cpu"), data_dir,
+                                                   task.task_dir))
+
+
+def task_info(task: TaskSpec) -> dict[str, Any]:
+    """What reports say about a task's score, from its code: ``entry``, ``direction``,
+    ``value_range``, ``score_label`` (a short name of the value), ``score_description`` (its
+    definition), ``loss_label``, ``reports_accuracy``. A task class declares these as class
+    attributes; an objective function may set any of them as function attributes."""
+    target = task.target
+    if is_task_class(target):
+        labels = {k: getattr(target, k) for k in ("value_range", "score_label",
+                                                  "score_description", "loss_label",
+                                                  "reports_accuracy")}
+    else:
+        noun = "loss" if task.direction == "minimize" else "score"
+        labels = {"value_range": getattr(target, "value_range", None),
+                  "score_label": getattr(target, "score_label", f"the objective's {noun}"),
+                  "score_description": getattr(target, "score_description",
+                                               f"the value the objective returns (a {noun} to "
+                                               f"{task.direction[:-1]})"),
+                  "loss_label": getattr(target, "loss_label", "loss"),
+                  "reports_accuracy": bool(getattr(target, "reports_accuracy", False))}
+    vr = labels["value_range"]
+    return {**labels, "entry": task.entry_text, "direction": task.direction,
+            "value_range": None if vr is None else [float(vr[0]), float(vr[1])]}
+
+
+def result_extras(task: TaskSpec, result: dict[str, Any]) -> dict[str, Any]:
+    """The task's extra keys of a result dict (a task class's ``result_extras``: e.g. a
+    character task's ``val_bpc``); none for an objective."""
+    target = task.target
+    return target.result_extras(result) if is_task_class(target) else {}
+
+
+def make_runner(task: TaskSpec | str, data_dir: str | None = None, download: bool = True
+                ) -> Any:
+    """The runner of a task's code: a :class:`FitnessRunner` for a task class, an
+    :class:`~evoopt.fitness.objective.ObjectiveRunner` for an objective function. Both have
+    ``evaluate(genome, seed, split) -> SeedResult`` and never raise from it."""
+    spec = load_task(task)
+    if is_task_class(spec.target):
+        return FitnessRunner(spec, data_dir=data_dir, download=download)
+    from evoopt.fitness.objective import ObjectiveRunner
+
+    return ObjectiveRunner.from_task(spec.target, spec)
 
 
 class FitnessRunner:
-    """Loads and stages a task's data once; ``evaluate(genome, seed)`` trains and scores.
+    """Builds a task class once (its data staged); ``evaluate(genome, seed)`` trains and scores.
 
-    The raw data is cached per process (keyed by resolved path), so several runners, e.g. for
-    fidelity stages, share it; each runner stages its own subset on its device (``workload``).
+    Built-in data is cached per process (keyed by resolved path), so several runners, e.g. for
+    fidelity stages, share it; each runner's task (``workload``, a :class:`TrainingTask`)
+    stages its own subset on its device.
     """
 
     def __init__(self, task: TaskSpec | str, data_dir: str | None = None,
                  download: bool = True) -> None:
         self.task = load_task(task)
+        target = self.task.target
+        if not is_task_class(target):
+            raise TaskError("entry", f"{self.task.entry_text} is an objective function, not a "
+                                     "TrainingTask: run it with make_runner (ObjectiveRunner)")
         self.device = resolve_device(self.task.device)
         self.data_dir = data_dir
-        self.workload = make_workload(self.task, self.device, data_dir, download=download)
+        self.value_range = target.value_range
+        ctx = TaskContext(self.task.name, self.device, data_dir, self.task.task_dir, download)
+        self.workload: TrainingTask = target(self.task.params, ctx)
         self.data_root = self.workload.data_root
 
     def split_data(self, split: str) -> Any:
@@ -309,8 +392,8 @@ class FitnessRunner:
         for step in range(task.steps):
             xb, yb = next(batches)
             with self._autocast(res.create_graph), double_backward_attention(res.create_graph):
-                out = model(xb)
-            loss = work.train_loss(out, yb)  # the workload's: cross-entropy, or MSE
+                out = work.forward(model, xb)
+            loss = work.train_loss(out, yb)  # the task's: cross-entropy, MSE, ...
             opt.zero_grad(set_to_none=True)
             backpropagate(loss, params, res.create_graph)
             opt.step()
@@ -337,16 +420,23 @@ class FitnessRunner:
         if res.status in ("diverged", "timeout"):
             return
         score = self._score(model, eval_data, res.create_graph)
-        if not (math.isfinite(score.loss) and math.isfinite(score.fitness)):
-            res.status, res.message = "diverged", f"non-finite {split} loss"
+        if isinstance(score, numbers.Real) and not isinstance(score, bool):
+            score = Score(float(score))
+        if not isinstance(score, Score):
+            raise TypeError(f"{type(work).__name__}.score returned {type(score).__name__}; "
+                            "return a number or an evoopt Score")
+        if not (math.isfinite(score.value) and (score.loss is None or math.isfinite(score.loss))):
+            res.status, res.message = "diverged", f"non-finite {split} score or loss"
             return
         res.val_accuracy, res.val_loss = score.accuracy, score.loss
-        res.status, res.fitness, res.message = "ok", score.fitness, ""
+        res.value, res.direction = float(score.value), task.direction
+        res.fitness = canonical_fitness(score.value, task.direction, self.value_range)
+        res.status, res.message = "ok", ""
 
     @torch.no_grad()
     def _score(self, model: torch.nn.Module, data: Any, create_graph: bool = False
-               ) -> SplitScore:
-        """The workload's score of a staged split (accuracy and mean cross-entropy in nats, or
+               ) -> Score | float:
+        """The task's score of a staged split (accuracy and mean cross-entropy in nats, or
         MSE and variance explained), the model run in the precision the training ran in (see
         :meth:`_autocast`), its outputs scored in fp32."""
         model.eval()
@@ -393,14 +483,15 @@ def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int
     None (the task's count). Bad seeds raise :class:`ValueError` before any data is read."""
     spec = load_task(task)
     seeds = seed_list(seeds, spec.seeds)
-    runner = FitnessRunner(spec, data_dir=data_dir)
+    runner = make_runner(spec, data_dir=data_dir)
     results = [runner.evaluate(genome, s, split=split) for s in seeds]
     return EvaluationResult.from_seeds(results, task=spec.name, split=split)
 
 
 __all__ = [
-    "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OptimizerFactory", "STATUSES",
-    "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
+    "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OK_FLOOR", "OptimizerFactory",
+    "STATUSES", "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
     "double_backward_attention", "downsample_curve", "evaluate_genome",
-    "genome_optimizer_factory", "resolve_device", "seed_list",
+    "genome_optimizer_factory", "is_task_class", "make_runner", "ok_floor", "resolve_device",
+    "result_extras", "seed_list", "task_info",
 ]

@@ -16,10 +16,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from evoopt.campaign.common import TASK_INFO_META
 from evoopt.campaign.operator_stats import improved, operator_success
 from evoopt.campaign.store import CampaignStore
-from evoopt.fitness import WORST_FITNESS, TaskSpec, load_task
-from evoopt.fitness.multitask import TaskMix, weights_for
+from evoopt.fitness import TaskSpec, load_task
+from evoopt.fitness.multitask import TaskMix, mix_labels, weights_for
 from evoopt.genome.genome import TOP_LEVEL_KEYS, Genome
 from evoopt.report.lineage import LineStep, format_fitness, format_value, iter_tree, line_steps
 from evoopt.stats import mean_std
@@ -101,13 +102,35 @@ def _load_tasks(names: Any) -> list[TaskSpec] | None:
         return None
 
 
-def fitness_view(config: Mapping[str, Any]) -> dict[str, Any]:
+def _stored_view(names: Any, heldout: Any, task_info: Any, split: str
+                 ) -> dict[str, Any] | None:
+    """:func:`fitness_view` from stored task labels; None unless they cover every task."""
+    refs = [*(names or []), *(heldout if isinstance(heldout, list | tuple) else [])]
+    if not (isinstance(task_info, dict) and names and all(
+            isinstance(r, str) and isinstance(task_info.get(r), dict) for r in refs)):
+        return None
+    try:
+        selection = [task_info[r] for r in names]
+        label, description = mix_labels(selection)
+        labels = {task_info[r]["name"]: mix_labels([task_info[r]])[0] for r in refs}
+    except (KeyError, TypeError):
+        return None
+    return {"label": f"fitness = {split} {label} (↑ better)", "description": description,
+            "split": split, "task_labels": labels}
+
+
+def fitness_view(config: Mapping[str, Any], task_info: Any = None) -> dict[str, Any]:
     """What the campaign's fitness measures, from its task(s) (the fitness package's
     :attr:`TaskMix.score_label`): ``label`` (an axis title), ``description`` (None when the
     tasks cannot be read), ``split`` and ``task_labels`` (each selection and held-out task's own
-    score, by task name)."""
+    score, by task name). ``task_info`` (the store's meta of that name: each task's labels, by
+    the config's task reference) is used when it covers the tasks, so the report imports no
+    task code; older stores fall back to loading the tasks."""
     split = config.get("split") if isinstance(config.get("split"), str) else "val"
     names = config.get("tasks") or ([config["task"]] if "task" in config else None)
+    stored = _stored_view(names, config.get("final_heldout_tasks"), task_info, split)
+    if stored is not None:
+        return stored
     tasks = _load_tasks(names)
     mix = None
     if tasks:
@@ -562,9 +585,11 @@ def _curves(store: CampaignStore, comparison: list[dict]
 
 
 def scored_individuals(individuals: list[dict]) -> list[dict]:
-    """The individuals with a real score: failed runs (``WORST_FITNESS``) left out."""
+    """The individuals with a real score: pending ones and failed runs left out, by status
+    (every store labels a failed individual ``failed``; an ok all-zero task mix stored at
+    ``WORST_FITNESS`` is a score)."""
     return [i for i in individuals if i.get("fitness") is not None
-            and i["fitness"] > WORST_FITNESS and i.get("status") != "failed"]
+            and i.get("status") != "failed"]
 
 
 def build_view(store: CampaignStore) -> ReportView:
@@ -639,7 +664,8 @@ def build_view(store: CampaignStore) -> ReportView:
         code=code,
         export_name=export.name,
         curves=_curves(store, comparison),
-        fitness=fitness_view(config if isinstance(config, dict) else {}),
+        fitness=fitness_view(config if isinstance(config, dict) else {},
+                             store.get_meta(TASK_INFO_META)),
     )
 
 
