@@ -131,6 +131,7 @@ def _row(store: CampaignStore, key: str, kind: str, name: str, uid: str | None,
         test = seed_scores(store, eval_hash, seeds, "test", stage)
         row.update(test_accuracy_mean=test["accuracy_mean"], test_per_seed=test["per_seed"],
                    test_fitness_std=test["fitness_std"], test_fitness_mean=test["fitness_mean"],
+                   test_value_mean=test["value_mean"],
                    test_tasks=test["tasks"])
     row.update(extra)
     return row

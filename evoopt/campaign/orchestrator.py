@@ -121,6 +121,15 @@ class CampaignRunner:
         # Fail (or download) here, once, rather than in every worker's first evaluation; before
         # the config is stored, so the store of a campaign that could not start stays reusable.
         self.tasks.check_data(self.data_dir)
+        owns_evaluator = self.evaluator is None
+        if self.evaluator is None:
+            self.evaluator = make_evaluator(cfg, self.data_dir, tasks=self.tasks)
+        try:  # every worker imports every task's code before anything is paid or stored
+            self.evaluator.preflight(self.tasks.task_dicts())
+        except BaseException:
+            if owns_evaluator:
+                self.evaluator.close()
+            raise
         store.set_meta("config", cfg.to_dict())
         if store.get_meta(SEED_GENOMES_META) is None:
             store.set_meta(SEED_GENOMES_META, [g.to_dict() for g in self.seeds])
@@ -131,15 +140,6 @@ class CampaignRunner:
         if store.get_meta("started_at") is None:
             store.set_meta("started_at", time.time())
         clock = WallClock(store)
-        owns_evaluator = self.evaluator is None
-        if self.evaluator is None:
-            self.evaluator = make_evaluator(cfg, self.data_dir)
-        try:  # every worker imports every task's code before anything is paid for
-            self.evaluator.preflight(self.tasks.task_dicts())
-        except BaseException:
-            if owns_evaluator:
-                self.evaluator.close()
-            raise
         self.service = EvaluationService(
             store, self.evaluator, reference=self.seeds[cfg.seeds.index(REFERENCE_SEED)],
             progress=self.progress, generations=cfg.generations)

@@ -132,8 +132,13 @@ def _fmt(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _pm(mean: float | None, std: float | None, spec: str = ".4f") -> str:
-    return "-" if mean is None else f"{mean:{spec}} ± {std or 0:{spec}}"
+def _pm(mean: float | None, std: float | None) -> str:
+    return "-" if mean is None else f"{mean:.4f} ± {std or 0:.4f}"
+
+
+def _pm_value(mean: float | None, std: float | None) -> str:
+    """A task's own value (any scale: a loss of 1e-5 or of 300) and its std, to 4 digits."""
+    return "-" if mean is None else f"{mean:.4g} ± {std or 0:.2g}"
 
 
 def _print_verdicts(verdicts: list[dict[str, Any]]) -> None:
@@ -213,14 +218,17 @@ def _print_summary(out: Path, summary: dict[str, Any]) -> None:
                  for row in summary["comparison"])
     for col in ("", "kind", "uid", "val fitness (mean ± std)",
                 *(("val value (mean ± std)",) * values),
-                "test fitness" if by_fitness else "test accuracy", "seeds"):
+                "test fitness" if by_fitness else "test accuracy",
+                *(("test value",) * values), "seeds"):
         table.add_column(col)
     for row in summary["comparison"]:
         test = row.get(test_field)
         table.add_row(row["name"], row.get("kind", ""), row["uid"] or "-",
                       _pm(row["fitness_mean"], row["fitness_std"]),
-                      *((_pm(row.get("value_mean"), row.get("value_std"), ".4g"),) * values),
-                      "" if test is None else f"{test:.4f}", str(row["n_seeds"]))
+                      *((_pm_value(row.get("value_mean"), row.get("value_std")),) * values),
+                      "" if test is None else f"{test:.4f}",
+                      *(("-" if row.get("test_value_mean") is None else
+                         f"{row['test_value_mean']:.4g}",) * values), str(row["n_seeds"]))
     console.print(table)
     _print_tasks(summary["comparison"])
     _print_verdicts(summary.get("verdicts") or [])

@@ -103,7 +103,8 @@ def evaluate(
     genome = genome_argument(genome_file)
     try:
         result = evaluate_genome(genome, spec, seeds=seeds, data_dir=data_dir, split=split)
-    except (DataError, TaskError) as e:  # missing data; device="cuda" without CUDA
+    # missing data; device="cuda" without CUDA; a task's own ValueError while it stages data
+    except (DataError, TaskError, ValueError) as e:
         raise fail(str(e)) from None
     d = result.to_dict()
     d["genome"] = {"name": genome.name, "hash": genome.hash, "formula": genome.formula()}

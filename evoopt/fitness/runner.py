@@ -274,7 +274,7 @@ def task_info(task: TaskSpec) -> dict[str, Any]:
                   "score_label": getattr(target, "score_label", f"the objective's {noun}"),
                   "score_description": getattr(target, "score_description",
                                                f"the value the objective returns (a {noun} to "
-                                               f"{task.direction[:-1]})"),
+                                               f"{task.direction})"),
                   "loss_label": getattr(target, "loss_label", "loss"),
                   "reports_accuracy": bool(getattr(target, "reports_accuracy", False))}
     vr = labels["value_range"]
