@@ -45,7 +45,11 @@ SESSION_CHANGES: dict[str, dict[str, Any]] = {
 def tiny_config(**changes: dict) -> dict:
     """The tiny campaign's config as a dict, with some sections' values changed (``stages``
     replaced whole)."""
-    data = tomllib.loads(TINY.read_text())
+    return with_changes(tomllib.loads(TINY.read_text()), changes)
+
+
+def with_changes(data: dict, changes: dict) -> dict:
+    """A config dict with some sections' values changed (``stages`` replaced whole)."""
     for section, values in changes.items():
         if section == "stages":
             data["stages"] = values

@@ -33,6 +33,7 @@ from evoopt.fitness import load_task
 from evoopt.fitness.entry import USER_PACKAGE, load_entry
 from evoopt.fitness.runner import task_info
 from evoopt.genome import Genome
+from tests.conftest_campaign import with_changes
 
 #: A user's task file: a synthetic linear regression (20 steps, minimised) as an objective
 #: function, the same regression as a ``TrainingTask`` class, and helpers the CLI and API tests
@@ -206,13 +207,7 @@ def write_task(folder: Path, name: str = "my_task.py") -> Path:
 def micro_config(task: str, **changes: dict[str, Any]) -> dict[str, Any]:
     """The micro campaign as a dict selecting on ``task``, some sections' values changed
     (``stages`` replaced whole)."""
-    data = tomllib.loads(MICRO_TOML.format(task=task))
-    for section, values in changes.items():
-        if section == "stages":
-            data["stages"] = values
-        else:
-            data.setdefault(section, {}).update(values)
-    return data
+    return with_changes(tomllib.loads(MICRO_TOML.format(task=task)), changes)
 
 
 @contextlib.contextmanager
@@ -291,13 +286,19 @@ def check_export(directory: Path, summary: dict[str, Any], task: str) -> None:
     assert result.value == pytest.approx(stored[0]["value"], rel=1e-4)
 
 
-@pytest.fixture(scope="module")
-def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A folder outside the package holding the user's ``my_task.py`` (not on ``sys.path``)."""
-    folder = tmp_path_factory.mktemp("user-task")
+def user_task_folder(factory: pytest.TempPathFactory, name: str) -> Iterator[Path]:
+    """A new folder outside the package holding the user's ``my_task.py`` (not on
+    ``sys.path``), its imports undone afterwards: the body of a ``task_dir`` fixture."""
+    folder = factory.mktemp(name)
     write_task(folder)
     with isolated_imports(folder):
         yield folder
+
+
+@pytest.fixture(scope="module")
+def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A folder outside the package holding the user's ``my_task.py``."""
+    yield from user_task_folder(tmp_path_factory, "user-task")
 
 
 # -- make_evaluator ---------------------------------------------------------------------------
@@ -553,3 +554,52 @@ def test_a_failed_preflight_leaves_the_campaign_directory_reusable(
         f"after the preflight failure the store says state={state!r} with its config stored")
     assert campaign_status(out)["state"] == "not started"
 
+
+
+# ------------------------------------------------------------------ shipping to cluster workers
+def test_user_code_env_ships_the_folder_of_every_task_file(tmp_path: Path) -> None:
+    from evoopt.campaign.orchestrator import user_code_env
+    from evoopt.fitness.entry import ENTRY_ROOT_VAR
+
+    a, b = write_task(tmp_path / "tasks" / "a"), write_task(tmp_path / "tasks" / "b")
+    env = user_code_env([{"entry": f"{a}:objective"}, {"entry": f"{b}:plain"},
+                         {"entry": "json:dumps"}, {"entry": None, "dataset": "cifar10"}])
+    root = str((tmp_path / "tasks").resolve())
+    assert env == {"working_dir": root, "env_vars": {ENTRY_ROOT_VAR: root}}
+    assert user_code_env([{"entry": "json:dumps"}, {"dataset": "cifar10"}]) is None
+
+
+def test_a_ray_worker_reads_a_task_file_from_its_shipped_working_dir(tmp_path: Path) -> None:
+    """The entry names a folder the workers do not have (as on a cluster's other machines);
+    the file reaches them in Ray's ``working_dir`` and loads from there, with the same value
+    as in this process."""
+    from evoopt.evaluator import EvalRequest, RayEvaluator
+    from evoopt.fitness.entry import ENTRY_ROOT_VAR
+    from evoopt.genome import seed_genome
+
+    shipped = tmp_path / "shipped"
+    path = write_task(shipped)
+    with isolated_imports(shipped):
+        task = load_task(f"{path}:objective").with_overrides(steps=5).to_dict()
+        expected = make_runner_value(task)
+    elsewhere = "/nonexistent-driver-folder"  # the driver's folder, absent on the worker
+    task["entry"] = f"{elsewhere}/my_task.py:objective"
+    ev = RayEvaluator(num_workers=1, cpus_per_worker=1, runtime_env={
+        "working_dir": str(shipped), "env_vars": {ENTRY_ROOT_VAR: elsewhere}})
+    try:
+        ev.preflight([task])
+        [out] = ev.evaluate_all([EvalRequest("k", seed_genome("adam").to_dict(), task, seed=0)])
+    finally:
+        ev.close()
+    assert out.result["status"] == "ok", out.result["message"]
+    assert out.result["value"] == expected
+
+
+def make_runner_value(task: dict[str, Any]) -> float:
+    """The value of adam on ``task`` (a dict), seed 0, evaluated in this process."""
+    from evoopt.fitness import TaskSpec, make_runner
+    from evoopt.genome import seed_genome
+
+    result = make_runner(TaskSpec.from_dict(task)).evaluate(seed_genome("adam"), 0)
+    assert result.status == "ok", result.message
+    return float(result.value)

@@ -21,6 +21,7 @@ from tests.test_campaign_user_task import (
     isolated_imports,
     line_of,
     squash,
+    user_task_folder,
     write_task,
 )
 
@@ -34,10 +35,7 @@ evoopt.cli.register_commands()
 @pytest.fixture(scope="module")
 def task_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A folder outside the package with the user's ``my_task.py``."""
-    folder = tmp_path_factory.mktemp("cli-task")
-    write_task(folder)
-    with isolated_imports(folder):
-        yield folder
+    yield from user_task_folder(tmp_path_factory, "cli-task")
 
 
 def invoke(*args: str) -> Result:

@@ -53,10 +53,35 @@ def make_evaluator(config: CampaignConfig, data_dir: str | None, address: str | 
         return SerialEvaluator(data_dir=data_dir)
     tasks = tasks if tasks is not None else CampaignTasks.load(config)
     longest = max(float(t["time_limit_s"]) for t in tasks.task_dicts())
-    return RayEvaluator(num_workers=ray.num_workers or None, address=address or ray.address,
+    cluster = address or ray.address
+    return RayEvaluator(num_workers=ray.num_workers or None, address=cluster,
                         data_dir=data_dir, cpus_per_worker=ray.cpus_per_worker,
                         gpus_per_worker=ray.gpus_per_worker,
-                        hard_timeout_s=2 * longest + 60)
+                        hard_timeout_s=2 * longest + 60,
+                        runtime_env=user_code_env(tasks.task_dicts()) if cluster else None)
+
+
+def user_code_env(tasks: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Ray runtime environment that ships the user's task files to a cluster's workers:
+    ``working_dir`` = the folder holding every task file named by an entry (and the files
+    next to them that they import), ``EVOOPT_ENTRY_ROOT`` = that folder as the driver sees it
+    (so a worker reads ``/driver/path/my_task.py`` from its copy). None when no task is a
+    file: built-in tasks and module entries (which must be importable on every node)."""
+    from evoopt.fitness.entry import ENTRY_ROOT_VAR, parse_entry
+
+    files = []
+    for task in tasks:
+        ref = parse_entry(task["entry"]) if task.get("entry") else None
+        if ref is not None and ref.kind == "file" and ref.path is not None:
+            files.append(ref.path)
+    if not files:
+        return None
+    root = Path(os.path.commonpath([str(p.parent) for p in files]))
+    if root == Path(root.anchor):
+        raise ValueError(f"the task files {', '.join(map(str, files))} share no folder but the "
+                         "file system's root: put them under one folder to ship them to the "
+                         "cluster's workers")
+    return {"working_dir": str(root), "env_vars": {ENTRY_ROOT_VAR: str(root)}}
 
 
 def campaign_task_info(config: CampaignConfig) -> dict[str, dict[str, Any]]:

@@ -39,22 +39,30 @@ TOKEN_HELP = ("copy the cluster's token to this machine: run `ray get-auth-token
               "RAY_AUTH_TOKEN_PATH to a file holding it)")
 
 
-def ensure_ray(address: str | None) -> bool:
+def ensure_ray(address: str | None, runtime_env: dict | None = None) -> bool:
     """Connect to the cluster at ``address``, or start a private local instance when it is None.
 
-    Returns True if this call initialised Ray (the caller then shuts it down), False if Ray was
-    already initialised in this process. Raises ``ConnectionError`` with a message fit for a
+    ``runtime_env`` is the job's Ray runtime environment (a local ``working_dir`` folder is
+    uploaded to every worker; Ray accepts a local folder at the job level only). Returns True
+    if this call initialised Ray (the caller then shuts it down), False if Ray was already
+    initialised in this process (``ValueError`` then, when a ``runtime_env`` was asked for: it
+    cannot be added to a running job). Raises ``ConnectionError`` with a message fit for a
     user when a cluster cannot be joined, ``ValueError`` for a malformed address.
     """
     loaded = sys.modules.get("ray")
     if loaded is not None and loaded.is_initialized():
+        if runtime_env:
+            raise ValueError("Ray is already running in this process, so the task files cannot "
+                             "be shipped to its workers (a Ray runtime_env is set when Ray "
+                             "starts): call ray.shutdown() first, or let evoopt start Ray")
         return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     configure_token_auth(joining=bool(address))
+    extra = {"runtime_env": runtime_env} if runtime_env else {}
     if address:
-        join_cluster(address)
+        join_cluster(address, **extra)
     else:
-        start_local_ray()
+        start_local_ray(**extra)
     return True
 
 
@@ -71,7 +79,7 @@ def configure_token_auth(joining: bool) -> None:
         os.environ[AUTH_MODE_VAR] = "token"
 
 
-def start_local_ray() -> None:
+def start_local_ray(**init: Any) -> None:
     """Start a new Ray instance for this process only (never an existing one)."""
     import ray
 
@@ -85,7 +93,8 @@ def start_local_ray() -> None:
         parts = os.environ.get("PYTHONPATH", "").split(os.pathsep)
         if _IMPORT_ROOT not in parts:
             os.environ["PYTHONPATH"] = os.pathsep.join([_IMPORT_ROOT, *filter(None, parts)])
-    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **_QUIET)
+    ray.init(address="local", include_dashboard=False, logging_level=logging.WARNING, **_QUIET,
+             **init)
 
 
 def local_token_source() -> str | None:
@@ -124,7 +133,7 @@ def check_reachable(host: str, port: int, timeout_s: float = REACHABLE_TIMEOUT_S
             "Ray instance") from None
 
 
-def join_cluster(address: str) -> None:
+def join_cluster(address: str, **init: Any) -> None:
     """``ray.init`` on an existing cluster, with the token set up and errors that say what to do."""
     import ray
     from ray.exceptions import AuthenticationError
@@ -134,7 +143,7 @@ def join_cluster(address: str) -> None:
         check_reachable(*parse_address(target))
     token = local_token_source()
     try:
-        ray.init(address=address, **_QUIET)
+        ray.init(address=address, **_QUIET, **init)
     except AuthenticationError:
         raise ConnectionError(f"the Ray cluster at {target} needs an authentication token and "
                               f"none was found on this machine: {TOKEN_HELP}") from None

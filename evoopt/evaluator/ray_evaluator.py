@@ -119,6 +119,10 @@ class RayEvaluator(Evaluator):
             killed and replaced and the result is ``status="timeout"`` (not retried). A backstop
             for hangs; the task's own ``time_limit_s`` is the normal limit. ``None``: off.
         startup_timeout_s: how long the constructor waits for the actors to come up.
+        runtime_env: the Ray job's runtime environment, set when this evaluator starts or joins
+            Ray (``ValueError`` if Ray is already up in this process): e.g. the user's task
+            files as ``working_dir`` (``evoopt.campaign.orchestrator.user_code_env``); a
+            relative ``data_dir`` is then made absolute, as workers run in that folder.
 
     The constructor blocks until every actor is up (so an import error surfaces here).
     Ray is shut down in ``close()`` only if this evaluator started it.
@@ -138,6 +142,7 @@ class RayEvaluator(Evaluator):
         runner_factory: RunnerFactory | None = None,
         hard_timeout_s: float | None = None,
         startup_timeout_s: float = 300.0,
+        runtime_env: dict[str, Any] | None = None,
     ) -> None:
         if cpus_per_worker <= 0:
             raise ValueError(f"cpus_per_worker must be > 0, got {cpus_per_worker}")
@@ -149,7 +154,8 @@ class RayEvaluator(Evaluator):
             raise ValueError("max_inflight_per_worker must be >= 1")
 
         t0 = time.perf_counter()
-        self._owns_ray = ensure_ray(address)  # before `import ray`: see configure_token_auth
+        # before `import ray`: see configure_token_auth
+        self._owns_ray = ensure_ray(address, runtime_env)
         self.ray_init_s = time.perf_counter() - t0
         import ray
 
@@ -183,6 +189,8 @@ class RayEvaluator(Evaluator):
 
         self.num_workers = int(num_workers)
         self.data_dir = str(data_dir) if data_dir is not None else None
+        if runtime_env and runtime_env.get("working_dir") and self.data_dir is not None:
+            self.data_dir = str(Path(self.data_dir).resolve())  # workers run in working_dir
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
         self.max_restarts = max_restarts
@@ -190,6 +198,7 @@ class RayEvaluator(Evaluator):
         self.max_inflight_per_worker = max_inflight_per_worker
         self.hard_timeout_s = hard_timeout_s
         self._runner_factory = runner_factory
+        self.runtime_env = runtime_env
         self._actor_cls = ray.remote(FitnessActor).options(
             num_cpus=cpus_per_worker,
             num_gpus=gpus_per_worker,

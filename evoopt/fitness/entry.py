@@ -230,9 +230,28 @@ def _add_to_path(folder: Path) -> None:
         importlib.invalidate_caches()
 
 
+#: environment variable naming the driver's folder of user task files, on workers that run in a
+#: copy of it (a Ray cluster's ``working_dir``): an absolute entry under it that does not exist
+#: on the worker is read from the same relative path under the worker's working directory
+ENTRY_ROOT_VAR = "EVOOPT_ENTRY_ROOT"
+
+
+def shipped_path(path: Path) -> Path:
+    """``path``, or its copy under the working directory when ``path`` is missing here and lies
+    under :data:`ENTRY_ROOT_VAR` (the folder a Ray cluster's ``working_dir`` shipped)."""
+    root = os.environ.get(ENTRY_ROOT_VAR)
+    if path.exists() or not root:
+        return path
+    try:
+        relative = path.relative_to(root)
+    except ValueError:
+        return path
+    return Path.cwd() / relative
+
+
 def _check_file(ref: EntryRef) -> Path:
-    path = ref.path
-    assert path is not None
+    assert ref.path is not None
+    path = shipped_path(ref.path)
     if not path.exists():
         raise TaskError("entry", f"file not found: {path} (entry {ref.text})")
     if not path.is_file():
