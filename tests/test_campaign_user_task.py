@@ -603,3 +603,35 @@ def make_runner_value(task: dict[str, Any]) -> float:
     result = make_runner(TaskSpec.from_dict(task)).evaluate(seed_genome("adam"), 0)
     assert result.status == "ok", result.message
     return float(result.value)
+
+
+def test_a_mix_of_user_tasks_is_normalised_against_the_seeded_adam(task_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """Two user tasks of opposite directions (a loss to minimise, a score to maximise) selected
+    on together: each evaluation's fitness is the weighted mean of each task's fitness over the
+    seeded Adam's on the same seed, minus 1, exactly as for the built-in mixes."""
+    path = task_dir / "my_task.py"
+    minimised, maximised = f"{path}:objective", f"{path}:plain"
+    data = micro_config(minimised)
+    data["fitness"] = {"tasks": [minimised, maximised], "weights": [1.0, 3.0]}
+    out = tmp_path / "mix"
+    with CampaignRunner(parse_config(data), out) as runner:
+        summary = runner.run()
+    evals = evaluations(out)
+    names = [load_task(minimised).name, load_task(maximised).name]
+    reference = {(e["stage"], e["seed"], e["split"]): e for e in evals
+                 if e["uid"] == next(r["uid"] for r in summary["comparison"]
+                                     if r["name"] == "adam")}
+    checked = 0
+    for e in evals:
+        ref = reference.get((e["stage"], e["seed"], e["split"]))
+        if e["status"] != "ok" or ref is None:
+            continue
+        assert e["value"] is None and set(e["tasks"]) == set(names)  # a mix has no one value
+        expected = sum(w * (e["tasks"][n]["fitness"] / ref["tasks"][n]["fitness"] - 1)
+                       for n, w in zip(names, (1.0, 3.0), strict=True)) / 4.0
+        assert e["fitness"] == pytest.approx(expected, rel=1e-12, abs=1e-15)
+        assert e["tasks"][names[0]]["fitness"] == pytest.approx(
+            squash(e["tasks"][names[0]]["value"]), rel=1e-12)
+        checked += 1
+    assert checked > 5 and summary["winner"]["uid"]
