@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from evoopt.fitness.orientation import Score, canonical_fitness
-from evoopt.fitness.task import TaskError, TaskSpec, load_task
+from evoopt.fitness.task import TaskError, TaskSpec, is_task_class, load_task
 from evoopt.fitness.training_task import TaskContext, TrainingTask
 from evoopt.genome.interpreter import backpropagate
 from evoopt.stats import mean_std
@@ -239,11 +239,6 @@ def genome_optimizer_factory(genome: Any) -> OptimizerFactory:
         return GenomeOptimizer(params, g, total_steps=total_steps)
 
     return make
-
-
-def is_task_class(target: Any) -> bool:
-    """Whether a task's code is a :class:`TrainingTask` subclass (else an objective)."""
-    return isinstance(target, type) and issubclass(target, TrainingTask)
 
 
 def check_task_data(task: TaskSpec, data_dir: str | None = None) -> None:

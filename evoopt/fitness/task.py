@@ -88,6 +88,7 @@ class TaskSpec:
             raise TaskError("time_limit_s", f"must be a positive number, got {self.time_limit_s}")
         if not (math.isfinite(self.divergence_factor) and self.divergence_factor > 1.0):
             raise TaskError("divergence_factor", f"must be > 1, got {self.divergence_factor}")
+        raw = None  # the task's fields as given, when they still need validating
         if self.params is None or isinstance(self.params, dict):
             raw = dict(self.params or {})
             if self.entry is None:
@@ -96,9 +97,10 @@ class TaskSpec:
                     raise TaskError("dataset", f"unknown dataset {raw['dataset']!r} (built-in: "
                                                f"{', '.join(BUILTIN_ENTRIES)}; or give the "
                                                "task's code as entry = \"module:name\")")
-            object.__setattr__(self, "params", raw)
-            object.__setattr__(self, "params", validate_params(self.target, raw))
+            object.__setattr__(self, "params", raw)  # names the entry: `target` reads it
         target = self.target
+        if raw is not None:
+            object.__setattr__(self, "params", validate_params(target, raw))
         declared = task_direction(target)
         if self.direction is None:
             object.__setattr__(self, "direction", declared)
@@ -242,7 +244,8 @@ def resolve_entry(entry: str, task_dir: str | None) -> Any:
     return load_entry(entry, base)
 
 
-def _is_task_class(target: Any) -> bool:
+def is_task_class(target: Any) -> bool:
+    """Whether a task's code is a ``TrainingTask`` subclass (else an objective function)."""
     from evoopt.fitness.training_task import TrainingTask
 
     return isinstance(target, type) and issubclass(target, TrainingTask)
@@ -260,7 +263,7 @@ def task_direction(target: Any) -> str:
 def declares_direction(target: Any) -> bool:
     """Whether the task's code fixes its direction: a task class always does (its score is its
     own), an objective when it has a ``direction`` attribute (else its task file may say)."""
-    return _is_task_class(target) or getattr(target, "direction", None) is not None
+    return is_task_class(target) or getattr(target, "direction", None) is not None
 
 
 def param_names(params: Any) -> tuple[str, ...]:
@@ -283,19 +286,19 @@ def param_names_of(target: Any) -> frozenset[str] | None:
 def params_schema(target: Any) -> Any:
     """What validates a task's own fields: a ``TrainingTask``'s ``Params`` dataclass, an
     objective's ``params`` dict of defaults, or None (any fields, kept as given)."""
-    schema = getattr(target, "Params" if _is_task_class(target) else "params", None)
+    attr, kinds = ("Params", "a dataclass") if is_task_class(target) else (
+        "params", "a dataclass or a dict")
+    schema = getattr(target, attr, None)
     if schema is None or isinstance(schema, dict) or dataclasses.is_dataclass(schema):
         return schema
-    raise TaskError("entry", f"{getattr(target, '__qualname__', target)!r}: "
-                             f"{'Params' if _is_task_class(target) else 'params'} must be a "
-                             f"dataclass{'' if _is_task_class(target) else ' or a dict'}, got "
-                             f"{type(schema).__name__}")
+    raise TaskError("entry", f"{getattr(target, '__qualname__', target)!r}: {attr} must be "
+                             f"{kinds}, got {type(schema).__name__}")
 
 
 def validate_params(target: Any, raw: dict[str, Any]) -> Any:
     """The task's own fields ``raw`` validated by its code (:func:`params_schema`):
     :class:`TaskError` naming the field for an unknown, missing or ill-typed one."""
-    if not (_is_task_class(target) or callable(target)):
+    if not (is_task_class(target) or callable(target)):
         raise TaskError("entry", f"{target!r} is neither a TrainingTask subclass nor a function "
                                  "taking a trial")
     schema = params_schema(target)
@@ -409,5 +412,6 @@ def load_task(name_or_path: str | os.PathLike[str] | TaskSpec = DEFAULT_TASK,
 
 
 __all__ = ["BUILTIN_ENTRIES", "DEFAULT_TASK", "DIRECTIONS", "GENERIC_FIELDS", "TASK_DEFAULTS",
-           "TaskError", "TaskSpec", "available_tasks", "check_type", "entry_task", "load_task",
+           "TaskError", "TaskSpec", "available_tasks", "check_type", "entry_task", "is_task_class",
+           "load_task",
            "params_schema", "validate_params"]
