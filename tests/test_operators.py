@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from evoopt.campaign.config import CampaignConfig, ConfigError, load_config, parse_config
 from evoopt.genome import MAX_TERMS, Genome, seed_genome, seed_names
 from evoopt.genome.genome import STATE_SLOTS
-from evoopt.genome.primitives import LR, REGISTRY
+from evoopt.genome.primitives import LR, REGISTRY, GenomeError
 from evoopt.genome.sampling import random_genome
 from evoopt.strategy.operators import (
     CROSSOVER_SLOTS,
@@ -371,6 +371,7 @@ def test_operator_on_seed_genomes(name: str) -> None:
 @pytest.mark.parametrize("name", list(OPERATORS))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=seeds)
+@example(seed=831)  # a split genome on which toggle_clip fell back to a perturbation
 def test_operator_on_random_genomes(name: str, seed: int) -> None:
     g = random_genome(rng(seed)) if seed % 3 else random_split_genome(seed)
     child, change = OPERATORS[name](g, rng(seed + 1))
@@ -380,6 +381,45 @@ def test_operator_on_random_genomes(name: str, seed: int) -> None:
         check(name, g, child, change)
     else:  # falls back to a plain hyperparameter perturbation
         check("perturb_hparam", g, child, change)
+
+
+@SETTINGS
+@given(seeds, genome_choice)
+def test_every_role_an_operator_claims_gives_valid_children(seed: int, which: int) -> None:
+    """``applies`` is exact: on each role an operator claims, a few tries give a valid child
+    (an operator that cannot would silently fall back to a perturbation)."""
+    g = any_genome(seed, which)
+    for name, op in OPERATORS.items():
+        for role in op.roles(g):
+            errors = []
+            for k in range(8):
+                try:
+                    out = op.apply_to_role(g, rng(seed + k), [role])
+                    assert out is not None, (name, role)
+                    Genome.from_dict(out[0].to_dict())
+                    break
+                except GenomeError as e:
+                    errors.append(str(e))
+            else:
+                raise AssertionError(f"{name} on role {role}: {errors[0]}")
+
+
+def test_toggle_clip_on_split_genomes_changes_the_top_level_clip() -> None:
+    """Regression: on a genome split by roles, toggle_clip drew the matrices' rules as often as
+    the others', and a clip in [matrix] is invalid (global-norm clipping acts on the whole
+    group): when every retry drew the matrices, it fell back to a perturbation."""
+    muon = GENOMES["muon"]
+    clipped = Genome.from_dict(muon.to_dict() | {"clip": {"kind": "global_norm", "max_norm": 1.0}})
+    assert muon.matrix is not None and muon.clip is None and clipped.clip is not None
+    for g in (muon, clipped):
+        assert "toggle_clip" in applicable_operators(g)
+        assert OPERATORS["toggle_clip"].roles(g) == [False, True]
+        for seed in [45, 278, 698, 832, *range(40)]:  # the first four: only matrices drawn
+            child, change = OPERATORS["toggle_clip"](g, rng(seed))
+            assert_valid(child)
+            check("toggle_clip", g, child, change)
+            assert child.matrix == g.matrix and (child.clip is None) == (g.clip is not None)
+            assert not change.startswith("matrix: ")
 
 
 def test_inapplicable_operator_falls_back_to_perturbation() -> None:

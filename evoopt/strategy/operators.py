@@ -16,7 +16,8 @@ checks each hyperparameter against its valid bounds. An operator that does not a
 A genome whose ``[matrix]`` table gives the matrices other rules (parameter roles) is varied
 one role's rules at a time: an operator changes the matrices' rules or the others' (the change
 then reads ``matrix: ...``), except the operators on the split itself (``split_roles``,
-``merge_roles``, ``swap_roles``). Crossover takes the split, or its absence, from either parent.
+``merge_roles``, ``swap_roles``) and those on the group-wide blocks (``toggle_clip``), which both
+roles share at the top level. Crossover takes the split, or its absence, from either parent.
 
 Each mutation operator is registered once, with :func:`mutation_operator`, on its implementation:
 its name, default rate, applicability predicate, whether it changes the genome's structure, and
@@ -202,6 +203,7 @@ class MutationOperator:
     doc: str
     structural: bool = True
     on_roles: bool = False  # changes the role split itself, not one role's rules
+    group_wide: bool = False  # changes only group-wide blocks, shared by both roles (top level)
 
     def __call__(self, genome: Genome, rng: np.random.Generator,
                  max_terms: int = MAX_TERMS) -> tuple[Genome, str]:
@@ -210,19 +212,25 @@ class MutationOperator:
     def roles(self, genome: Genome, max_terms: int = MAX_TERMS) -> list[bool]:
         """The rules it applies to: ``[False]`` for a genome without a split (and for the
         operators on the split), else among ``False`` (the others') and ``True`` (the
-        matrices'); empty when it applies to none."""
+        matrices'); empty when it applies to none. A group-wide operator applies to both roles
+        or to none, as the top-level rules say: the blocks it changes are both roles'."""
         if self.on_roles or genome.matrix is None:
             return [False] if self.applies(genome, max_terms) else []
+        if self.group_wide:
+            return [False, True] if self.applies(_others(genome), max_terms) else []
         return [in_matrix for in_matrix, rules in ((False, _others(genome)),
                                                    (True, genome.matrix))
                 if self.applies(rules, max_terms)]
 
     def apply_to_role(self, genome: Genome, rng: np.random.Generator,
                       roles: list[bool]) -> tuple[Genome, str] | None:
-        """:attr:`apply` to one of the ``roles``' rules (drawn when there are two)."""
+        """:attr:`apply` to one of the ``roles``' rules (drawn when there are two). A group-wide
+        operator changes the top-level rules whichever role is drawn: a [matrix] table cannot
+        hold a group-wide block (the role is still drawn, so the generator's stream is that of
+        any other operator on a split genome)."""
         if self.on_roles or genome.matrix is None:
             return self.apply(genome, rng)
-        in_matrix = roles[int(rng.integers(len(roles)))]
+        in_matrix = roles[int(rng.integers(len(roles)))] and not self.group_wide
         out = self.apply(genome.matrix if in_matrix else _others(genome), rng)
         if out is None:
             return None
@@ -238,9 +246,14 @@ OPERATORS: dict[str, MutationOperator] = {}
 
 
 def mutation_operator(name: str, *, default_rate: float, structural: bool = True,
-                      applies: Applies = _always, on_roles: bool = False
-                      ) -> Callable[[Impl], Impl]:
-    """Register the decorated function as mutation operator ``name``; its docstring is the doc."""
+                      applies: Applies = _always, on_roles: bool = False,
+                      group_wide: bool = False) -> Callable[[Impl], Impl]:
+    """Register the decorated function as mutation operator ``name``; its docstring is the doc.
+
+    ``group_wide``: the operator changes only blocks that act on the whole group (global-norm
+    clipping); on a genome split by roles it changes them at the top level, never in the
+    [matrix] table (where they are invalid).
+    """
     if not (math.isfinite(default_rate) and default_rate >= 0):
         raise ValueError(f"{name}: default_rate must be a finite number ≥ 0, got {default_rate!r}")
 
@@ -250,7 +263,8 @@ def mutation_operator(name: str, *, default_rate: float, structural: bool = True
         if not impl.__doc__:
             raise ValueError(f"mutation operator {name!r} needs a docstring")
         OPERATORS[name] = MutationOperator(name, impl, applies, float(default_rate),
-                                           inspect.cleandoc(impl.__doc__), structural, on_roles)
+                                           inspect.cleandoc(impl.__doc__), structural, on_roles,
+                                           group_wide)
         return impl
 
     return register
@@ -410,9 +424,10 @@ def _change_transform(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]
     return Genome(**parts), f"transform {current}→{mode}"
 
 
-@mutation_operator("toggle_clip", default_rate=0.06)
+@mutation_operator("toggle_clip", default_rate=0.06, group_wide=True)
 def _toggle_clip(g: Genome, rng: np.random.Generator) -> tuple[Genome, str]:
-    """Add global-norm gradient clipping (sampled max_norm) or remove it."""
+    """Add global-norm gradient clipping (sampled max_norm) or remove it; on a genome split by
+    roles, at the top level (the clipping of the whole group, matrices included)."""
     parts = _parts(g)
     if g.clip is not None:
         parts["clip"] = None
