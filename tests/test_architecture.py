@@ -60,6 +60,23 @@ def test_stage_does_not_import_later_stages(stage: str) -> None:
         assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}"
 
 
+#: The genome stage's layer order (docs/design-chain-of-blocks.md §4), lowest first: a layer
+#: imports from evoopt only the layers before it. Its other modules get their place as the
+#: design's steps land.
+GENOME_LAYERS = ("runtime", "program")
+
+
+def test_genome_layers_import_only_lower_layers() -> None:
+    """The runtime helpers import nothing from evoopt (exported modules vendor their source),
+    the program renderer only them."""
+    for i, layer in enumerate(GENOME_LAYERS):
+        path = PACKAGE / "genome" / f"{layer}.py"
+        below = [f"evoopt.genome.{lower}" for lower in GENOME_LAYERS[:i]]
+        bad = {name for name in imports_of(path) if name.split(".")[0] == "evoopt"
+               and not any(name == m or name.startswith(m + ".") for m in below)}
+        assert not bad, f"evoopt/genome/{layer}.py imports {sorted(bad)}"
+
+
 def stage_modules(stage: str) -> list[str]:
     """Every module of a stage, by dotted name."""
     names = []

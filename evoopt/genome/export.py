@@ -20,6 +20,7 @@ import textwrap
 from evoopt import __version__
 from evoopt.genome.genome import Genome
 from evoopt.genome.program import indent, plural, render_buffer_shape, render_step_functions
+from evoopt.genome.runtime import USES
 
 #: Names an exported module defines or imports at module level: its class may take none of them
 #: (nor a builtin's, a keyword or a dunder), or the module breaks.
@@ -28,9 +29,8 @@ MODULE_NAMES = frozenset({
     "__all__", "PROVENANCE", "GENOME", "_HYPERPARAMETERS", "_BUFFERS", "_SCALAR_STATE",
     "_is_number",
     "_check_hyperparameters",
-    "_clip_grads_by_global_norm", "_single_tensor_step", "_multi_tensor_step", "_by_step",
-    "_by_step_and_role", "_LAYOUTS", "_buffer_shape", "_hutchinson_diagonals", "_probe_seed",
-    "_hessian_diagonals",
+    "_single_tensor_step", "_multi_tensor_step", "_LAYOUTS", "_buffer_shape",
+    *USES,  # the runtime helpers the module may vendor
 })
 
 

@@ -14,14 +14,20 @@ from a genome file); genome numbers reach them only as hyperparameter values.
 
 from __future__ import annotations
 
+import ast
+import functools
+import inspect
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import groupby
+from typing import Any
 
 import torch
+
+import evoopt.genome.runtime as runtime
 
 
 @dataclass(frozen=True)
@@ -39,110 +45,11 @@ class OpKind:
     single: str
     foreach: str
     into: str | None = None
-    helper: tuple[str, ...] = ()  # source of a module-level function the templates call
+    helper: Callable[..., Any] | None = None  # the runtime helper the templates call, if any
 
     @property
     def new(self) -> bool:
         return not self.name.endswith("_")
-
-
-# Muon's orthogonalization, as torch.optim.Muon (Keller Jordan's quintic Newton–Schulz
-# coefficients, 5 steps in bfloat16, eps 1e-7, adjust_lr_fn "original") for a tensor of 2 or
-# more dims taken as its (out, -1) matrix, as Muon treats conv kernels.
-_ORTHOGONALIZE = (
-    "def _orthogonalize(update: Tensor) -> Tensor:",
-    '    """The update as an (out, -1) matrix, orthogonalized by 5 Newton-Schulz steps in bfloat16',
-    "    towards U V^T of its SVD U S V^T, scaled by sqrt(max(1, rows / cols)) (torch.optim.Muon's",
-    '    learning-rate adjustment), in the update\'s shape and dtype. An update without elements',
-    '    (a dimension 0) is returned as it is: the parameter stays unchanged, as torch.optim.Muon',
-    '    leaves a (0, n) matrix (its (n, 0) case divides by zero)."""',
-    "    if update.numel() == 0:",
-    "        return update",
-    "    a, b, c = 3.4445, -4.7750, 2.0315",
-    "    x = update.reshape(len(update), -1)",
-    "    rows, cols = x.shape",
-    "    x = x.bfloat16()",
-    "    if rows > cols:",
-    "        x = x.T",
-    "    x = x.div(x.norm().clamp(min=1e-7))  # spectral norm at most 1",
-    "    for _ in range(5):",
-    "        gram = x @ x.T",
-    "        gram_update = torch.addmm(gram, gram, gram, beta=b, alpha=c)",
-    "        x = torch.addmm(x, gram_update, x, beta=a)",
-    "    if rows > cols:",
-    "        x = x.T",
-    "    return x.reshape(update.shape).to(update.dtype).mul_(max(1, rows / cols) ** 0.5)",
-)
-
-
-# AdaHessian's curvature input (Yao et al. 2021): Hutchinson estimates of the Hessian diagonal
-# from Rademacher probes, with the paper's spatial averaging of conv kernels.
-_HUTCHINSON = (
-    "def _hutchinson_diagonals(",
-    "    params: list[Tensor], grads: list[Tensor], probe_seeds: list[int]",
-    ") -> list[Tensor]:",
-    '    """Hutchinson estimates D = z * (H z) of the Hessian diagonal, one per parameter, with a',
-    "    Rademacher probe z (entries +-1) drawn from a generator seeded by probe_seeds[i]; for a",
-    "    tensor of 3 or more dims, the mean of |D| over its dims after the second (AdaHessian's",
-    "    spatial averaging of conv kernels), in the tensor's shape. H z is the gradient of",
-    "    sum(g * z) through the gradients' graph: call loss.backward(create_graph=True) first.",
-    '    """',
-    "    with_graph = [i for i, g in enumerate(grads) if g.grad_fn is not None]",
-    "    if not with_graph:",
-    "        raise RuntimeError(",
-    '            "this optimizer takes Hessian-vector products but the gradients carry no graph: "',
-    '            "call loss.backward(create_graph=True) before step()"',
-    "        )",
-    "    probes = []",
-    "    for p, probe_seed in zip(params, probe_seeds, strict=True):",
-    "        generator = torch.Generator(device=p.device).manual_seed(probe_seed)",
-    "        bits = torch.randint(0, 2, p.shape, generator=generator, device=p.device)",
-    "        probes.append(bits.to(p.dtype).mul_(2).sub_(1))",
-    "    with torch.enable_grad():",
-    "        products = torch.autograd.grad(",
-    "            [grads[i] for i in with_graph],",
-    "            params,",
-    "            grad_outputs=[probes[i] for i in with_graph],",
-    "            materialize_grads=True,",
-    "        )",
-    "    diagonals = []",
-    "    for z, hz in zip(probes, products, strict=True):",
-    "        d = hz.mul_(z)",
-    "        if d.dim() >= 3:",
-    "            d = d.abs_().mean(dim=tuple(range(2, d.dim())), keepdim=True).expand_as(z)",
-    "        diagonals.append(d)",
-    "    return diagonals",
-    "",
-    "",
-    "def _probe_seed(seed: int, index: int, step: int) -> int:",
-    '    """The seed of the Hutchinson probe of the optimizer\'s parameter index (counting over',
-    "    all param groups) at its step (from 1): a function of these alone, so that a run is",
-    '    reproducible and resumes exactly from a state_dict."""',
-    "    return (seed * 0x9E3779B1 + index * 0x85EBCA6B + step) % 2**63",
-    "",
-    "",
-    "def _hessian_diagonals(optimizer: torch.optim.Optimizer) -> dict[Tensor, Tensor]:",
-    '    """_hutchinson_diagonals for every parameter of the optimizer that has a gradient, from',
-    "    one Hessian-vector product over all its param groups; the probe of a parameter is seeded",
-    "    by its group's seed, its index over all groups and its coming step count.",
-    '    """',
-    "    params, grads, probe_seeds = [], [], []",
-    "    index = 0",
-    "    for group in optimizer.param_groups:",
-    '        for p in group["params"]:',
-    "            if p.grad is not None:",
-    "                state = optimizer.state[p]",
-    '                step = int(state["step"]) + 1 if "step" in state else 1',
-    "                params.append(p)",
-    "                grads.append(p.grad)",
-    '                probe_seeds.append(_probe_seed(group["seed"], index, step))',
-    "            index += 1",
-    "    if not params:",
-    "        return {}",
-    "    with torch.enable_grad():",
-    "        diagonals = _hutchinson_diagonals(params, grads, probe_seeds)",
-    "    return dict(zip(params, diagonals, strict=True))",
-)
 
 
 #: The op table: the only place an op's meaning is written. The executors and the exporter
@@ -196,7 +103,7 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
            "[t.mean(dim={s}, keepdim=True) for t in {0}]"),
     OpKind("matmul", 2, False, "{0} @ {1}", "[a @ b for a, b in zip({0}, {1}, strict=True)]"),
     OpKind("orthogonalize", 1, False, "_orthogonalize({0})", "[_orthogonalize(t) for t in {0}]",
-           helper=_ORTHOGONALIZE),
+           helper=runtime._orthogonalize),
 )}
 
 #: Parameter roles: ops and buffers of a role apply only to its parameters. ``matrix``: the
@@ -308,8 +215,9 @@ class Program:
         return out
 
     def hessian(self) -> str:
-        """The slot of the Hessian-diagonal estimate (:data:`_HUTCHINSON`), an input like
-        ``grad``: computed for every parameter before the step functions run."""
+        """The slot of the Hessian-diagonal estimate (``_hessian_diagonals`` of
+        :mod:`evoopt.genome.runtime`), an input like ``grad``: computed for every parameter
+        before the step functions run."""
         if not self.dead:
             self.curvature = True
         return "hessian"
@@ -527,15 +435,33 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
                  *indent([*with_scalars(True), *ops], 8)]
     else:
         multi = indent(ops, 4)
-    helpers = (_BY_STEP_AND_ROLE if program.has_roles else _BY_STEP if program.uses_step
-               else [])
-    for kind in dict.fromkeys(OP_TABLE[op.kind] for op in program.ops):
-        if kind.helper:
-            helpers = [*helpers, "", "", *kind.helper]
+    kinds = dict.fromkeys(OP_TABLE[op.kind] for op in program.ops)
+    helpers = [*(["_clip_grads_by_global_norm"] if program.clip else []),
+               *(["_by_step_and_role"] if program.has_roles else ["_by_step"] if program.uses_step
+                 else []),
+               *(kind.helper.__name__ for kind in kinds if kind.helper is not None),
+               *(["_hessian_diagonals"] if program.curvature else [])]
     return [*function("_single_tensor_step", False, single), "", "",
-            *function("_multi_tensor_step", True, multi),
-            *(_CLIP_HELPER if program.clip else []), *helpers,
-            *(["", "", *_HUTCHINSON] if program.curvature else [])]
+            *function("_multi_tensor_step", True, multi), *vendor(*helpers)]
+
+
+def vendor(*names: str) -> list[str]:
+    """Source lines of the runtime helpers ``names`` and of the helpers they use, directly or
+    not (:func:`evoopt.genome.runtime.closure`), each once and each after two blank lines: the
+    helpers' own source, so that the rendered text needs no import of evoopt."""
+    return [line for name in runtime.closure(*names) for line in ("", "", *helper_source(name))]
+
+
+@functools.cache
+def helper_source(name: str) -> tuple[str, ...]:
+    """The source lines of runtime helper ``name`` from its ``def`` on (without its decorator)."""
+    if name not in runtime.USES:
+        raise ValueError(f"{name!r} is not a runtime helper")
+    source = inspect.getsource(getattr(runtime, name))
+    node = ast.parse(source).body[0]
+    if not isinstance(node, ast.FunctionDef) or node.name != name:
+        raise ValueError(f"runtime helper {name!r}: its source is not its def")
+    return tuple(source.splitlines()[node.lineno - 1:])
 
 
 def _render_ops(ops: Sequence[Op], foreach: bool) -> list[str]:
@@ -582,60 +508,6 @@ def indent(lines: Sequence[str], n: int) -> list[str]:
     """``lines`` (which may hold newlines) split into lines, each non-empty one padded by n."""
     pad = " " * n
     return [pad + ln if ln else ln for ln in "\n".join(lines).split("\n")]
-
-
-_CLIP_HELPER = [
-    "",
-    "",
-    "def _clip_grads_by_global_norm(",
-    "    grads: list[Tensor], max_norm: float, foreach: bool",
-    ") -> list[Tensor]:",
-    '    """Scaled copies of grads whose joint L2 norm is at most max_norm (no host sync)."""',
-    "    if foreach:",
-    "        norms = torch._foreach_norm(grads)",
-    "    else:",
-    "        norms = [torch.linalg.vector_norm(g) for g in grads]",
-    "    total = torch.linalg.vector_norm(torch.stack(norms))",
-    "    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)",
-    "    if foreach:",
-    "        return list(torch._foreach_mul(grads, coef))",
-    "    return [g.mul(coef) for g in grads]",
-]
-
-_BY_STEP_AND_ROLE = [
-    "",
-    "",
-    "def _by_step_and_role(",
-    "    steps: list[Tensor] | None, *lists: list[Tensor]",
-    ") -> list[tuple[float, bool, tuple[list[Tensor], ...]]]:",
-    '    """The lists split by their parameter\'s role (matrix: 2 or more dims; lists[0] holds',
-    '    the parameters) and step count: a part\'s parameters share one update rule and step."""',
-    "    keys = [(0.0 if steps is None else steps[i].item(), "
-    f"{role_test('matrix', 'p.dim()')})",
-    "            for i, p in enumerate(lists[0])]",
-    "    parts: dict[tuple[float, bool], list[int]] = {}",
-    "    for i, key in enumerate(keys):",
-    "        parts.setdefault(key, []).append(i)",
-    "    return [(step, matrix, tuple([xs[i] for i in index] for xs in lists))",
-    "            for (step, matrix), index in parts.items()]",
-]
-
-_BY_STEP = [
-    "",
-    "",
-    "def _by_step(",
-    "    steps: list[Tensor], *lists: list[Tensor]",
-    ") -> list[tuple[float, tuple[list[Tensor], ...]]]:",
-    '    """The lists split by their parameter\'s step count: one part unless some parameter\'s',
-    '    gradient started late."""',
-    "    values = [s.item() for s in steps]",
-    "    parts: dict[float, list[int]] = {}",
-    "    for i, value in enumerate(values):",
-    "        parts.setdefault(value, []).append(i)",
-    "    if len(parts) == 1:",
-    "        return [(values[0], lists)]",
-    "    return [(v, tuple([xs[i] for i in index] for xs in lists)) for v, index in parts.items()]",
-]
 
 
 def render_buffer_shape(program: Program) -> list[str]:
