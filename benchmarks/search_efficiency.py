@@ -121,6 +121,10 @@ ENGINES: dict[str, dict[str, Any]] = {
                                                 "initial_random": 8, "adapt_rates": True,
                                                 "surrogate_pool": 4, "lr_screen": []},
     "one-stage": {"stages": [{"name": FULL}]},  # the benchmark's engine before issue 17
+    # in-run pruning against the seeded Adam's run on the same stage and seed
+    "sh-p16-random0-prune": {"stages": _SH_STAGES, "population": 16, "initial_random": 8,
+                             "pruning": {"reference": "adam", "margin": 0.05, "after": 0.25,
+                                         "window": 5}},
 }
 DEFAULT_ENGINES = ["shipped"]
 
@@ -271,6 +275,7 @@ def engine_config(ctx: Context, name: str, search_seed: int) -> CampaignConfig:
         "variation": variation,
         "fitness": {"task": ctx.task_name, "split": "val", "overrides": ctx.overrides},
         "stages": stages,
+        "pruning": spec.get("pruning", {"reference": "none"}),
         "final": {"top_k": 1, "seeds": [max(ctx.stage_seeds) + 500], "test_split": False,
                   "compare": [], "baselines": [], "budget_matched": "none"},
         "ray": {"enabled": ctx.use_ray},

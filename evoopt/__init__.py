@@ -12,6 +12,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "objective": "evoopt.fitness.objective",
     "Trial": "evoopt.fitness.objective",
+    "TrialPruned": "evoopt.fitness.objective",
     "Score": "evoopt.fitness.orientation",
     "TrainingTask": "evoopt.fitness.training_task",
     "TaskContext": "evoopt.fitness.training_task",
@@ -32,5 +33,5 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *_LAZY])
 
 
-__all__ = ["CampaignResult", "Score", "TaskContext", "TrainingTask", "Trial", "objective",
-           "run_campaign"]
+__all__ = ["CampaignResult", "Score", "TaskContext", "TrainingTask", "Trial", "TrialPruned",
+           "objective", "run_campaign"]

@@ -233,10 +233,15 @@ def test_no_report_is_scored_on_the_return_value():
     assert res.status == "ok" and res.value == 0.125 and res.train_loss_curve == []
 
 
-def test_reports_fill_the_curve():
-    res = run(reporting(*((i, float(i)) for i in range(200))))
+def test_reports_fill_the_curve_by_step():
+    """The curve bins the budget's steps (50 bins of 4 here), so it lines up with any other
+    run of the task; a bin no report fell in is empty, and reports past the budget fall in
+    the last bin."""
+    res = run(reporting(*((i, float(i)) for i in range(200))), steps=200)
     assert res.status == "ok" and len(res.train_loss_curve) == 50
     assert res.train_loss_curve[0] == pytest.approx(1.5)
+    sparse = run(reporting((0, 1.0), (9, 3.0), (500, 7.0)), steps=200).train_loss_curve
+    assert sparse[:3] == [1.0, None, 3.0] and sparse[-1] == 7.0 and len(sparse) == 50
 
 
 # ---------------------------------------------------------------------------------- time limit

@@ -18,6 +18,11 @@ Layout::
     [[stages]]   name, seeds = [..], overrides = {..},
                  hurdle = "none"|"median"|"top:F"|"<seed name>"|float ("top:F": the best
                  fraction F of the generation at the previous stage goes on, by rank)
+    [pruning]    reference = "none" | "<seed name>" (a search run whose curve falls behind that
+                 seed's run on the same stage and seed is stopped as ``pruned``:
+                 :class:`~evoopt.fitness.curves.PruneRule`), margin = 0.25 (relative),
+                 after = 0.25 (fraction of training before the first check), window = 5
+                 (curve bins compared)
     [refine]     evaluations = N (paid runs of a TPE search over the best structure's
                  hyperparameters after the generations; part of the search's budget)
     [final]      top_k, seeds = [..], selection_seeds = [..] (fresh seeds the top_k are
@@ -69,6 +74,7 @@ from evoopt.campaign.common import resolve_seed
 from evoopt.fileio import InputError, bare_name_hint, names_a_path, read_toml_file
 from evoopt.fitness import TaskError, load_task
 from evoopt.fitness.baselines import DEFAULT_BASELINES, FAIR_BASELINES, get_baseline
+from evoopt.fitness.curves import check_prune_settings
 from evoopt.genome import MAX_TERMS, GenomeError
 from evoopt.paths import EXPERIMENTS_DIR, shipped_campaigns
 from evoopt.strategy.operators import DEFAULT_MUTATION_RATES, OPERATORS
@@ -141,6 +147,21 @@ class FitnessConfig:
 
 
 @dataclass(frozen=True)
+class PruningConfig:
+    """``[pruning]``: in-run pruning of the search's runs against a seed's run
+    (:class:`~evoopt.fitness.curves.PruneRule`); ``reference = "none"`` turns it off."""
+
+    reference: str = "none"
+    margin: float = 0.25
+    after: float = 0.25
+    window: int = 5
+
+    @property
+    def enabled(self) -> bool:
+        return self.reference != "none"
+
+
+@dataclass(frozen=True)
 class RefineConfig:
     """``[refine]``: the TPE refinement of the best structure after the generations."""
 
@@ -202,6 +223,7 @@ class CampaignConfig:
     fitness: FitnessConfig = field(default_factory=FitnessConfig)
     stages: tuple[Stage, ...] = (Stage("full", (0,)),)
     refine: RefineConfig = field(default_factory=RefineConfig)
+    pruning: PruningConfig = field(default_factory=PruningConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
 
@@ -319,6 +341,10 @@ _FIELDS = tuple(_Field(*row) for row in (
     ("ray", "num_workers", "ray", "num_workers", "ray_num_workers", int),
     ("ray", "cpus_per_worker", "ray", "cpus_per_worker", "ray_cpus_per_worker", _NUMBER),
     ("ray", "gpus_per_worker", "ray", "gpus_per_worker", "ray_gpus_per_worker", _NUMBER),
+    ("pruning", "reference", "pruning", "reference", "pruning_reference", str),
+    ("pruning", "margin", "pruning", "margin", "pruning_margin", _NUMBER),
+    ("pruning", "after", "pruning", "after", "pruning_after", _NUMBER),
+    ("pruning", "window", "pruning", "window", "pruning_window", int),
 ))
 STAGES_RECORD = "stages"
 #: The stored record's keys, in the order stores have always written them.
@@ -330,7 +356,7 @@ for _f in _FIELDS:
     _SECTIONS.setdefault(_f.section, {})[_f.key] = _f
 del _f
 _GROUPS = {"strategy": StrategyConfig, "fitness": FitnessConfig, "refine": RefineConfig,
-           "final": FinalConfig, "ray": RayConfig}
+           "final": FinalConfig, "ray": RayConfig, "pruning": PruningConfig}
 
 
 def _from_record(values: dict[str, Any]) -> CampaignConfig:
@@ -493,6 +519,15 @@ def _check_genomes(config: CampaignConfig) -> None:
                               "compared")
     if len(set(compare)) != len(compare):
         raise ConfigError(f"final.compare: names repeat: {list(compare)!r}")
+    pruning = config.pruning
+    if pruning.enabled and pruning.reference not in config.seeds:
+        raise ConfigError(f"pruning.reference: {pruning.reference!r} is not one of the "
+                          f"campaign's seeds (campaign.seeds: {', '.join(config.seeds)}), nor "
+                          "\"none\"")
+    try:
+        check_prune_settings(pruning.margin, pruning.after, pruning.window, "pruning")
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     for i, stage in enumerate(config.stages):
         hurdle = stage.hurdle
         if isinstance(hurdle, float):

@@ -22,7 +22,9 @@ from evoopt.campaign.config import FINAL_STAGE, CampaignConfig
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator
 from evoopt.fitness import WORST_FITNESS
+from evoopt.fitness.curves import PruneRule
 from evoopt.fitness.multitask import REFERENCE_SEED, TaskMix, combine
+from evoopt.fitness.runner import curve_direction
 from evoopt.genome import Genome
 from evoopt.stats import mean_std
 
@@ -43,6 +45,20 @@ class EvaluationCounters:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """In-run pruning of an evaluation: each (task, seed) run against ``reference``'s stored
+    run on the same stage, task, seed and split (``[pruning]``; the settings of
+    :class:`~evoopt.fitness.curves.PruneRule`). A run with no stored ok reference run to
+    compare with goes to the end."""
+
+    reference: Genome
+    label: str
+    margin: float
+    after: float
+    window: int
 
 
 class IdentityIndex:
@@ -91,7 +107,7 @@ class EvaluationService:
         self._generations = generations
 
     def evaluate(self, who: Sequence[Asker], stage: str, mix: TaskMix, seeds: Sequence[int],
-                 split: str) -> None:
+                 split: str, pruning: Pruning | None = None) -> None:
         """Make sure every (eval hash, stage, seed, split) of ``who`` is in the store, paying once.
 
         A missing evaluation is run on the evaluator (one request per task of ``mix``, in
@@ -99,13 +115,15 @@ class EvaluationService:
         last task arrives; one already stored under the same eval hash is reused (counted in
         ``counters.cached``). With several tasks, the reference is evaluated first on the same
         stage, seeds and split, and each row's fitness is
-        :func:`~evoopt.fitness.multitask.combine`'s.
+        :func:`~evoopt.fitness.multitask.combine`'s. With ``pruning``, each run is pruned
+        against the pruning reference's stored run (:class:`Pruning`); the reference's own
+        runs never are.
         """
         seeds = tuple(int(s) for s in seeds)
         if mix.multi:
             self._evaluate([(self._reference_uid(), self.reference, self._reference_hash())],
                            stage, mix, seeds, split)
-        self._evaluate(list(who), stage, mix, seeds, split)
+        self._evaluate(list(who), stage, mix, seeds, split, pruning)
 
     def eval_hash(self, genome: Genome) -> str:
         """The hash ``genome``'s evaluations are stored under (its representative's)."""
@@ -150,11 +168,32 @@ class EvaluationService:
             out[name] = ok.get(seed, statistics.fmean(ok.values()))
         return out
 
+    def _prune_rules(self, pruning: Pruning | None, stage: str, mix: TaskMix, split: str
+                     ) -> dict[tuple[int, str], dict[str, Any]]:
+        """(seed, task name) -> the :class:`PruneRule` dict of a run, from the pruning
+        reference's stored ok runs at (stage, split)."""
+        if pruning is None:
+            return {}
+        rules = {}
+        for row in self.store.find_evaluations(self.eval_hash(pruning.reference), stage, split):
+            for task in mix.tasks:
+                run = row["tasks"].get(task.name, {}) if mix.multi and row.get("tasks") else row
+                curve = run.get("train_loss_curve") or []
+                if run.get("status") != "ok" or not curve:
+                    continue
+                rules[(int(row["seed"]), task.name)] = PruneRule(
+                    reference=tuple(curve), total_steps=task.steps,
+                    direction=curve_direction(task), margin=pruning.margin,
+                    after=pruning.after, window=pruning.window, label=pruning.label).to_dict()
+        return rules
+
     def _evaluate(self, who: list[Asker], stage: str, mix: TaskMix, seeds: tuple[int, ...],
-                  split: str) -> None:
+                  split: str, pruning: Pruning | None = None) -> None:
         # one pending evaluation per (eval hash, stage, seed, split); one request per task
         pending: dict[str, tuple[str, str, int, dict[str, dict[str, Any]]]] = {}
         requests: dict[str, tuple[EvalRequest, str, str]] = {}
+        rules = self._prune_rules(pruning, stage, mix, split)
+        exempt = self.eval_hash(pruning.reference) if pruning is not None else None
         for uid, genome, eval_hash in who:
             have = {r["seed"]: r for r in self.store.find_evaluations(eval_hash, stage, split)}
             for seed in seeds:
@@ -168,9 +207,10 @@ class EvaluationService:
                     pending[key] = (uid, eval_hash, seed, {})
                     for task in mix.tasks:
                         task_key = f"{key}/{task.name}" if mix.multi else key
+                        rule = None if eval_hash == exempt else rules.get((seed, task.name))
                         requests[task_key] = (EvalRequest(
                             key=task_key, genome=genome.to_dict(), task=task.to_dict(),
-                            seed=seed, split=split), key, task.name)
+                            seed=seed, split=split, prune=rule), key, task.name)
         for request, _, _ in requests.values():
             self.evaluator.submit(request)
         self.counters.running = len(pending)
@@ -284,4 +324,4 @@ class CampaignEvaluate:
 
 
 __all__ = ["Asker", "CampaignEvaluate", "EvaluationCounters", "EvaluationService",
-           "IdentityIndex", "ProgressHook", "seed_scores"]
+           "IdentityIndex", "ProgressHook", "Pruning", "seed_scores"]

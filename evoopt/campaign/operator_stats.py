@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-COUNTED_STATUSES = ("evaluated", "stopped_at_hurdle", "failed")
+COUNTED_STATUSES = ("evaluated", "stopped_at_hurdle", "pruned", "failed")
 
 
 def _rank(row: Mapping[str, Any], stage_order: Mapping[str, int]) -> tuple[int, float] | None:

@@ -2,7 +2,9 @@
 
 Per generation: ``ask`` the strategy; dedupe every candidate (canonical hash, then behavioural
 hash) against everything already seen; run the fidelity stages — stage 0 for all, later stages
-only for candidates that clear the stage's hurdle; every evaluation goes through the
+only for candidates that clear the stage's hurdle (with ``[pruning]``, the seeds run first and
+every other run is pruned against the reference seed's run on the same stage and seed: a run
+whose curve falls behind it stops early, ``pruned``); every evaluation goes through the
 :class:`~evoopt.campaign.evaluation.EvaluationService`, which commits it to SQLite as it
 arrives; ``tell`` the strategy; commit the generation and the strategy state.
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 from evoopt.campaign.common import WallClock, aggregate_fitness, aggregate_ok
 from evoopt.campaign.config import CampaignConfig, top_fraction
-from evoopt.campaign.evaluation import EvaluationService
+from evoopt.campaign.evaluation import EvaluationService, Pruning
 from evoopt.campaign.store import CampaignStore
 from evoopt.campaign.tasks import CampaignTasks
 from evoopt.genome import Genome
@@ -42,6 +44,7 @@ class _Tracked:
     scores: dict[str, float] = field(default_factory=dict)  # stage -> mean fitness
     stage_index: int = -1
     failed: bool = False  # a run at the last stage it reached was not ok (by status)
+    pruned: bool = False  # ... and every such run was pruned
     stopped: bool = False
     cached: bool = False  # a duplicate (by hash or behaviour) of an earlier individual
 
@@ -62,6 +65,10 @@ class SearchRunner:
         self.tasks = tasks
         self.seeds = list(seeds)
         self.clock = clock
+        p = config.pruning
+        self.pruning = None if not p.enabled else Pruning(
+            reference=self.seeds[config.seeds.index(p.reference)], label=p.reference,
+            margin=p.margin, after=p.after, window=p.window)
 
     def run(self) -> Strategy:
         """Run (or resume) generations until the last or a spent budget; the strategy after."""
@@ -123,7 +130,8 @@ class SearchRunner:
         for t in tracked:
             stage = stages[t.stage_index]
             score = t.scores[stage.name]
-            status = ("failed" if t.failed else "stopped_at_hurdle" if t.stopped
+            status = ("pruned" if t.pruned else "failed" if t.failed
+                      else "stopped_at_hurdle" if t.stopped
                       else "cached" if t.cached else "evaluated")
             self.store.update_individual(t.candidate.uid, fitness=score,
                                          stage_reached=stage.name, status=status)
@@ -167,14 +175,24 @@ class SearchRunner:
     def _run_stage(self, index: int, alive: list[_Tracked]) -> None:
         stage = self.config.stages[index]
         split = self.config.fitness.split
-        self.service.evaluate([(t.candidate.uid, t.candidate.genome, t.eval_hash) for t in alive],
-                              stage.name, self.tasks.stages[index], stage.seeds, split)
+        mix = self.tasks.stages[index]
+        batches: list[tuple[list[_Tracked], Pruning | None]] = [(alive, None)]
+        if self.pruning is not None:  # the seeds first, unpruned: the reference's curves
+            batches = [([t for t in alive if t.candidate.operator == "seed"], None),
+                       ([t for t in alive if t.candidate.operator != "seed"], self.pruning)]
+        for batch, pruning in batches:
+            if batch:
+                self.service.evaluate(
+                    [(t.candidate.uid, t.candidate.genome, t.eval_hash) for t in batch],
+                    stage.name, mix, stage.seeds, split, pruning)
         for t in alive:
             rows = {r["seed"]: r for r in self.store.find_evaluations(t.eval_hash, stage.name,
                                                                        split)}
             stage_rows = [rows[s] for s in stage.seeds]
             t.scores[stage.name] = aggregate_fitness(stage_rows)
             t.failed = not aggregate_ok(stage_rows)
+            bad = [r["status"] for r in stage_rows if r["status"] != "ok"]
+            t.pruned = bool(bad) and all(b == "pruned" for b in bad)
             t.stage_index = index
 
 

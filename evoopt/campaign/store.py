@@ -22,7 +22,8 @@ Tables
     ``Genome.to_dict()``); ``hash`` TEXT (genome content hash); ``behaviour_hash`` TEXT;
     ``formula`` TEXT (one-line update rule); ``fitness`` REAL NULL (aggregate fitness: validation
     accuracy, higher is better; -1.0 = failed); ``stage_reached`` TEXT NULL (last fidelity stage
-    evaluated); ``status`` TEXT (pending | evaluated | cached | stopped_at_hurdle | failed);
+    evaluated); ``status`` TEXT (pending | evaluated | cached | stopped_at_hurdle | pruned |
+    failed);
     ``cached_from`` TEXT NULL (uid whose results were reused by dedupe); ``cache_kind`` TEXT
     NULL ("hash" | "behaviour"); ``change`` TEXT NULL (what the operator changed, e.g.
     "momentum.beta 0.9→0.93"); ``created_at`` REAL (unix time).
@@ -31,7 +32,7 @@ Tables
     ``id`` INTEGER PK AUTOINCREMENT; ``uid`` TEXT (individual that paid for it); ``hash`` TEXT;
     ``stage`` TEXT (fidelity stage name: "screen", "full", "final", ...); ``seed`` INTEGER;
     ``split`` TEXT ("val" | "test"); ``fitness`` REAL; ``val_accuracy`` REAL; ``val_loss`` REAL;
-    ``status`` TEXT (ok | diverged | timeout | error); ``message`` TEXT; ``steps`` INTEGER;
+    ``status`` TEXT (ok | diverged | timeout | pruned | error); ``message`` TEXT; ``steps`` INTEGER;
     ``wall_time_s`` REAL; ``worker`` TEXT; ``train_loss_curve`` TEXT (JSON list);
     ``created_at`` REAL; ``tasks`` TEXT NULL (since version 2; JSON: a multi-task evaluation's
     per-task results, ``{task: {fitness, val_accuracy, val_loss, status, message, steps,
@@ -177,7 +178,8 @@ GENERATION_COLUMNS: tuple[str, ...] = tuple(
         "finished_at",
     ]
 )
-INDIVIDUAL_STATUSES = ("pending", "evaluated", "cached", "stopped_at_hurdle", "failed")
+INDIVIDUAL_STATUSES = ("pending", "evaluated", "cached", "stopped_at_hurdle", "pruned",
+                       "failed")
 
 _JSON_COLUMNS = {"parents", "genome", "train_loss_curve", "tasks"}
 

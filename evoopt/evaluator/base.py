@@ -40,6 +40,8 @@ class EvalRequest:
     ``key`` identifies the evaluation to the caller (e.g. ``"uid/stage/seed"``) and must be
     unique among the requests pending in one evaluator. ``genome`` and ``task`` are the
     ``to_dict()`` forms of a Genome and a TaskSpec (objects with ``to_dict`` are converted).
+    ``prune``: a :class:`~evoopt.fitness.curves.PruneRule`'s dict (the reference run's curve on
+    this task and seed), or None to run to the end.
     """
 
     key: str
@@ -47,6 +49,7 @@ class EvalRequest:
     task: dict[str, Any]
     seed: int = 0
     split: str = "val"
+    prune: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.key, str) or not self.key:
@@ -57,6 +60,8 @@ class EvalRequest:
             raise TypeError(f"EvalRequest.seed must be an int, got {self.seed!r}")
         if not isinstance(self.split, str) or not self.split:
             raise ValueError(f"EvalRequest.split must be a non-empty string, got {self.split!r}")
+        if self.prune is not None:
+            object.__setattr__(self, "prune", _plain(self.prune, "prune"))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -65,6 +70,7 @@ class EvalRequest:
             "task": self.task,
             "seed": self.seed,
             "split": self.split,
+            "prune": self.prune,
         }
 
     @classmethod
@@ -75,6 +81,7 @@ class EvalRequest:
             task=d["task"],
             seed=d.get("seed", 0),
             split=d.get("split", "val"),
+            prune=d.get("prune"),
         )
 
 
@@ -119,7 +126,8 @@ def worst_fitness() -> float:
 def error_result(
     request: EvalRequest, message: str, wall_time_s: float = 0.0, status: str = ERROR_STATUS
 ) -> dict[str, Any]:
-    """``SeedResult.to_dict()`` of a failed run (``status`` "error" or "timeout", worst fitness)."""
+    """``SeedResult.to_dict()`` of a failed run (``status`` "error" or "timeout", worst
+    fitness)."""
     from evoopt.fitness import SeedResult
 
     rec = SeedResult(

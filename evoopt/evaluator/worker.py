@@ -13,7 +13,8 @@ from typing import Any
 
 from evoopt.evaluator.base import EvalRequest, error_result, task_cache_key
 
-# (task dict, data_dir) -> an object with evaluate(genome, seed=, split=) -> SeedResult-like.
+# (task dict, data_dir) -> an object with evaluate(genome, seed=, split=[, prune=]) ->
+# SeedResult-like.
 RunnerFactory = Callable[[dict[str, Any], "str | Path | None"], Any]
 
 
@@ -69,7 +70,10 @@ class FitnessWorker:
         t0 = time.perf_counter()
         try:
             runner = self.runner_for(request.task)
-            rec = runner.evaluate(request.genome, seed=request.seed, split=request.split)
+            # a prune rule only when there is one: a custom runner need not take the keyword
+            extra = {"prune": request.prune} if request.prune is not None else {}
+            rec = runner.evaluate(request.genome, seed=request.seed, split=request.split,
+                                  **extra)
             result = rec.to_dict() if hasattr(rec, "to_dict") else dict(rec)
             if "fitness" not in result or "status" not in result:
                 raise ValueError(f"runner returned a result without fitness/status: {result!r}")

@@ -33,7 +33,7 @@ from evoopt.fitness.task import TaskSpec
 REFERENCE_SEED = "adam"
 #: Per-task fields kept in a multi-task evaluation's ``tasks`` record.
 TASK_FIELDS = ("fitness", "val_accuracy", "val_loss", "status", "message", "steps",
-               "wall_time_s", "threads", "value")
+               "wall_time_s", "threads", "value", "train_loss_curve")
 
 
 @dataclass(frozen=True)

@@ -51,6 +51,7 @@ from typing import Any, TypeVar
 import numpy as np
 import torch
 
+from evoopt.fitness.curves import PruneRule, StepCurve, prune_rule
 from evoopt.fitness.orientation import (
     Score,
     canonical_fitness,
@@ -63,7 +64,6 @@ from evoopt.fitness.runner import (
     derive_seed,
     deterministic_mode,
     double_backward_attention,
-    downsample_curve,
     genome_optimizer_factory,
     resolve_device,
 )
@@ -98,6 +98,13 @@ class TrialBudgetExceeded(TrialStopped):
     """An optimizer took more than ``total_steps`` steps: a recipe must not buy budget."""
 
     status = "error"
+
+
+class TrialPruned(TrialStopped):
+    """The run's reported curve fell behind the campaign's reference run on the same seed
+    (:class:`~evoopt.fitness.curves.PruneRule`); an objective may also raise it itself."""
+
+    status = "pruned"
 
 
 class _AsyncTimeout(TrialTimeout):
@@ -382,7 +389,8 @@ class Trial:
     def __init__(self, *, task_name: str, seed: int, split: str, total_steps: int,
                  device: torch.device, threads: int, params: Mapping[str, Any],
                  direction: str, bf16: bool | None, divergence_factor: float,
-                 time_limit_s: float, optimizer_factory: OptimizerFactory) -> None:
+                 time_limit_s: float, optimizer_factory: OptimizerFactory,
+                 prune: PruneRule | None = None) -> None:
         self.task_name = task_name
         self.seed = seed
         self.split = split
@@ -401,6 +409,8 @@ class Trial:
         self._optimizers: list[_Counted] = []
         self._report_steps: list[int] = []
         self._reported: list[float] = []
+        self._curve = StepCurve(total_steps)
+        self._prune = prune
         self._stopped: TrialStopped | None = None  # the first stop (even if swallowed)
         self._misuse: Exception | None = None      # the first bad report() (likewise)
         self._watchdog: _Watchdog | None = None
@@ -429,6 +439,8 @@ class Trial:
 
     def _before_step(self, counted: _Counted) -> None:
         self._check_time()
+        if isinstance(self._stopped, TrialPruned):
+            raise self._stopped
         if counted.steps >= self.total_steps:
             raise self._stop(TrialBudgetExceeded(
                 f"optimizer step {counted.steps + 1} > total_steps={self.total_steps}: a recipe "
@@ -494,8 +506,12 @@ class Trial:
     def report(self, step: int, value: float) -> None:
         """An intermediate value at ``step`` (an int >= 0, non-decreasing): the run's curve. A
         non-finite value stops the run as ``diverged``; so does, when minimising from a
-        positive first value, one above ``divergence_factor`` x the first."""
+        positive first value, one above ``divergence_factor`` x the first. Values are read
+        in the objective's direction (a loss when minimising), as the campaign's pruning
+        compares them with its reference run's at the same steps (see :meth:`should_stop`)."""
         self._check_time()
+        if isinstance(self._stopped, TrialPruned):
+            raise self._stopped
         if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise self._misused(TypeError(
                 f"report(step, value): step must be an int >= 0, got {type(step).__name__} "
@@ -514,6 +530,7 @@ class Trial:
                 f"report: value must be one number, got {_describe(value)}"))
         self._report_steps.append(step)
         self._reported.append(v)
+        self._curve.add(step, v)
         if not math.isfinite(v):
             raise self._stop(TrialDiverged(f"reported value {v} at step {step}"))
         first = self._reported[0]
@@ -523,10 +540,18 @@ class Trial:
                 raise self._stop(TrialDiverged(
                     f"reported value {v:.4g} at step {step} (limit {limit:.4g} = "
                     f"{self._factor} x first value)"))
+        if self._prune is not None:
+            verdict = self._prune.verdict(self._curve.values(), self._curve.completed)
+            if verdict is not None:
+                self._stop(TrialPruned(verdict))
 
     def should_stop(self) -> bool:
-        """Whether to stop early (in-run pruning; always False for now)."""
-        return False
+        """Whether the campaign has pruned this run: its reported values fell behind the
+        reference optimizer's on the same seed (``[pruning]`` in the campaign config; never
+        without it). Then return at once (or ``raise evoopt.TrialPruned``); the run is scored
+        ``pruned`` whatever it returns, and its next ``report`` or optimizer step raises
+        :class:`TrialPruned`, so an objective that never asks still stops."""
+        return isinstance(self._stopped, TrialPruned)
 
     def _stop(self, exc: TrialStopped) -> TrialStopped:
         if self._stopped is None:
@@ -661,9 +686,11 @@ class ObjectiveRunner:
                    value_range=getattr(objective, "value_range", None))
 
     # ------------------------------------------------------------------ public API
-    def evaluate(self, genome: Any, seed: int, split: str = "val") -> SeedResult:
+    def evaluate(self, genome: Any, seed: int, split: str = "val", *,
+                 prune: PruneRule | dict[str, Any] | None = None) -> SeedResult:
         """Run the objective with ``genome`` (a ``Genome`` or its dict) on ``seed``; never
-        raises."""
+        raises. With ``prune`` (a :class:`~evoopt.fitness.curves.PruneRule` or its dict), a
+        run whose reported values fall behind the rule's reference stops as ``pruned``."""
         t0 = time.perf_counter()
         try:
             from evoopt.genome import Genome
@@ -677,9 +704,10 @@ class ObjectiveRunner:
             res.message = f"invalid genome: {type(e).__name__}: {e}"
             res.wall_time_s = time.perf_counter() - t0
             return res
-        return self.evaluate_with(factory, seed, split, _t0=t0)
+        return self.evaluate_with(factory, seed, split, prune=prune, _t0=t0)
 
-    def evaluate_with(self, make_optimizer: OptimizerFactory, seed: int, split: str = "val",
+    def evaluate_with(self, make_optimizer: OptimizerFactory, seed: int, split: str = "val", *,
+                      prune: PruneRule | dict[str, Any] | None = None,
                       _t0: float | None = None) -> SeedResult:
         """Like :meth:`evaluate` for any ``make_optimizer(params, total_steps)``; never
         raises."""
@@ -691,7 +719,10 @@ class ObjectiveRunner:
             seed = operator.index(seed)
             if split not in SPLITS:
                 raise ValueError(f"split: expected 'val' or 'test', got {split!r}")
-            self._run(make_optimizer, seed, split, res)
+            rule = prune_rule(prune)
+            if rule is not None:
+                rule.check_steps(self.steps)
+            self._run(make_optimizer, seed, split, res, rule)
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # noqa: BLE001 - evoopt's own failure, or a late stop
@@ -708,7 +739,8 @@ class ObjectiveRunner:
         return SeedResult(seed=int(s), status="error", split=str(split),
                           direction=self.direction)
 
-    def _run(self, factory: OptimizerFactory, seed: int, split: str, res: SeedResult) -> None:
+    def _run(self, factory: OptimizerFactory, seed: int, split: str, res: SeedResult,
+             rule: PruneRule | None = None) -> None:
         rng_state = _global_rng_state()
         grad = torch.is_grad_enabled()
         amp = {d: torch.is_autocast_enabled(d) for d in {"cpu", self.device.type}}
@@ -721,7 +753,8 @@ class ObjectiveRunner:
                               total_steps=self.steps, device=self.device, threads=threads,
                               params=self.params, direction=self.direction, bf16=self.bf16,
                               divergence_factor=self.divergence_factor,
-                              time_limit_s=self.time_limit_s, optimizer_factory=factory)
+                              time_limit_s=self.time_limit_s, optimizer_factory=factory,
+                              prune=rule)
                 try:
                     self._call(trial, res)
                 finally:
@@ -763,7 +796,7 @@ class ObjectiveRunner:
             res.train_time_s = elapsed - trial._cache_time
             res.steps = trial.steps
             res.create_graph = trial.create_graph
-            res.train_loss_curve = downsample_curve(np.asarray(trial._reported, np.float64))
+            res.train_loss_curve = trial._curve.values()
         if failure is None:  # a stop or a bad report() that the objective swallowed
             failure = trial._stopped or trial._misuse
         if failure is None and res.train_time_s > self.time_limit_s:
@@ -859,6 +892,6 @@ def objective(fn: Callable[[Trial], Any] | None = None, *, direction: str | None
 
 __all__ = [
     "ObjectiveRunner", "Score", "Trial", "TrialBudgetExceeded", "TrialDiverged",
-    "TrialStopped", "TrialTimeout", "clear_cache", "error_message", "objective",
+    "TrialPruned", "TrialStopped", "TrialTimeout", "clear_cache", "error_message", "objective",
     "user_traceback",
 ]

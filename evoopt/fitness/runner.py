@@ -29,9 +29,9 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
+from evoopt.fitness.curves import CURVE_POINTS, PruneRule, bin_edges, downsample_curve, prune_rule
 from evoopt.fitness.orientation import Score, canonical_fitness
 from evoopt.fitness.task import TaskError, TaskSpec, is_task_class, load_task
 from evoopt.fitness.training_task import TaskContext, TrainingTask
@@ -51,8 +51,8 @@ def ok_floor(x: float) -> float:
     fitness is > -1 and a bare per-seed number ``<= WORST_FITNESS`` means a failure, exactly."""
     return max(x, OK_FLOOR)
 
-STATUSES = ("ok", "diverged", "timeout", "error")
-CURVE_POINTS = 50
+#: A run's status: ``pruned`` is a run a :class:`~evoopt.fitness.curves.PruneRule` stopped.
+STATUSES = ("ok", "diverged", "timeout", "pruned", "error")
 
 OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], int], torch.optim.Optimizer]
 
@@ -209,15 +209,6 @@ def deterministic_mode(device: torch.device, threads: int = 0):
             torch.set_num_threads(prev_threads)
 
 
-def downsample_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[float]:
-    """Means of ``losses`` over at most ``points`` equal-size consecutive bins."""
-    if len(losses) == 0:
-        return []
-    bins = np.array_split(losses.astype(np.float64), min(points, len(losses)))
-    with np.errstate(invalid="ignore", over="ignore"):
-        return [float(b.mean()) for b in bins]
-
-
 def double_backward_attention(enabled: bool):
     """With ``enabled``, attention (``scaled_dot_product_attention``) runs torch's math kernel,
     whose backward can itself be differentiated (Hessian-vector products, AdaHessian); the
@@ -277,6 +268,12 @@ def task_info(task: TaskSpec) -> dict[str, Any]:
             "value_range": None if vr is None else [float(vr[0]), float(vr[1])]}
 
 
+def curve_direction(task: TaskSpec) -> str:
+    """The direction of a task's run curve: a task class's is its training loss (minimised);
+    an objective's is the values it reports, read in the objective's direction."""
+    return "minimize" if is_task_class(task.target) else task.direction
+
+
 def result_extras(task: TaskSpec, result: dict[str, Any]) -> dict[str, Any]:
     """The task's extra keys of a result dict (a task class's ``result_extras``: e.g. a
     character task's ``val_bpc``); none for an objective."""
@@ -325,8 +322,11 @@ class FitnessRunner:
         return self.workload.split_data(split)
 
     # ------------------------------------------------------------------ public API
-    def evaluate(self, genome: Any, seed: int, split: str = "val") -> SeedResult:
-        """Train with ``genome`` (a ``Genome`` or its dict) on ``seed``; never raises."""
+    def evaluate(self, genome: Any, seed: int, split: str = "val", *,
+                 prune: PruneRule | dict[str, Any] | None = None) -> SeedResult:
+        """Train with ``genome`` (a ``Genome`` or its dict) on ``seed``; never raises. With
+        ``prune`` (a :class:`~evoopt.fitness.curves.PruneRule` or its dict), a run whose
+        training-loss curve falls behind the rule's reference stops as ``pruned``."""
         t0 = time.perf_counter()
         try:
             factory = genome_optimizer_factory(genome)
@@ -334,17 +334,21 @@ class FitnessRunner:
             return SeedResult(seed=int(seed), status="error", split=split,
                               message=f"invalid genome: {type(e).__name__}: {e}",
                               wall_time_s=time.perf_counter() - t0)
-        return self.evaluate_with(factory, seed, split, _t0=t0)
+        return self.evaluate_with(factory, seed, split, prune=prune, _t0=t0)
 
-    def evaluate_with(self, make_optimizer: OptimizerFactory, seed: int, split: str = "val",
+    def evaluate_with(self, make_optimizer: OptimizerFactory, seed: int, split: str = "val", *,
+                      prune: PruneRule | dict[str, Any] | None = None,
                       _t0: float | None = None) -> SeedResult:
         """Like :meth:`evaluate` for any ``make_optimizer(params, total_steps)``; never raises."""
         t0 = time.perf_counter() if _t0 is None else _t0
         res = SeedResult(seed=int(seed), split=split)
         try:
+            rule = prune_rule(prune)
+            if rule is not None:
+                rule.check_steps(self.task.steps)
             with deterministic_mode(self.device, self.task.threads):
                 res.threads = torch.get_num_threads()
-                self._run(make_optimizer, int(seed), split, t0, res)
+                self._run(make_optimizer, int(seed), split, t0, res, rule)
         except Exception as e:  # noqa: BLE001 - a fitness run never raises
             tb = traceback.extract_tb(e.__traceback__)
             where = f" at {tb[-1].filename.rsplit('/', 1)[-1]}:{tb[-1].lineno}" if tb else ""
@@ -368,7 +372,7 @@ class FitnessRunner:
         return nullcontext()
 
     def _run(self, make_optimizer: OptimizerFactory, seed: int, split: str, t0: float,
-             res: SeedResult) -> None:
+             res: SeedResult, rule: PruneRule | None = None) -> None:
         task, work = self.task, self.workload
         eval_data = work.split_data(split)  # validate split before training
         g_init = torch.Generator().manual_seed(derive_seed(task.name, seed, "init"))
@@ -382,6 +386,8 @@ class FitnessRunner:
         losses = torch.empty(task.steps, device=self.device, dtype=torch.float32)
         first_loss: float | None = None
         checked = 0
+        edges = bin_edges(task.steps) if rule is not None else []
+        bins: list[float | None] = []  # the curve's complete bins so far (with a prune rule)
         t_train = time.perf_counter()
         model.train()
         for step in range(task.steps):
@@ -410,9 +416,20 @@ class FitnessRunner:
                     res.status = "timeout"
                     res.message = f"time limit {task.time_limit_s}s hit after {res.steps} steps"
                     break
+                if rule is not None and res.steps < task.steps:
+                    while len(bins) + 1 < len(edges) and edges[len(bins) + 1] <= res.steps:
+                        a, b = edges[len(bins)], edges[len(bins) + 1]
+                        bins.append(float(losses[a:b].double().mean()))
+                    verdict = rule.verdict(bins, len(bins))
+                    if verdict is not None:
+                        res.status, res.message = "pruned", verdict
+                        break
         res.train_time_s = time.perf_counter() - t_train
-        res.train_loss_curve = downsample_curve(losses[:res.steps].cpu().numpy())
-        if res.status in ("diverged", "timeout"):
+        # a pruned run keeps the bins of the whole budget it compared (they line up with the
+        # reference's); any other run's steps are binned as they ran
+        res.train_loss_curve = (bins if res.status == "pruned"
+                                else downsample_curve(losses[:res.steps].cpu().numpy()))
+        if res.status in ("diverged", "timeout", "pruned"):
             return
         score = self._score(model, eval_data, res.create_graph)
         if isinstance(score, numbers.Real) and not isinstance(score, bool):
@@ -485,7 +502,8 @@ def evaluate_genome(genome: Any, task: TaskSpec | str, seeds: int | Sequence[int
 
 __all__ = [
     "CURVE_POINTS", "EvaluationResult", "FitnessRunner", "OK_FLOOR", "OptimizerFactory",
-    "STATUSES", "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data", "derive_seed",
+    "STATUSES", "SeedResult", "WORST_FITNESS", "bits_per_char", "check_task_data",
+    "curve_direction", "derive_seed",
     "double_backward_attention", "downsample_curve", "evaluate_genome",
     "genome_optimizer_factory", "is_task_class", "make_runner", "ok_floor", "resolve_device",
     "result_extras", "seed_list", "task_info",

@@ -92,8 +92,10 @@ def fitness_figure(generations: list[dict], individuals: list[dict], label: str)
     by_status: dict[str, list[dict]] = defaultdict(list)
     for ind in scored:
         by_status[ind.get("status") or "evaluated"].append(ind)
-    symbols = {"evaluated": "circle", "cached": "circle-open", "stopped_at_hurdle": "x-thin-open"}
-    colors = {"evaluated": "#1f77b4", "cached": "#2ca02c", "stopped_at_hurdle": "#ff7f0e"}
+    symbols = {"evaluated": "circle", "cached": "circle-open", "stopped_at_hurdle": "x-thin-open",
+               "pruned": "triangle-down-open"}
+    colors = {"evaluated": "#1f77b4", "cached": "#2ca02c", "stopped_at_hurdle": "#ff7f0e",
+              "pruned": "#9467bd"}
     for status, inds in sorted(by_status.items()):
         fig.add_trace(
             go.Scatter(
@@ -165,6 +167,7 @@ def curves_figure(curves: list[tuple[str, list[list[float | None]]]]) -> go.Figu
                     x=xs[: len(c)],
                     y=c,
                     mode="lines",
+                    connectgaps=True,  # a sparse reporter's empty bins
                     line={"color": color, "width": 1},
                     opacity=0.35,
                     legendgroup=name,
@@ -181,6 +184,7 @@ def curves_figure(curves: list[tuple[str, list[list[float | None]]]]) -> go.Figu
                 x=xs,
                 y=mean,
                 mode="lines",
+                connectgaps=True,
                 line={"color": color, "width": 3},
                 name=_t(name),
                 legendgroup=name,
