@@ -106,6 +106,7 @@ _SHIPPED_STAGES = [{"name": SCREEN, "seeds": [0], "steps": 2 / 3},
                    {"name": FULL, "hurdle": "median"}]
 _SH_STAGES = [{"name": SCREEN, "seeds": [0], "steps": SCREEN_STEPS},
               {"name": FULL, "hurdle": PROMOTE}]
+_PRUNING = {"reference": "adam", "margin": 0.05, "after": 0.25, "window": 5}
 ENGINES: dict[str, dict[str, Any]] = {
     # the ablation adds one change at a time
     "shipped": {"stages": _SHIPPED_STAGES},
@@ -123,8 +124,11 @@ ENGINES: dict[str, dict[str, Any]] = {
     "one-stage": {"stages": [{"name": FULL}]},  # the benchmark's engine before issue 17
     # in-run pruning against the seeded Adam's run on the same stage and seed
     "sh-p16-random0-prune": {"stages": _SH_STAGES, "population": 16, "initial_random": 8,
-                             "pruning": {"reference": "adam", "margin": 0.05, "after": 0.25,
-                                         "window": 5}},
+                             "pruning": _PRUNING},
+    # ... and the seeds (all but adam, the pruning reference) face the promotion hurdle
+    "sh-p16-random0-prune-seedhurdle": {
+        "stages": [_SH_STAGES[0], {**_SH_STAGES[1], "seeds_exempt": False}],
+        "population": 16, "initial_random": 8, "pruning": _PRUNING},
 }
 DEFAULT_ENGINES = ["shipped"]
 
@@ -259,8 +263,9 @@ def engine_config(ctx: Context, name: str, search_seed: int) -> CampaignConfig:
         stage: dict[str, Any] = {"name": s["name"], "seeds": s.get("seeds", ctx.stage_seeds)}
         if "steps" in s:
             stage["overrides"] = {"steps": max(1, round(s["steps"] * ctx.task.steps))}
-        if "hurdle" in s:
-            stage["hurdle"] = s["hurdle"]
+        for key in ("hurdle", "seeds_exempt"):
+            if key in s:
+                stage[key] = s[key]
         stages.append(stage)
     variation = {**{k: var[k] for k in ("crossover_rate", "max_terms", "mutation_rates",
                                         "lr_screen") if k in var},

@@ -17,7 +17,9 @@ Layout::
                  the seeded Adam, :mod:`evoopt.fitness.multitask`) with weights = [..]
     [[stages]]   name, seeds = [..], overrides = {..},
                  hurdle = "none"|"median"|"top:F"|"<seed name>"|float ("top:F": the best
-                 fraction F of the generation at the previous stage goes on, by rank)
+                 fraction F of the generation at the previous stage goes on, by rank),
+                 seeds_exempt = true (false: the seeds face the hurdle too, all but the
+                 pruning reference)
     [pruning]    reference = "none" | "<seed name>" (a search run whose curve falls behind that
                  seed's run on the same stage and seed is stopped as ``pruned``:
                  :class:`~evoopt.fitness.curves.PruneRule`), margin = 0.25 (relative),
@@ -128,6 +130,9 @@ class Stage:
     seeds: tuple[int, ...]
     overrides: dict[str, Any] = field(default_factory=dict)
     hurdle: str | float = "none"
+    # whether the campaign's seeds skip the hurdle (the pruning reference always does: it is
+    # the yardstick every other run of the stage is pruned against)
+    seeds_exempt: bool = True
 
 
 @dataclass(frozen=True)
@@ -768,9 +773,9 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: expected a table, got {table!r}")
         for key in table:
-            if key not in ("name", "seeds", "overrides", "hurdle"):
+            if key not in ("name", "seeds", "overrides", "hurdle", "seeds_exempt"):
                 raise ConfigError(f"{where}.{key}: unknown field (allowed: name, seeds, "
-                                  "overrides, hurdle)")
+                                  "overrides, hurdle, seeds_exempt)")
         name = _typed(f"{where}.name", table.get("name", f"stage{i}"), str)
         if name in RESERVED_STAGE_NAMES or name in {s.name for s in stages}:
             raise ConfigError(f"{where}.name: {name!r} is reserved or repeated")
@@ -787,7 +792,8 @@ def _parse_stages(raw: Any) -> tuple[Stage, ...]:
                 hurdle = float(hurdle)
             except OverflowError:
                 raise ConfigError(f"{where}.hurdle: {hurdle!r} is too large") from None
-        stages.append(Stage(name, seeds, overrides, hurdle))
+        exempt = _typed(f"{where}.seeds_exempt", table.get("seeds_exempt", True), bool)
+        stages.append(Stage(name, seeds, overrides, hurdle, exempt))
     return tuple(stages)
 
 

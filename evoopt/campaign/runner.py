@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from evoopt.campaign.common import WallClock, aggregate_fitness, aggregate_ok
-from evoopt.campaign.config import CampaignConfig, top_fraction
+from evoopt.campaign.config import CampaignConfig, Stage, top_fraction
 from evoopt.campaign.evaluation import EvaluationService, Pruning
 from evoopt.campaign.store import CampaignStore
 from evoopt.campaign.tasks import CampaignTasks
@@ -121,7 +121,7 @@ class SearchRunner:
                 threshold = self._hurdle(stage.hurdle, index - 1, tracked)
                 prev = stages[index - 1].name
                 for t in alive:
-                    if t.candidate.operator != "seed" and t.scores[prev] < threshold:
+                    if not self._exempt(t, stage) and t.scores[prev] < threshold:
                         t.stopped = True
                         self.service.count_saved(sum(len(s.seeds) for s in stages[index:]))
                 alive = [t for t in alive if not t.stopped]
@@ -149,6 +149,15 @@ class SearchRunner:
         self.store.set_meta("strategy_state", strategy.get_state())
         self.clock.record()
         self.service.report_progress(gen, "done")
+
+    def _exempt(self, t: _Tracked, stage: Stage) -> bool:
+        """Whether ``t`` enters ``stage`` whatever its score: a seed, unless the stage makes
+        seeds face its hurdle; the pruning reference always (the yardstick of the stage)."""
+        if t.candidate.operator != "seed":
+            return False
+        return stage.seeds_exempt or (self.pruning is not None
+                                      and t.eval_hash == self.service.eval_hash(
+                                          self.pruning.reference))
 
     def _hurdle(self, rule: str | float, prev_index: int, tracked: list[_Tracked]) -> float:
         prev = self.config.stages[prev_index]
