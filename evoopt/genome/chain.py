@@ -1,0 +1,553 @@
+"""A genome as a chain of blocks (docs/design-chain-of-blocks.md §2, step 1 of §7).
+
+A :class:`ChainGenome` holds one :class:`Rules` (and optionally a second one for matrices) and a
+top-level clip. A rules body is a few global blocks (``schedule``, ``weight_decay``, ``apply``)
+and an ordered ``chain`` of block instances (:class:`Block`), whose kinds come from the block
+registry (:mod:`evoopt.genome.blocks`).
+
+**Wiring.** A block reads signals through its ports: ``of`` (a tensor: the gradient ``g`` or a
+producer's output) and ``by`` (a denominator). An unnamed producer outputs its kind's default
+signal (``m``, ``d``, ``v``); a producer named N outputs ``N``. A read resolves to an earlier
+producer in the chain, or to a later, state-backed one only when the reader reads the previous
+step's value (``reads_previous``: Lion). Every error names the block.
+
+**Stages.** The compiler emits blocks by stage rank (:data:`evoopt.genome.blocks.STAGES`), then
+by chain order: the slot genome's phase loop with any number of instances. Terms add their
+direction to p (or to the update u, when some block acts on the whole update) at the sum point,
+after the ``update`` stage. Update blocks (decay term, trust ratio, ...) come after the terms.
+
+**Naming** (fixes the silently shared state of §1.3). An unnamed instance keeps the legacy
+state keys, scalar names and argument names (``exp_avg``, ``bias_correction1``, ``beta1``); an
+instance named N prefixes all of them (``N_exp_avg``, ``N_bias_correction1``, ``N_beta``).
+Two unnamed instances with the same default output, or the same state, are refused with a
+message that says to name one of them.
+
+In step 1 the slot genome (:class:`evoopt.genome.genome.Genome`) stays authoritative;
+:mod:`evoopt.genome.legacy` converts between the two, and :func:`compile_chain` of a converted
+genome is exactly the slot genome's program.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from evoopt.genome.blocks import CHAIN_CATEGORIES, STAGES, BlockSpec
+from evoopt.genome.blocks import spec as block_spec
+from evoopt.genome.primitives import LR, Builder, GenomeError, describe_value
+from evoopt.genome.program import Op, Program, merge_roles, other_role
+
+#: The parameter role a genome's ``matrix`` rules apply to, and the prefix of its arguments
+#: (the same as the slot genome's ``MATRIX_ROLE``/``MATRIX_PREFIX``).
+MATRIX_ROLE, MATRIX_PREFIX = "matrix", "matrix_"
+#: At most this many blocks in a rules body's chain, and this many terms.
+MAX_BLOCKS, MAX_CHAIN_TERMS = 16, 8
+NAME = re.compile(r"[a-z][a-z0-9_]{0,15}")
+#: Names an instance cannot take: the built-in signals, and ``matrix`` (the matrix rules'
+#: argument prefix).
+RESERVED_NAMES = frozenset({"g", "p", "u", "lr", "step", "d", "matrix"})
+#: Tensor slots every block shares: a named instance writing them does not rename them.
+SHARED_SLOTS = frozenset({"grad", "param", "hessian", "update"})
+_UPDATE_IN = "_update_in"
+
+Value = float | bool
+
+
+@dataclass(frozen=True)
+class Block:
+    """One block instance: its kind, hyperparameter values (sorted by name), the signals its
+    ports read (``None``: the kind's default) and its instance name (``None``: unnamed)."""
+
+    kind: str
+    values: tuple[tuple[str, Value], ...] = ()
+    of: str | None = None
+    by: str | None = None
+    name: str | None = None
+
+    @classmethod
+    def make(cls, kind: str, *, of: str | None = None, by: str | None = None,
+             name: str | None = None, **values: Value) -> Block:
+        """A block of ``kind`` with ``values`` checked and the missing ones at their
+        defaults."""
+        spec = block_spec(kind)
+        known = {h.name for h in spec.hparams}
+        for key in values:
+            if key not in known:
+                raise GenomeError(f"{kind}.{key}: unknown field (allowed: "
+                                  f"{', '.join(sorted(known)) or 'none'})")
+        checked = {h.name: h.check(values.get(h.name, h.default), f"{kind}.{h.name}")
+                   for h in spec.hparams}
+        return cls(kind, tuple(sorted(checked.items())), of, by, name)
+
+    @property
+    def spec(self) -> BlockSpec:
+        return block_spec(self.kind)
+
+    def __getitem__(self, name: str) -> Value:
+        for k, v in self.values:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What one parameter role runs: its lr, its chain and its global blocks."""
+
+    lr: float
+    chain: tuple[Block, ...]
+    schedule: Block = Block("constant")
+    weight_decay: Block | None = None
+    apply: Block = Block("sgd")
+
+
+@dataclass(frozen=True)
+class ChainGenome:
+    """A genome as a chain of blocks: the rules (for every parameter, or with ``matrix`` for
+    the others), the matrix rules, and the group-wide clip. Validated on construction."""
+
+    rules: Rules
+    matrix: Rules | None = None
+    clip: Block | None = None
+    name: str = field(default="", compare=False)
+    description: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        _plan(self.rules, "", self.clip)
+        if self.matrix is not None:
+            _plan(self.matrix, "matrix.", None)
+
+    def build(self) -> Builder:
+        return build_chain(self)
+
+    def program(self) -> Program:
+        return compile_chain(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation and wiring: a plan of every block of one rules body.
+@dataclass(frozen=True)
+class Signal:
+    """A signal of a rules body: ``g`` (``producer`` None) or a producer's output."""
+
+    name: str
+    family: str
+    type: str  # "tensor" | "denominator"
+    producer: int | None  # the producer's chain index
+    state: bool  # the producer keeps it as state (so it has a previous-step value)
+
+
+@dataclass
+class _Entry:
+    """One block of a rules body, planned: where it is, what its ports resolved to, its state
+    keys and its exported argument names (hparam name -> unprefixed argument name)."""
+
+    where: str
+    block: Block
+    spec: BlockSpec
+    index: int | None = None  # chain index; None for a global block
+    term_index: int | None = None
+    inputs: dict[str, Signal] = field(default_factory=dict)
+    state_keys: tuple[str, ...] = ()
+    args: dict[str, str] = field(default_factory=dict)
+
+
+def label(block: Block, where: str) -> str:
+    """How errors name a block: its place, kind and instance name."""
+    return f"{where} {block.kind}" + (f" {block.name!r}" if block.name else "")
+
+
+def _check_block(block: object, where: str, categories: tuple[str, ...]) -> BlockSpec:
+    if not isinstance(block, Block):
+        raise GenomeError(f"{where}: expected a block, got {describe_value(block)}")
+    try:
+        spec = block_spec(block.kind)
+    except GenomeError as e:
+        raise GenomeError(f"{where}: {e}") from None
+    if spec.category not in categories:
+        article = "an" if spec.category[0] in "aeiou" else "a"
+        raise GenomeError(f"{label(block, where)}: {article} {spec.category} block cannot stand "
+                          "here "
+                          f"(expected: {' or '.join(categories)})")
+    where = label(block, where)
+    names = [k for k, _ in block.values]
+    known = [h.name for h in spec.hparams]
+    for k in names:
+        if k not in known:
+            raise GenomeError(f"{where}.{k}: unknown field (allowed: "
+                              f"{', '.join(sorted(known)) or 'none'})")
+    if len(set(names)) != len(names) or names != sorted(names):
+        raise GenomeError(f"{where}: values must be sorted by name, each once")
+    for h in spec.hparams:
+        if h.name not in names:
+            raise GenomeError(f"{where}.{h.name}: missing (Block.make fills in defaults)")
+        h.check(block[h.name], f"{where}.{h.name}")
+    for port in ("of", "by"):
+        if getattr(block, port) is not None and port not in spec.ports:
+            raise GenomeError(f"{where}.{port}: {block.kind} has no {port} port "
+                              f"(ports: {', '.join(spec.ports) or 'none'})")
+    if block.name is not None:
+        if categories[0] not in CHAIN_CATEGORIES:
+            raise GenomeError(f"{where}.name: a global block takes no name")
+        if not isinstance(block.name, str) or not NAME.fullmatch(block.name):
+            raise GenomeError(f"{where}.name: {block.name!r} is not a name "
+                              "([a-z][a-z0-9_]{0,15})")
+        if block.name in RESERVED_NAMES:
+            raise GenomeError(f"{where}.name: {block.name!r} is reserved "
+                              f"({', '.join(sorted(RESERVED_NAMES))})")
+    return spec
+
+
+def _plan(rules: Rules, path: str, clip: Block | None) -> list[_Entry]:
+    """Check one rules body and resolve its wiring; the entries come in emission order within a
+    stage (the global blocks, the chain, the apply). ``path``: ``""`` or ``"matrix."``."""
+    if not isinstance(rules, Rules):
+        raise GenomeError(f"{path or 'rules'}: expected rules, got {describe_value(rules)}")
+    LR.check(rules.lr, f"{path}lr")
+    entries: list[_Entry] = []
+    for where, block, category in (("schedule", rules.schedule, "schedule"),
+                                   ("clip", clip, "clip"),
+                                   ("weight_decay", rules.weight_decay, "weight_decay")):
+        if block is not None or where == "schedule":
+            spec = _check_block(block, f"{path}{where}", (category,))
+            entries.append(_Entry(f"{path}{where}", block, spec))  # type: ignore[arg-type]
+    chain = rules.chain
+    if not isinstance(chain, tuple) or not 1 <= len(chain) <= MAX_BLOCKS:
+        raise GenomeError(f"{path}chain: expected a tuple of 1 to {MAX_BLOCKS} blocks, got "
+                          f"{describe_value(chain)}")
+    terms = 0
+    first_update: _Entry | None = None
+    for i, block in enumerate(chain):
+        spec = _check_block(block, f"{path}chain[{i}]", CHAIN_CATEGORIES)
+        entry = _Entry(label(block, f"{path}chain[{i}]"), block, spec, index=i)
+        if spec.is_term:
+            if first_update is not None:
+                raise GenomeError(f"{entry.where}: a term after an update block "
+                                  f"({first_update.where}); sum points after update blocks "
+                                  "come in a later step: move the term before it")
+            entry.term_index, terms = terms, terms + 1
+        elif spec.category == "update":
+            if not terms:
+                raise GenomeError(f"{entry.where}: an update block needs a term before it")
+            first_update = first_update or entry
+        entries.append(entry)
+    if not terms:
+        raise GenomeError(f"{path}chain: no term; the rules make no update")
+    if terms > MAX_CHAIN_TERMS:
+        raise GenomeError(f"{path}chain: at most {MAX_CHAIN_TERMS} terms, got {terms}")
+    apply_spec = _check_block(rules.apply, f"{path}apply", ("apply",))
+    entries.append(_Entry(f"{path}apply", rules.apply, apply_spec))
+    chained = [e for e in entries if e.index is not None]
+    _name_and_wire(chained)
+    _name_args(entries)
+    return entries
+
+
+def _name_and_wire(chained: list[_Entry]) -> None:
+    """Signals, state keys and the resolution of every read port, in chain order."""
+    signals = {"g": Signal("g", "g", "tensor", None, False)}
+    producers: dict[str, _Entry] = {}
+    names: dict[str, _Entry] = {}
+    owners: dict[str, _Entry] = {}
+    for e in chained:
+        name, spec = e.block.name, e.spec
+        if name is not None:
+            if name in names:
+                raise GenomeError(f"{e.where}: the name {name!r} is taken by {names[name].where}")
+            names[name] = e
+        if spec.produces:
+            out = name or spec.default_out
+            assert out is not None and spec.out_family is not None
+            if out in signals:
+                other = producers.get(out)
+                if name is None and other is not None and other.block.name is None:
+                    raise GenomeError(
+                        f"{other.where} and {e.where} both produce {out!r}, and would share "
+                        f"their state: name one of them (name=\"{e.block.kind}2\", then read it "
+                        f"with of=\"{e.block.kind}2\")")
+                raise GenomeError(f"{e.where}: its output {out!r} is already a signal"
+                                  + (f" ({other.where})" if other else ""))
+            signals[out] = Signal(out, spec.out_family, spec.out_type, e.index,
+                                  bool(spec.state))
+            producers[out] = e
+        e.state_keys = tuple(f"{name}_{s.name}" if name else s.name for s in spec.state)
+        for key in e.state_keys:
+            if key in owners:
+                raise GenomeError(f"{owners[key].where} and {e.where} would share the state "
+                                  f"{key!r}: name one of them")
+            owners[key] = e
+    by_index = {e.index: e for e in chained}
+    for e in chained:
+        for port in e.spec.ports:
+            ref = getattr(e.block, port) or (e.spec.default_of if port == "of" else None)
+            if ref is None:
+                continue
+            sig = signals.get(ref)
+            if sig is None:
+                raise GenomeError(f"{e.where}.{port}: {ref!r}: no block of this chain produces "
+                                  f"it (signals: {', '.join(signals)})")
+            if port == "by" and sig.type != "denominator":
+                raise GenomeError(f"{e.where}.by: {ref!r} is a {sig.type}, not a denominator")
+            if port == "of" and (sig.type != "tensor" or sig.family not in e.spec.accepts):
+                raise GenomeError(f"{e.where}.of: {ref!r} ({_describe(sig)}) is not what "
+                                  f"{e.block.kind} reads ({_accepts(e.spec)})")
+            if sig.producer is not None:
+                producer = by_index[sig.producer]
+                assert e.index is not None
+                if sig.producer > e.index and not (e.spec.reads_previous and sig.state):
+                    raise GenomeError(f"{e.where}.{port}: reads {ref!r} before "
+                                      f"{producer.where} produces it: move it after")
+                if sig.producer < e.index and not e.spec.reads_previous and (
+                        STAGES.index(e.spec.stage) < STAGES.index(producer.spec.stage)):
+                    raise GenomeError(f"{e.where}.{port}: runs in the {e.spec.stage} stage, "
+                                      f"before {producer.where} ({producer.spec.stage})")
+            e.inputs[port] = sig
+
+
+def _describe(sig: Signal) -> str:
+    return "the gradient" if sig.family == "g" else f"a {sig.type} of a {sig.family} block"
+
+
+def _accepts(spec: BlockSpec) -> str:
+    names = {"g": "g", "momentum": "a momentum", "grad_diff": "a gradient-difference moment",
+             "second_moment": "a second moment"}
+    return " or ".join(names[f] for f in spec.accepts)
+
+
+def _name_args(entries: list[_Entry]) -> None:
+    """The exported argument names, registered as the slot genome does: ``lr``, then by
+    ``arg_rank`` (the legacy slot order, terms last) and chain order. An unnamed block keeps its
+    hyperparameter's legacy ``arg``; an unnamed term ``{legacy kind}_{hparam}`` (with its term
+    index when that is taken); an instance named N ``N_{hparam}``."""
+    taken = {LR.arg}
+    for e in sorted(entries, key=lambda e: e.spec.arg_rank):
+        name = e.block.name
+        for h in e.spec.hparams:
+            if h.is_bool:
+                continue
+            if name is not None:
+                arg = f"{name}_{h.name}"
+            elif e.spec.is_term:
+                of = e.inputs.get("of")
+                stem = e.spec.legacy_kind(of.family if of else None) or e.spec.kind
+                arg = f"{stem}_{h.name}"
+                if arg in taken:
+                    arg = f"{stem}{e.term_index}_{h.name}"
+            else:
+                arg = h.arg
+            if arg in taken:
+                raise GenomeError(f"{e.where}: its argument {arg!r} is another block's: name "
+                                  "one of them")
+            taken.add(arg)
+            e.args[h.name] = arg
+
+
+# ----------------------------------------------------------------------------------------------
+# The compiler.
+@dataclass
+class Emitter(Builder):
+    """The legacy :class:`Builder` the wrapped emits write into, plus the block being emitted:
+    its resolved inputs and its name for errors. A scalar a block would share by name with
+    another block whose value differs (a bias correction of another β) is refused."""
+
+    inputs: dict[str, Signal] = field(default_factory=dict)
+    where: str = ""
+    values: dict[str, Any] = field(default_factory=dict)  # signal -> its emitted value
+    named_ids: dict[str, str] = field(default_factory=dict)  # identifier -> named block
+
+    def bias_correction(self, name: str, beta_arg: str, offset: str = "") -> str:
+        step = f"(step + {offset})" if offset else "step"
+        existing = dict(self.program.lets).get(name)
+        if existing is not None and existing != f"1 - {beta_arg} ** {step}":
+            raise GenomeError(f"{self.where}: would share the scalar {name} = {existing} with "
+                              "another block, for another decay: name one of them")
+        return super().bias_correction(name, beta_arg, offset)
+
+
+def compile_chain(genome: ChainGenome) -> Program:
+    """The tensor program of ``genome``: for a genome converted from slots
+    (:func:`evoopt.genome.legacy.from_slots`), equal to the slot genome's
+    ``build().program``."""
+    return build_chain(genome).program
+
+
+def build_chain(genome: ChainGenome) -> Builder:
+    """The program and the exported arguments (in constructor order) of ``genome``, as
+    :meth:`Genome.build` returns them: with a ``matrix`` split, each role's rules are compiled
+    for its parameters (the matrix rules' arguments prefixed ``matrix_``) and merged."""
+    if genome.matrix is None:
+        return _build_rules(genome.rules, genome.clip, Emitter())
+    others = _build_rules(genome.rules, genome.clip,
+                          Emitter(Program(role=other_role(MATRIX_ROLE))))
+    matrix = _build_rules(genome.matrix, None, Emitter(Program(role=MATRIX_ROLE),
+                                                       prefix=MATRIX_PREFIX,
+                                                       role_doc="for matrices"))
+    merged = merge_roles({MATRIX_ROLE: matrix.program, others.program.role: others.program},
+                         {MATRIX_ROLE: MATRIX_PREFIX})
+    return Builder(merged, args=matrix.args | others.args)
+
+
+def _build_rules(rules: Rules, clip: Block | None, b: Emitter) -> Emitter:
+    entries = _plan(rules, "", clip)
+    b.lr = b.arg(LR, rules.lr)
+    names: dict[int, dict[str, str]] = {}
+    for e in sorted(entries, key=lambda e: e.spec.arg_rank):
+        names[id(e)] = {h: b.arg(e.spec.hparam(h), e.block[h], arg)  # type: ignore[arg-type]
+                        for h, arg in e.args.items()}
+    if any(e.spec.builds_update for e in entries):
+        b.update = "update"
+    by_index = {e.index: e for e in entries if e.index is not None}
+    directions: dict[int, tuple[str, str | None]] = {}
+    for stage in STAGES:
+        for e in entries:
+            if e.spec.stage == stage:
+                result = _emit(b, e, names[id(e)], by_index, names)
+                if e.spec.is_term:
+                    assert e.index is not None
+                    directions[e.index] = result
+        if stage == "state":
+            b.finish_state()
+        elif stage == "update":
+            for e in entries:
+                if e.spec.is_term:
+                    assert e.index is not None
+                    _contribute(b, names[id(e)]["weight"], directions[e.index],
+                                b.values[e.inputs["by"].name] if "by" in e.inputs else None,
+                                first=e.term_index == 0)
+    return b
+
+
+def _emit(b: Emitter, e: _Entry, args: dict[str, str], by_index: dict[int, _Entry],
+          names: dict[int, dict[str, str]]) -> Any:
+    """Emit one block through its spec's (the legacy primitive's) emit, with the builder's
+    slot-keyed fields pointing at the producers its ports resolved to."""
+    b.inputs, b.where = e.inputs, e.where
+    for sig in e.inputs.values():
+        if sig.producer is None or sig.family not in ("momentum", "grad_diff"):
+            continue
+        producer = by_index[sig.producer]
+        if sig.family == "momentum":
+            prim = producer.spec.legacy_primitive()
+            assert prim is not None
+            if producer.block.name is not None:
+                prim = replace(prim, buffers=producer.state_keys)
+            b.declared["momentum"] = (prim, names[id(producer)])
+        if sig.name in b.values:  # a previous-step read (Lion) runs before its producer
+            b.moments[sig.family] = b.values[sig.name]
+    result = (_emit_direct if e.block.name is None else _emit_named)(b, e, args)
+    if e.spec.produces:
+        out = e.block.name or e.spec.default_out
+        assert out is not None and e.spec.out_family is not None
+        b.values[out] = (b.denom if e.spec.out_type == "denominator"
+                         else b.moments[e.spec.out_family])
+    return result
+
+
+def _emit_direct(b: Emitter, e: _Entry, args: dict[str, str]) -> Any:
+    """An unnamed block writes straight into the program, as the slot genome's primitives do."""
+    p = b.program
+    lets, ops, buffers, scalars = len(p.lets), len(p.ops), len(p.buffers), set(p.scalars)
+    result = e.spec.emit(b, e.block, args)
+    defined = {*p.buffers[buffers:], *(n for n, _ in p.lets[lets:]),
+               *(set(p.scalars) - scalars), *(o.out for o in p.ops[ops:] if o.out)}
+    clash = sorted(defined & set(b.named_ids))
+    if clash:
+        raise GenomeError(f"{e.where}: defines {clash[0]}, as {b.named_ids[clash[0]]} does: "
+                          "rename that one")
+    return result
+
+
+def _emit_named(b: Emitter, e: _Entry, args: dict[str, str]) -> Any:
+    """A block named N emits into a program of its own, whose every definition (state, scalars,
+    temporaries) then takes the prefix ``N_`` as it joins the rules' program."""
+    n = e.block.name
+    if e.spec.reads_diff:
+        b.diff()  # g − g_prev is every reader's: its prev_grad stays unprefixed
+    main = b.program
+    # the update it reads goes in under a name of its own: the block's own state may have the
+    # same local name (a named update momentum after an unnamed one: both "update_buf")
+    update_in = _UPDATE_IN if b.update is not None else None
+    s = Emitter(Program(role=main.role, dead=main.dead), args=b.args, lr=b.lr,
+                moments=dict(b.moments), declared=dict(b.declared), denom=b.denom,
+                update=update_in, step_size=b.step_size, prefix=b.prefix, role_doc=b.role_doc,
+                _diff=b._diff, inputs=b.inputs, where=b.where)
+    result = e.spec.emit(s, e.block, args)
+    sp = s.program
+    outs = {o.out for o in sp.ops if o.out} - SHARED_SLOTS - {update_in}
+    defined = {*sp.buffers, *(k for k, _ in sp.lets), *sp.scalars, *outs}
+    mapping = {x: f"{n}_{x}" for x in defined}
+    existing = {*main.buffers, *(k for k, _ in main.lets), *main.scalars,
+                *(o.out for o in main.ops if o.out), *b.named_ids}
+    clash = sorted(set(mapping.values()) & existing)
+    if clash:
+        raise GenomeError(f"{e.where}: its name makes {clash[0]!r} clash with another block's: "
+                          "choose another name")
+    if update_in is not None:
+        mapping[update_in] = b.update  # type: ignore[assignment]
+    pattern = (re.compile(r"\b(" + "|".join(map(re.escape, sorted(mapping, key=len,
+                                                                  reverse=True))) + r")\b")
+               if mapping else None)
+
+    def rn(x: Any) -> Any:
+        return mapping.get(x, x) if isinstance(x, str) else x
+
+    def rn_expr(x: str | None) -> str | None:
+        if x is None or pattern is None:
+            return x
+        return pattern.sub(lambda m: mapping[m.group(1)], x)
+
+    main.lets += [(rn(k), rn_expr(v)) for k, v in sp.lets]  # type: ignore[misc]
+    main.scalars |= {rn(k): v for k, v in sp.scalars.items()}
+    main.ops += [Op(o.kind, rn(o.out), tuple(rn(a) for a in o.args), rn_expr(o.scalar),
+                    rn_expr(o.when), rn(o.into), o.role) for o in sp.ops]
+    for buf in sp.buffers:
+        main.buffers.append(rn(buf))
+        if buf in sp.layouts:
+            main.layouts[rn(buf)] = sp.layouts[buf]
+    main.curvature = main.curvature or sp.curvature
+    b.named_ids |= {x: e.where for k, x in mapping.items() if k != update_in}
+    b.update, b.step_size = rn(s.update), rn(s.step_size)
+    if e.spec.produces:
+        assert e.spec.out_family is not None
+        if e.spec.out_type == "denominator":
+            b.denom = rn(s.denom)
+        else:
+            b.moments[e.spec.out_family] = tuple(rn(x) for x in s.moments[e.spec.out_family])
+    return tuple(rn(x) for x in result) if isinstance(result, tuple) else result
+
+
+def _contribute(b: Builder, weight: str, direction: tuple[str, str | None], denom: str | None,
+                first: bool) -> None:
+    """The sum point of one term: p -= lr·w·direction [/denominator]; or, when the update is
+    built first, u += w·... (the first term creates u). As the slot genome's
+    ``Genome._emit_update``, with the denominator the term's ``by`` resolved to."""
+    slot, bc = direction
+    p, stem = b.program, weight.removesuffix("_weight")
+    if b.update is None:
+        coef = p.let(f"{stem}_step", f"-{b.lr} * {weight}" + (f" / {bc}" if bc else ""))
+        if denom is not None:
+            p.op("addcdiv_", "param", slot, denom, scalar=coef)
+        else:
+            p.op("add_", "param", slot, scalar=coef)
+        return
+    coef = p.let(f"{stem}_coef", weight + (f" / {bc}" if bc else ""))
+    if first and denom is not None:
+        p.op("div", slot, denom, out=b.update)
+        p.op("mul_", b.update, scalar=coef)
+    elif first:
+        p.op("muls", slot, out=b.update, scalar=coef)
+    elif denom is not None:
+        p.op("addcdiv_", b.update, slot, denom, scalar=coef)
+    else:
+        p.op("add_", b.update, slot, scalar=coef)
+
+
+__all__ = ["MATRIX_PREFIX", "MATRIX_ROLE", "Block", "ChainGenome", "Emitter", "Rules", "Signal",
+           "build_chain", "compile_chain", "label"]

@@ -1,0 +1,126 @@
+"""Conversion between the slot genome and the chain genome (docs/design-chain-of-blocks.md §3.3).
+
+:func:`from_slots` writes a slot genome as a chain: the state tables in slot order (momentum,
+grad_diff, second moment), then the terms in their order, then the decay term (the legacy
+``weight_decay.update``), then the transform; ``lr``, ``schedule``, the other weight decays,
+``clip`` and ``matrix`` become the same globals. In this order the chain compiler emits exactly
+``Genome.build()``'s program. :func:`to_slots` inverts it for every chain the slot language can
+express (the tables' order in the chain does not matter, the terms' does) and raises
+:class:`GenomeError` for the others.
+"""
+
+from __future__ import annotations
+
+from evoopt.genome.blocks import REGISTRY as BLOCKS
+from evoopt.genome.blocks import BlockSpec
+from evoopt.genome.chain import Block, ChainGenome, Rules, label
+from evoopt.genome.genome import Block as SlotBlock
+from evoopt.genome.genome import Genome
+from evoopt.genome.primitives import NORMALIZE, GenomeError
+
+#: (slot, legacy kind) -> chain kind, for every legacy primitive but the terms that ``add`` and
+#: ``sign`` stand for (see :data:`TERMS`).
+KINDS: dict[tuple[str, str], str] = {
+    s.legacy: s.kind for s in BLOCKS.values() if s.legacy is not None and not s.legacy_of}
+#: legacy term kind -> (chain kind, the signal its ``of`` reads, or None for the default)
+TERMS: dict[str, tuple[str, str | None]] = {}
+for _spec in BLOCKS.values():
+    for _family, _kind in _spec.legacy_of:
+        _of = {"g": "g", "momentum": "m", "grad_diff": "d"}[_family]
+        TERMS[_kind] = (_spec.kind, None if _of == _spec.default_of else _of)
+for _spec in BLOCKS.values():
+    if _spec.is_term and not _spec.legacy_of and _spec.legacy is not None:
+        TERMS[_spec.legacy[1]] = (_spec.kind, None)
+#: The chain order of the slot tables (§3.3): state, then the terms, then these.
+_STATE_SLOTS = ("momentum", "grad_diff", "second_moment")
+
+
+def from_slots(genome: Genome) -> ChainGenome:
+    """The chain genome of a slot genome (name and description kept)."""
+    clip = _block(genome.clip) if genome.clip is not None else None
+    matrix = _rules(genome.matrix) if genome.matrix is not None else None
+    return ChainGenome(_rules(genome), matrix, clip, name=genome.name,
+                       description=genome.description)
+
+
+def _block(block: SlotBlock, **wiring: str | None) -> Block:
+    kind = KINDS[(block.slot, block.kind)] if block.slot != "terms" else TERMS[block.kind][0]
+    values = tuple((k, v) for k, v in block.values if k != NORMALIZE.name)
+    return Block(kind, values, **wiring)
+
+
+def _rules(g: Genome) -> Rules:
+    chain = [_block(b) for b in (getattr(g, s) for s in _STATE_SLOTS) if b is not None]
+    for t in g.terms:
+        of = TERMS[t.kind][1]
+        chain.append(_block(t, of=of, by="v" if t.get("normalize") else None))
+    decay, wd = g.weight_decay, None
+    if decay is not None and decay.kind == "update":
+        chain.append(_block(decay))
+    elif decay is not None:
+        wd = _block(decay)
+    if g.transform is not None:
+        chain.append(_block(g.transform))
+    return Rules(g.lr, tuple(chain), _block(g.schedule), wd)
+
+
+def to_slots(genome: ChainGenome) -> Genome:
+    """The slot genome of ``genome``; :class:`GenomeError` names the first block the slot
+    language cannot express (a named instance, a second instance of one slot, a wiring the
+    legacy terms do not have)."""
+    top = _slot_parts(genome.rules, "")
+    if genome.clip is not None:
+        top["clip"] = _slot_block(genome.clip, "clip", BLOCKS[genome.clip.kind])
+    matrix = None
+    if genome.matrix is not None:
+        matrix = Genome(**_slot_parts(genome.matrix, "matrix."))
+    return Genome(**top, matrix=matrix, name=genome.name, description=genome.description)
+
+
+def _slot_block(block: Block, where: str, spec: BlockSpec, kind: str | None = None,
+                normalize: bool | None = None) -> SlotBlock:
+    assert spec.legacy is not None
+    values = dict(block.values)
+    if normalize is not None:
+        values[NORMALIZE.name] = normalize
+    return SlotBlock(spec.legacy[0], kind or spec.legacy[1], tuple(sorted(values.items())))
+
+
+def _slot_parts(rules: Rules, path: str) -> dict:
+    def refuse(block: Block, where: str, why: str) -> GenomeError:
+        return GenomeError(f"{label(block, where)}: {why}; no slot genome expresses it")
+
+    parts: dict = {"lr": rules.lr, "schedule": _slot_block(rules.schedule, f"{path}schedule",
+                                                           BLOCKS[rules.schedule.kind])}
+    if rules.apply.kind != "sgd":
+        raise refuse(rules.apply, f"{path}apply", "another apply than sgd")
+    if rules.weight_decay is not None:
+        parts["weight_decay"] = _slot_block(rules.weight_decay, f"{path}weight_decay",
+                                            BLOCKS[rules.weight_decay.kind])
+    terms = []
+    for i, block in enumerate(rules.chain):
+        where, spec = f"{path}chain[{i}]", BLOCKS[block.kind]
+        if block.name is not None:
+            raise refuse(block, where, "a named instance")
+        if spec.legacy is None:
+            raise refuse(block, where, "a block with no legacy kind")
+        if spec.is_term:
+            of = block.of or spec.default_of
+            family = {"g": "g", "m": "momentum", "d": "grad_diff"}.get(of or "")
+            kind = spec.legacy_kind(family)
+            if kind is None:
+                raise refuse(block, where, f"a {block.kind} of {of!r}")
+            if block.by not in (None, "v"):
+                raise refuse(block, where, f"a division by {block.by!r}")
+            if block.by is not None and "by" not in spec.ports:
+                raise refuse(block, where, "a division")
+            normalize = block.by is not None if NORMALIZE in \
+                spec.legacy_primitive(family).hparams else None  # type: ignore[union-attr]
+            terms.append(_slot_block(block, where, spec, kind, normalize))
+            continue
+        slot = spec.legacy[0]
+        if slot in parts:
+            raise refuse(block, where, f"a second {slot} block")
+        parts[slot] = _slot_block(block, where, spec)
+    parts["terms"] = tuple(terms)
+    return parts
