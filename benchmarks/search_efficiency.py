@@ -129,6 +129,10 @@ ENGINES: dict[str, dict[str, Any]] = {
     "sh-p16-random0-prune-seedhurdle": {
         "stages": [_SH_STAGES[0], {**_SH_STAGES[1], "seeds_exempt": False}],
         "population": 16, "initial_random": 8, "pruning": _PRUNING},
+    # ... and selection on mean - 1 SE over the stage seeds (noise-aware ranking)
+    "sh-p16-random0-prune-seedhurdle-lcb": {
+        "stages": [_SH_STAGES[0], {**_SH_STAGES[1], "seeds_exempt": False}],
+        "population": 16, "initial_random": 8, "pruning": _PRUNING, "confidence": 1.0},
 }
 DEFAULT_ENGINES = ["shipped"]
 
@@ -276,7 +280,8 @@ def engine_config(ctx: Context, name: str, search_seed: int) -> CampaignConfig:
                      "population": spec.get("population", camp["population"]),
                      "generations": 10_000,
                      "max_train_steps": ctx.budget_steps, "seeds": camp["seeds"]},
-        "selection": {k: sel[k] for k in ("method", "tournament_size", "elitism") if k in sel},
+        "selection": {**{k: sel[k] for k in ("method", "tournament_size", "elitism") if k in sel},
+                      **({"confidence": spec["confidence"]} if "confidence" in spec else {})},
         "variation": variation,
         "fitness": {"task": ctx.task_name, "split": "val", "overrides": ctx.overrides},
         "stages": stages,
@@ -466,11 +471,13 @@ def main() -> None:
     parser.add_argument("--ray", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT")
-    parser.add_argument("--summarize", type=Path, default=None, metavar="JSON",
-                        help="print the summary of a (finished or killed) run's JSON and exit")
+    parser.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="print the summary of (finished or killed) runs' JSON and exit; "
+                             "several runs of one task, target and search seeds on one CPU "
+                             "are merged, method by method")
     args = parser.parse_args()
     if args.summarize:
-        summarize(json.loads(args.summarize.read_text()))
+        summarize(merge_runs([json.loads(p.read_text()) for p in args.summarize]))
         return
     t_all = time.perf_counter()
 
@@ -581,6 +588,24 @@ def run_method(ctx: Context, method: str, search_seed: int, max_terms: int) -> d
     if method == "tpe-genome":
         return run_tpe(ctx, search_seed, genome_space(max_terms), multivariate=True)
     return run_tpe(ctx, search_seed, adamw_search_space, multivariate=False)
+
+
+def merge_runs(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One document of several runs' methods: they must share the task, the target, the
+    budgets, the search seeds and the CPU (float32 sums differ between CPU kinds, so runs on
+    two kinds do not pool); a method in several is taken from the first."""
+    first = docs[0]
+    for d in docs[1:]:
+        for key in ("task", "targets", "budgets", "search_seeds", "cpu"):
+            if d.get(key) != first.get(key):
+                raise SystemExit(f"cannot merge: the runs differ in {key!r}")
+    merged = {**first, "methods": list(first["methods"]), "runs": dict(first["runs"])}
+    for d in docs[1:]:
+        for m in d["methods"]:
+            if m not in merged["runs"]:
+                merged["methods"].append(m)
+                merged["runs"][m] = d["runs"][m]
+    return merged
 
 
 def summarize(doc: dict[str, Any]) -> dict[str, Any]:

@@ -308,31 +308,3 @@ def test_a_campaign_prunes_only_runs_behind_adam_and_counts_the_steps_they_ran(
         checked += 1
     assert checked >= 1
 
-
-def test_seeds_face_the_hurdle_when_not_exempt_except_the_pruning_reference(
-        task_dir: Path, tmp_path: Path) -> None:
-    """``seeds_exempt = false``: a seed scoring below the full stage's median hurdle at the
-    screen stops there, like any candidate; adam, the pruning reference, always goes on."""
-    entry = f"{task_dir / 'my_task.py'}:LinRegTask"
-    seeds = ["adam", "adan", "lion", "sgd-momentum", "rmsprop", "adagrad"]
-    stages = [{"name": "screen", "seeds": [0], "overrides": {"steps_fraction": 0.5}},
-              {"name": "full", "seeds": [0, 1], "hurdle": "median", "seeds_exempt": False}]
-    config = parse_config(micro_config(
-        entry, campaign={"seeds": seeds, "population": 8, "generations": 1},
-        stages=stages, pruning={"reference": "adam"},
-        final={"test_split": False, "baselines": []}))
-    assert [s.seeds_exempt for s in config.stages] == [True, False]
-    with CampaignRunner(config, tmp_path / "c") as runner:
-        runner.run()
-    with CampaignStore(tmp_path / "c", readonly=True) as store:
-        gen0 = store.individuals(0)
-        screen = {e["uid"]: e["fitness"] for e in store.evaluations() if e["stage"] == "screen"}
-    median = float(np.median([screen[r["uid"]] for r in gen0]))
-    by_name = {r["genome"].get("name"): r for r in gen0 if r["operator"] == "seed"}
-    assert by_name["adam"]["stage_reached"] == "full"
-    below = [n for n, r in by_name.items() if n != "adam" and screen[r["uid"]] < median]
-    assert below, "some seed should score below the median here"
-    for name in below:
-        assert by_name[name]["status"] == "stopped_at_hurdle", name
-    with pytest.raises(ConfigError, match="seeds_exempt"):
-        parse_config(micro_config(entry, stages=[{"name": "s", "seeds_exempt": 1}]))

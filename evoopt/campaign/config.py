@@ -5,7 +5,8 @@ Layout::
     [campaign]   name, seed, population, generations, max_evaluations, max_train_steps (a
                  compute budget: training steps run by the search's evaluations; 0 = none),
                  seeds (genome names/files)
-    [selection]  method = "tournament" | "regularized", tournament_size, elitism
+    [selection]  method = "tournament" | "regularized", tournament_size, elitism,
+                 confidence = k (rank on mean - k x SE over the stage's seeds; 0 = the mean)
     [variation]  crossover_rate, mutation_rates = {operator = weight}, max_terms,
                  lr_screen = [0.33, 3.0] (lr multiples also tried for every new structure),
                  initial_random = N (random genomes in generation 0 beside the seeds),
@@ -316,6 +317,7 @@ _FIELDS = tuple(_Field(*row) for row in (
     ("selection", "method", "strategy", "selection", "selection", str),
     ("selection", "tournament_size", "strategy", "tournament_size", "tournament_size", int),
     ("selection", "elitism", "strategy", "elitism", "elitism", int),
+    ("selection", "confidence", "strategy", "confidence", "selection_confidence", _NUMBER),
     ("variation", "crossover_rate", "strategy", "crossover_rate", "crossover_rate", _NUMBER),
     ("variation", "mutation_rates", "strategy", "mutation_rates", "mutation_rates", dict),
     ("variation", "max_terms", "strategy", "max_terms", "max_terms", int),
@@ -692,6 +694,10 @@ def _check_ranges(v: dict[str, Any]) -> None:
          1 <= v.get("tournament_size", 1) <= pop, f"must be in [1, population={pop}]")
     need("elitism", "selection.elitism", 0 <= v.get("elitism", 0) < pop,
          f"must be in [0, population={pop})")
+    confidence = v.get("selection_confidence", 0.0)
+    need("selection_confidence", "selection.confidence",
+         math.isfinite(confidence) and 0.0 <= confidence <= 10.0,
+         "must be in [0, 10] (standard errors below the mean; 0 = rank on the mean)")
     need("crossover_rate", "variation.crossover_rate", 0.0 <= v.get("crossover_rate", 0) <= 1.0,
          "must be in [0, 1]")
     need("max_terms", "variation.max_terms", 1 <= v.get("max_terms", 1) <= MAX_TERMS,

@@ -42,6 +42,7 @@ class _Tracked:
     candidate: Candidate
     eval_hash: str  # hash under which its evaluations are stored (its representative's)
     scores: dict[str, float] = field(default_factory=dict)  # stage -> mean fitness
+    ses: dict[str, float] = field(default_factory=dict)  # stage -> SE of that mean (0: 1 seed)
     stage_index: int = -1
     failed: bool = False  # a run at the last stage it reached was not ok (by status)
     pruned: bool = False  # ... and every such run was pruned
@@ -135,7 +136,9 @@ class SearchRunner:
                       else "cached" if t.cached else "evaluated")
             self.store.update_individual(t.candidate.uid, fitness=score,
                                          stage_reached=stage.name, status=status)
-            results.append((t.candidate.uid, (float(t.stage_index), float(score))))
+            # ranked on a lower confidence bound when [selection] confidence > 0
+            told = score - self.config.strategy.confidence * t.ses.get(stage.name, 0.0)
+            results.append((t.candidate.uid, (float(t.stage_index), float(told))))
         strategy.tell(results)
         scores = [t.scores[stages[t.stage_index].name] for t in tracked]
         mean, std = mean_std(scores)
@@ -199,6 +202,9 @@ class SearchRunner:
                                                                        split)}
             stage_rows = [rows[s] for s in stage.seeds]
             t.scores[stage.name] = aggregate_fitness(stage_rows)
+            values = [float(r["fitness"]) for r in stage_rows]
+            t.ses[stage.name] = (statistics.stdev(values) / math.sqrt(len(values))
+                                 if aggregate_ok(stage_rows) and len(values) > 1 else 0.0)
             t.failed = not aggregate_ok(stage_rows)
             bad = [r["status"] for r in stage_rows if r["status"] != "ok"]
             t.pruned = bool(bad) and all(b == "pruned" for b in bad)

@@ -41,6 +41,9 @@ class StrategyConfig:
     selection: str = "tournament"  # or "regularized" (aging: the oldest dies)
     tournament_size: int = 3
     elitism: int = 2
+    # selection ranks on mean - confidence x SE over the seeds at the stage reached (0: on the
+    # mean); the campaign applies it when telling (the strategy sees one number a candidate)
+    confidence: float = 0.0
     crossover_rate: float = 0.3
     mutation_rates: dict[str, float] = field(default_factory=dict)  # merged with the defaults
     max_terms: int = MAX_TERMS
