@@ -258,14 +258,16 @@ def run_micro(entry: str, out: Path, pruning: dict | None) -> dict:
         return runner.run()
 
 
+@pytest.mark.parametrize("name", ["LinRegTask", "objective"])
 def test_a_campaign_prunes_only_runs_behind_adam_and_counts_the_steps_they_ran(
-        task_dir: Path, tmp_path: Path) -> None:
-    """The same micro campaign (a task class: evoopt's loop and its training-loss curve) with
-    and without ``[pruning]``: the seeds are never pruned; a pruned run stops early as
-    ``pruned`` with the worst fitness, after the steps it ran; in generation 0 (the same
-    individuals in both campaigns) every run that was not pruned is bit-identical to its
-    unpruned twin, and every pruned one was behind adam's run on the same seed by the rule."""
-    entry = f"{task_dir / 'my_task.py'}:LinRegTask"
+        task_dir: Path, tmp_path: Path, name: str) -> None:
+    """The same micro campaign (a task class: evoopt's loop and its training-loss curve; an
+    objective: the losses it reports) with and without ``[pruning]``: the seeds are never
+    pruned; a pruned run stops early as ``pruned`` with the worst fitness, after the steps it
+    ran; in generation 0 (the same individuals in both campaigns) every run that was not
+    pruned is bit-identical to its unpruned twin, and every pruned one was behind adam's run on
+    the same seed by the rule."""
+    entry = f"{task_dir / 'my_task.py'}:{name}"
     settings = {"reference": "adam", "margin": 0.0, "after": 0.25, "window": 2}
     run_micro(entry, tmp_path / "plain", None)
     summary = run_micro(entry, tmp_path / "pruned", settings)
