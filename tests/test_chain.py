@@ -347,9 +347,13 @@ NEW_MODULES = {"blocks": ("evoopt.genome.runtime", "evoopt.genome.program",
                           "evoopt.genome.primitives", "evoopt.genome.blocks"),
                "chain": ("evoopt.genome.runtime", "evoopt.genome.program",
                          "evoopt.genome.primitives", "evoopt.genome.blocks"),
+               "canonical": ("evoopt.genome.runtime", "evoopt.genome.program",
+                             "evoopt.genome.primitives", "evoopt.genome.blocks",
+                             "evoopt.genome.chain"),
                "legacy": ("evoopt.genome.runtime", "evoopt.genome.program",
                           "evoopt.genome.primitives", "evoopt.genome.blocks",
-                          "evoopt.genome.chain", "evoopt.genome.genome")}
+                          "evoopt.genome.chain", "evoopt.genome.canonical",
+                          "evoopt.genome.genome")}
 
 
 @pytest.mark.parametrize("module", sorted(NEW_MODULES))
@@ -372,5 +376,6 @@ def test_the_slot_genome_does_not_import_the_chain_yet() -> None:
         names = imports_of(PACKAGE / "genome" / f"{module}.py")
         assert not {n for n in names if n.startswith(("evoopt.genome.chain",
                                                       "evoopt.genome.blocks",
+                                                      "evoopt.genome.canonical",
                                                       "evoopt.genome.legacy"))}, module
 

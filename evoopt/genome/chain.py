@@ -29,11 +29,13 @@ genome is exactly the slot genome's program.
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from evoopt.genome.blocks import CHAIN_CATEGORIES, STAGES, BlockSpec
+from evoopt.genome.blocks import CHAIN_CATEGORIES, REGISTRY, STAGES, BlockSpec
 from evoopt.genome.blocks import spec as block_spec
 from evoopt.genome.primitives import LR, Builder, GenomeError, describe_value
 from evoopt.genome.program import Op, Program, merge_roles, other_role
@@ -96,6 +98,14 @@ class Block:
         except KeyError:
             return default
 
+    def to_dict(self) -> dict[str, Any]:
+        """The block as the file writes it (§2.5): ``kind``, the wiring that is set (``name``,
+        ``of``, ``by``), then the values."""
+        out: dict[str, Any] = {"kind": self.kind}
+        out |= {port: getattr(self, port) for port in PORT_KEYS
+                if getattr(self, port) is not None}
+        return out | dict(self.values)
+
 
 @dataclass(frozen=True)
 class Rules:
@@ -106,6 +116,22 @@ class Rules:
     schedule: Block = Block("constant")
     weight_decay: Block | None = None
     apply: Block = Block("sgd")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The rules as the file writes them: ``lr``, the global tables that differ from their
+        defaults, then ``chain``."""
+        out: dict[str, Any] = {"lr": self.lr}
+        if self.schedule != DEFAULT_SCHEDULE:
+            out["schedule"] = self.schedule.to_dict()
+        if self.weight_decay is not None:
+            out["weight_decay"] = self.weight_decay.to_dict()
+        if self.apply != DEFAULT_APPLY:
+            out["apply"] = self.apply.to_dict()
+        out["chain"] = [b.to_dict() for b in self.chain]
+        return out
+
+
+DEFAULT_SCHEDULE, DEFAULT_APPLY = Rules.schedule, Rules.apply
 
 
 @dataclass(frozen=True)
@@ -129,6 +155,192 @@ class ChainGenome:
 
     def program(self) -> Program:
         return compile_chain(self)
+
+    # -- the file format (design §2.5) -------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict in file layout (TOML/JSON-able): ``format = 2``, the name and description
+        when set, the global tables, ``chain``, then ``matrix`` as a nested rules table.
+        :meth:`from_dict` inverts it exactly."""
+        out: dict[str, Any] = {"format": FORMAT}
+        if self.name:
+            out["name"] = self.name
+        if self.description:
+            out["description"] = self.description
+        rules = self.rules.to_dict()
+        out["lr"] = rules.pop("lr")
+        if self.clip is not None:
+            out["clip"] = self.clip.to_dict()
+        out |= rules
+        if self.matrix is not None:
+            out["matrix"] = self.matrix.to_dict()
+        return out
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = "genome") -> ChainGenome:
+        """A chain genome from a plain dict (parsed TOML/JSON): the chain layout (``format =
+        2``, or no ``format`` and a ``chain``), or a legacy slot-layout dict (no ``format``, slot
+        keys such as ``terms``), which is read as a slot genome and converted
+        (:func:`evoopt.genome.legacy.from_slots`). Errors name ``source`` and the field path
+        (``chain[2].beta``, ``matrix.chain[0].kind``)."""
+        try:
+            if isinstance(data, Mapping) and is_legacy_dict(data):
+                return _upper("from_legacy_dict")(data, source)
+            return _from_dict(data)
+        except GenomeError as e:
+            message = str(e)
+            raise GenomeError(message if message.startswith(f"{source}: ")
+                              else f"{source}: {message}") from None
+
+    # -- identity (hash policy A, design §3.2) ------------------------------------------------
+    @property
+    def hash(self) -> str:
+        """16 hex digits: the slot genome's hash when the slot language expresses this chain
+        (or its canonical form), else sha256 of the canonical chain's dict
+        (:func:`evoopt.genome.legacy.chain_hash`)."""
+        return _upper("chain_hash")(self)
+
+    @property
+    def structure(self) -> str:
+        """16 hex digits of the canonical form's structure (kinds, switches, wiring; no
+        number), by the same policy (:func:`evoopt.genome.legacy.chain_structure`)."""
+        return _upper("chain_structure")(self)
+
+
+# ----------------------------------------------------------------------------------------------
+# Reading the file format.
+#: The chain file format's number; a legacy slot-layout file has no ``format`` key.
+FORMAT = 2
+#: A block table's keys besides its kind and values: its instance name and its read ports.
+PORT_KEYS = ("name", "of", "by")
+#: Keys of a rules table, of the genome around it, and the keys only a legacy slot-layout file
+#: has (a dict with one of them and no ``format``/``chain``/``apply`` is read as legacy).
+RULES_KEYS = ("lr", "schedule", "weight_decay", "apply", "chain")
+TOP_LEVEL_KEYS = ("format", "name", "description", "lr", "schedule", "clip", "weight_decay",
+                  "apply", "chain", "matrix")
+LEGACY_ONLY_KEYS = ("terms", "momentum", "grad_diff", "second_moment", "transform")
+CHAIN_ONLY_KEYS = ("format", "chain", "apply")
+#: The functions of the layers above this one (the canonical form, the slot conversion and
+#: hash policy A), which :mod:`evoopt.genome.legacy` installs when it is imported: this module
+#: imports nothing above it (design §4's layer order: chain, canonical, legacy, genome).
+UPPER: dict[str, Callable[..., Any]] = {}
+
+
+def _upper(name: str) -> Callable[..., Any]:
+    fn = UPPER.get(name)
+    if fn is None:  # pragma: no cover - legacy is imported by whoever converts or hashes
+        raise GenomeError(f"{name}: import evoopt.genome.legacy first (it installs the slot "
+                          "conversion and the hash policy)")
+    return fn
+
+
+def is_legacy_dict(data: Mapping[str, Any]) -> bool:
+    """Whether ``data`` is a legacy slot-layout genome: slot keys and no chain-only key. A dict
+    with both is refused, naming them."""
+    legacy = [k for k in LEGACY_ONLY_KEYS if k in data]
+    chain = [k for k in CHAIN_ONLY_KEYS if k in data]
+    if legacy and chain:
+        raise GenomeError(f"{legacy[0]}: a slot-layout field beside {chain[0]!r}: a genome is "
+                          "either a chain (format 2) or slot tables, not both")
+    return bool(legacy)
+
+
+def _from_dict(data: object) -> ChainGenome:
+    if not isinstance(data, Mapping):
+        raise GenomeError(f"expected a table of genome fields, got {describe_value(data)}")
+    fmt = data.get("format", FORMAT)
+    if isinstance(fmt, bool) or fmt != FORMAT:
+        raise GenomeError(f"format: {describe_value(fmt)}: this evoopt reads format {FORMAT} "
+                          "(a slot-layout genome has no format key)")
+    _check_keys(data, TOP_LEVEL_KEYS, "")
+    for key in ("name", "description"):
+        if not isinstance(data.get(key, ""), str):
+            raise GenomeError(f"{key}: expected a string, got {describe_value(data[key])}")
+    clip = _parse_block(data["clip"], "clip", ("clip",)) if "clip" in data else None
+    rules = _parse_rules(data, "")
+    matrix = None
+    if "matrix" in data:
+        table = data["matrix"]
+        if not isinstance(table, Mapping):
+            raise GenomeError("matrix: expected a table of the rules for matrices, got "
+                              f"{describe_value(table)}")
+        if "matrix" in table:
+            raise GenomeError("matrix.matrix: the rules for matrices cannot split again")
+        if "clip" in table:
+            raise GenomeError("matrix.clip: the clip acts on every parameter of a group: set it "
+                              "at the top level")
+        _check_keys(table, RULES_KEYS, "matrix.")
+        matrix = _parse_rules(table, "matrix.")
+    return ChainGenome(rules, matrix, clip, name=data.get("name", ""),
+                       description=data.get("description", ""))
+
+
+def _check_keys(table: Mapping[str, Any], allowed: tuple[str, ...], path: str) -> None:
+    for key in table:
+        if key not in allowed:
+            raise GenomeError(f"{path}{key}: unknown field (allowed: {', '.join(allowed)})")
+
+
+def _parse_rules(table: Mapping[str, Any], path: str) -> Rules:
+    if "lr" not in table:
+        raise GenomeError(f"{path}lr: missing (the base learning rate)")
+    lr = LR.check(table["lr"], f"{path}lr")
+    raw = table.get("chain")
+    if not isinstance(raw, list) or not raw:
+        raise GenomeError(f"{path}chain: expected a non-empty list of blocks, got "
+                          f"{describe_value(raw)}")
+    if len(raw) > MAX_BLOCKS:
+        raise GenomeError(f"{path}chain: at most {MAX_BLOCKS} blocks, got {len(raw)}")
+    chain = tuple(_parse_block(b, f"{path}chain[{i}]", CHAIN_CATEGORIES)
+                  for i, b in enumerate(raw))
+    parts: dict[str, Any] = {}
+    for key in ("schedule", "weight_decay", "apply"):
+        if key in table:
+            parts[key] = _parse_block(table[key], f"{path}{key}", (key,))
+    return Rules(lr, chain, **parts)
+
+
+def _parse_block(table: object, where: str, categories: tuple[str, ...]) -> Block:
+    """A block from its table; missing values take their defaults. ``categories``: what may
+    stand here (a global field's own category, or the chain's)."""
+    if not isinstance(table, Mapping):
+        raise GenomeError(f"{where}: expected a table, got {describe_value(table)}")
+    kind = table.get("kind")
+    if not isinstance(kind, str):
+        raise GenomeError(f"{where}.kind: missing or not a string (got {describe_value(kind)})")
+    known = [k for k, s in REGISTRY.items() if s.category in categories]
+    if kind not in known:
+        other = REGISTRY.get(kind)
+        article = "an" if other is not None and other.category[0] in "aeiou" else "a"
+        what = (f"{kind!r} is {article} {other.category} block, which cannot stand here"
+                if other is not None else f"unknown kind {kind!r}")
+        raise GenomeError(f"{where}.kind: {what} (known: {', '.join(known)})")
+    spec = REGISTRY[kind]
+    hparams = {h.name: h for h in spec.hparams}
+    wiring: dict[str, str] = {}
+    for key, value in table.items():
+        if key == "kind" or key in hparams:
+            continue
+        if key == "name" and categories == CHAIN_CATEGORIES or key in spec.ports:
+            if not isinstance(value, str):
+                raise GenomeError(f"{where}.{key}: expected a "
+                                  f"{'name' if key == 'name' else 'signal name'} (a string), "
+                                  f"got {describe_value(value)}")
+            wiring[key] = value
+            continue
+        allowed = [*spec.ports, *(["name"] if categories == CHAIN_CATEGORIES else []), *hparams]
+        raise GenomeError(f"{where}.{key}: unknown field for kind {kind!r} (allowed: "
+                          f"{', '.join(sorted(allowed)) or 'none'})")
+    values = {name: h.check(table.get(name, h.default), f"{where}.{name}")
+              for name, h in hparams.items()}
+    return Block(kind, tuple(sorted(values.items())), **wiring)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -549,5 +761,5 @@ def _contribute(b: Builder, weight: str, direction: tuple[str, str | None], deno
         p.op("add_", b.update, slot, scalar=coef)
 
 
-__all__ = ["MATRIX_PREFIX", "MATRIX_ROLE", "Block", "ChainGenome", "Emitter", "Rules", "Signal",
-           "build_chain", "compile_chain", "label"]
+__all__ = ["FORMAT", "MATRIX_PREFIX", "MATRIX_ROLE", "Block", "ChainGenome", "Emitter", "Rules",
+           "Signal", "build_chain", "compile_chain", "is_legacy_dict", "label"]

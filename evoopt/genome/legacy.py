@@ -5,15 +5,27 @@ grad_diff, second moment), then the terms in their order, then the decay term (t
 ``weight_decay.update``), then the transform; ``lr``, ``schedule``, the other weight decays,
 ``clip`` and ``matrix`` become the same globals. In this order the chain compiler emits exactly
 ``Genome.build()``'s program. :func:`to_slots` inverts it for every chain the slot language can
-express (the tables' order in the chain does not matter, the terms' does) and raises
-:class:`GenomeError` for the others.
+express (the tables' order in the chain does not matter, the terms' and the update blocks' do)
+and raises :class:`GenomeError` for the others.
+
+Hash policy A (design §3.2) lives here, above the canonical form: :func:`chain_hash` is the
+slot genome's hash of ``to_slots(c)`` when that exists, else of ``to_slots(canonical(c))``,
+else sha256 of the canonical chain dict (which has ``format``, so the two domains cannot
+collide); :func:`chain_structure` follows the same rule. Importing this module installs them
+(and the legacy-dict reader of ``ChainGenome.from_dict``) as ``ChainGenome.hash``,
+``.structure`` and ``from_dict``'s slot-layout branch, since the chain layer cannot import the
+layers above it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from evoopt.genome.blocks import REGISTRY as BLOCKS
 from evoopt.genome.blocks import BlockSpec
-from evoopt.genome.chain import Block, ChainGenome, Rules, label
+from evoopt.genome.canonical import canonical, canonical_hash, canonical_structure
+from evoopt.genome.chain import UPPER, Block, ChainGenome, Rules, label
 from evoopt.genome.genome import Block as SlotBlock
 from evoopt.genome.genome import Genome
 from evoopt.genome.primitives import NORMALIZE, GenomeError
@@ -98,12 +110,18 @@ def _slot_parts(rules: Rules, path: str) -> dict:
         parts["weight_decay"] = _slot_block(rules.weight_decay, f"{path}weight_decay",
                                             BLOCKS[rules.weight_decay.kind])
     terms = []
+    transform: str | None = None  # where the transform stands
     for i, block in enumerate(rules.chain):
         where, spec = f"{path}chain[{i}]", BLOCKS[block.kind]
         if block.name is not None:
             raise refuse(block, where, "a named instance")
         if spec.legacy is None:
             raise refuse(block, where, "a block with no legacy kind")
+        if spec.category == "update" and spec.legacy[0] == "weight_decay" and transform:
+            raise refuse(block, where, f"a decay term after the transform ({transform}); the "
+                         "slot genome adds the decay to the update before it")
+        if spec.category == "update" and spec.legacy[0] == "transform":
+            transform = label(block, where)
         if spec.is_term:
             of = block.of or spec.default_of
             family = {"g": "g", "m": "momentum", "d": "grad_diff"}.get(of or "")
@@ -124,3 +142,43 @@ def _slot_parts(rules: Rules, path: str) -> dict:
         parts[slot] = _slot_block(block, where, spec)
     parts["terms"] = tuple(terms)
     return parts
+
+
+# ----------------------------------------------------------------------------------------------
+# Hash policy A (design §3.2) and the legacy layout of ChainGenome.from_dict.
+def slot_equivalent(genome: ChainGenome) -> Genome | None:
+    """``to_slots(genome)``, or None when the slot language does not express it."""
+    try:
+        return to_slots(genome)
+    except GenomeError:
+        return None
+
+
+def _legacy_of(genome: ChainGenome) -> Genome | None:
+    """The slot genome whose hash and structure are ``genome``'s: ``to_slots(genome)``, else
+    ``to_slots(canonical(genome))``; None when neither exists."""
+    slots = slot_equivalent(genome)
+    return slots if slots is not None else slot_equivalent(canonical(genome))
+
+
+def chain_hash(genome: ChainGenome) -> str:
+    """Policy A: the legacy hash of ``to_slots(genome)`` when it exists, else of
+    ``to_slots(canonical(genome))`` when that exists, else sha256 of the canonical chain dict
+    (16 hex digits each)."""
+    slots = _legacy_of(genome)
+    return slots.hash if slots is not None else canonical_hash(genome)
+
+
+def chain_structure(genome: ChainGenome) -> str:
+    """The structure hash by the same policy as :func:`chain_hash`."""
+    slots = _legacy_of(genome)
+    return slots.structure if slots is not None else canonical_structure(genome)
+
+
+def from_legacy_dict(data: Mapping[str, Any], source: str = "genome") -> ChainGenome:
+    """A slot-layout genome dict, read as a slot genome and converted."""
+    return from_slots(Genome.from_dict(data, source=source))
+
+
+UPPER.update(chain_hash=chain_hash, chain_structure=chain_structure,
+             from_legacy_dict=from_legacy_dict)
