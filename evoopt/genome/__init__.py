@@ -14,6 +14,10 @@ from evoopt.genome.primitives import (
     Primitive,
 )
 
+# the chain language's conversions: importing them fills chain.UPPER (ChainGenome.hash and
+# reading legacy dicts need the slot genome, which chain.py sits below)
+from evoopt.genome import legacy as _legacy  # noqa: E402, F401  isort: skip
+
 __all__ = [
     "BLOCK_SLOTS",
     "MAX_TERMS",
