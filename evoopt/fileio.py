@@ -34,6 +34,23 @@ _WAL_MAGICS = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")
 STORE_NAME_PREFIX = "campaign.sqlite"
 
 
+class TextForms:
+    """``to_toml()`` and ``to_json()`` of a value with a ``to_dict()`` (genomes, chains)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def to_toml(self) -> str:
+        import tomli_w
+
+        return tomli_w.dumps(self.to_dict())
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2)
+
+
 class InputError(ValueError):
     """An input file that cannot be read safely; the message names the file."""
 
@@ -286,5 +303,5 @@ __all__ = [
     "atomic_write_bytes", "atomic_write_text", "bare_name_hint", "check_directory",
     "check_output", "missing_directories",
     "check_writable_directory", "is_sqlite_file", "names_a_path", "read_text_file",
-    "read_toml_file", "special_file_kind",
+    "read_toml_file", "special_file_kind", "TextForms",
 ]

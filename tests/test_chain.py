@@ -361,7 +361,7 @@ def test_new_modules_import_only_the_genome_layers_below_them(module: str) -> No
     base = PACKAGE / "genome" / module
     files = sorted(base.rglob("*.py")) if base.is_dir() else [base.with_suffix(".py")]
     assert files
-    allowed = NEW_MODULES[module]
+    allowed = (*NEW_MODULES[module], "evoopt.fileio")  # the package's file utilities: a leaf
     for path in files:
         names = imports_of(path)
         bad = {n for n in names for f in FORBIDDEN["genome"] if n == f or n.startswith(f + ".")}

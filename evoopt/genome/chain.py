@@ -29,12 +29,12 @@ genome is exactly the slot genome's program.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from evoopt.fileio import TextForms
 from evoopt.genome.blocks import CHAIN_CATEGORIES, REGISTRY, STAGES, BlockSpec
 from evoopt.genome.blocks import spec as block_spec
 from evoopt.genome.primitives import LR, Builder, GenomeError, describe_value
@@ -135,7 +135,7 @@ DEFAULT_SCHEDULE, DEFAULT_APPLY = Rules.schedule, Rules.apply
 
 
 @dataclass(frozen=True)
-class ChainGenome:
+class ChainGenome(TextForms):
     """A genome as a chain of blocks: the rules (for every parameter, or with ``matrix`` for
     the others), the matrix rules, and the group-wide clip. Validated on construction."""
 
@@ -174,14 +174,6 @@ class ChainGenome:
         if self.matrix is not None:
             out["matrix"] = self.matrix.to_dict()
         return out
-
-    def to_toml(self) -> str:
-        import tomli_w
-
-        return tomli_w.dumps(self.to_dict())
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, data: object, source: str = "genome") -> ChainGenome:

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from evoopt.fileio import InputError, atomic_write_text, read_text_file
+from evoopt.fileio import InputError, TextForms, atomic_write_text, read_text_file
 from evoopt.genome.primitives import (
     BLOCK_SLOTS,
     LR,
@@ -126,7 +126,7 @@ class Block:
 
 
 @dataclass(frozen=True)
-class Genome:
+class Genome(TextForms):
     """An optimizer as a value: hashable, comparable, serializable, buildable into a program."""
 
     lr: float
@@ -224,14 +224,6 @@ class Genome:
         if self.matrix is not None:
             out["matrix"] = self.matrix.to_dict()
         return out
-
-    def to_toml(self) -> str:
-        import tomli_w
-
-        return tomli_w.dumps(self.to_dict())
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON (``.json``) or TOML, atomically (temporary file, then rename)."""
