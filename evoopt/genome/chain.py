@@ -37,7 +37,7 @@ from typing import Any
 from evoopt.fileio import TextForms
 from evoopt.genome.blocks import CHAIN_CATEGORIES, REGISTRY, STAGES, BlockSpec
 from evoopt.genome.blocks import spec as block_spec
-from evoopt.genome.primitives import LR, Builder, GenomeError, describe_value
+from evoopt.genome.primitives import LR, Builder, GenomeError, KeyedValues, describe_value
 from evoopt.genome.program import Op, Program, merge_roles, other_role
 
 #: The parameter role a genome's ``matrix`` rules apply to, and the prefix of its arguments
@@ -57,7 +57,7 @@ Value = float | bool
 
 
 @dataclass(frozen=True)
-class Block:
+class Block(KeyedValues):
     """One block instance: its kind, hyperparameter values (sorted by name), the signals its
     ports read (``None``: the kind's default) and its instance name (``None``: unnamed)."""
 
@@ -86,17 +86,6 @@ class Block:
     def spec(self) -> BlockSpec:
         return block_spec(self.kind)
 
-    def __getitem__(self, name: str) -> Value:
-        for k, v in self.values:
-            if k == name:
-                return v
-        raise KeyError(name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            return default
 
     def to_dict(self) -> dict[str, Any]:
         """The block as the file writes it (§2.5): ``kind``, the wiring that is set (``name``,

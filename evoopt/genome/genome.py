@@ -45,6 +45,7 @@ from evoopt.genome.primitives import (
     Builder,
     GenomeError,
     HParam,
+    KeyedValues,
     Primitive,
     describe_value,
     primitive,
@@ -59,7 +60,7 @@ MATRIX_ROLE, MATRIX_PREFIX = "matrix", "matrix_"
 
 
 @dataclass(frozen=True)
-class Block:
+class Block(KeyedValues):
     """One primitive with its hyperparameter values (a table of the genome, or one term)."""
 
     slot: str
@@ -70,17 +71,6 @@ class Block:
     def primitive(self) -> Primitive:
         return primitive(self.slot, self.kind)
 
-    def __getitem__(self, name: str) -> float | bool:
-        for k, v in self.values:
-            if k == name:
-                return v
-        raise KeyError(name)
-
-    def get(self, name: str, default: Any = None) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            return default
 
     def requirements(self) -> list[tuple[str, str]]:
         """``(slot, field)`` for every table this block needs, with the field that needs it:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from evoopt.genome.program import Program
 
@@ -43,6 +43,25 @@ PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "transform
 BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment",
                "transform")
 MAX_TERMS = 4
+
+
+class KeyedValues:
+    """``block[name]`` and ``block.get(name, default)`` over a block's ``values`` pairs (the
+    slot genome's and the chain's blocks)."""
+
+    values: tuple[tuple[str, Any], ...]
+
+    def __getitem__(self, name: str) -> Any:
+        for k, v in self.values:
+            if k == name:
+                return v
+        raise KeyError(name)
+
+    def get(self, name: str, default: Any = None) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            return default
 
 
 class GenomeError(ValueError):
