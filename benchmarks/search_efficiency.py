@@ -125,6 +125,10 @@ ENGINES: dict[str, dict[str, Any]] = {
     # in-run pruning against the seeded Adam's run on the same stage and seed
     "sh-p16-random0-prune": {"stages": _SH_STAGES, "population": 16, "initial_random": 8,
                              "pruning": _PRUNING},
+    # the seeds face the promotion hurdle, without pruning (adam too, then)
+    "sh-p16-random0-seedhurdle": {
+        "stages": [_SH_STAGES[0], {**_SH_STAGES[1], "seeds_exempt": False}],
+        "population": 16, "initial_random": 8},
     # ... and the seeds (all but adam, the pruning reference) face the promotion hurdle
     "sh-p16-random0-prune-seedhurdle": {
         "stages": [_SH_STAGES[0], {**_SH_STAGES[1], "seeds_exempt": False}],
