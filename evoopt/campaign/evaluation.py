@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from evoopt.campaign.common import aggregate_fitness
-from evoopt.campaign.config import FINAL_STAGE, CampaignConfig
+from evoopt.campaign.config import FINAL_STAGE, CampaignConfig, PruningConfig
 from evoopt.campaign.store import CampaignStore
 from evoopt.evaluator import EvalOutcome, EvalRequest, Evaluator
 from evoopt.fitness import WORST_FITNESS
@@ -50,15 +50,12 @@ class EvaluationCounters:
 @dataclass(frozen=True)
 class Pruning:
     """In-run pruning of an evaluation: each (task, seed) run against ``reference``'s stored
-    run on the same stage, task, seed and split (``[pruning]``; the settings of
-    :class:`~evoopt.fitness.curves.PruneRule`). A run with no stored ok reference run to
-    compare with goes to the end."""
+    run on the same stage, task, seed and split, by ``settings`` (``[pruning]``, whose
+    ``reference`` names the seed genome ``reference`` is). A run with no stored ok reference
+    run to compare with goes to the end."""
 
     reference: Genome
-    label: str
-    margin: float
-    after: float
-    window: int
+    settings: PruningConfig
 
 
 class IdentityIndex:
@@ -175,6 +172,7 @@ class EvaluationService:
         if pruning is None:
             return {}
         rules = {}
+        p = pruning.settings
         for row in self.store.find_evaluations(self.eval_hash(pruning.reference), stage, split):
             for task in mix.tasks:
                 run = row["tasks"].get(task.name, {}) if mix.multi and row.get("tasks") else row
@@ -183,8 +181,8 @@ class EvaluationService:
                     continue
                 rules[(int(row["seed"]), task.name)] = PruneRule(
                     reference=tuple(curve), total_steps=task.steps,
-                    direction=curve_direction(task), margin=pruning.margin,
-                    after=pruning.after, window=pruning.window, label=pruning.label).to_dict()
+                    direction=curve_direction(task), margin=p.margin, after=p.after,
+                    window=p.window, label=p.reference).to_dict()
         return rules
 
     def _evaluate(self, who: list[Asker], stage: str, mix: TaskMix, seeds: tuple[int, ...],

@@ -68,8 +68,7 @@ class SearchRunner:
         self.clock = clock
         p = config.pruning
         self.pruning = None if not p.enabled else Pruning(
-            reference=self.seeds[config.seeds.index(p.reference)], label=p.reference,
-            margin=p.margin, after=p.after, window=p.window)
+            self.seeds[config.seeds.index(p.reference)], p)
 
     def run(self) -> Strategy:
         """Run (or resume) generations until the last or a spent budget; the strategy after."""

@@ -47,9 +47,10 @@ def downsample_curve(losses: np.ndarray, points: int = CURVE_POINTS) -> list[flo
     the bins of :func:`bin_edges` for ``len(losses)`` steps."""
     if len(losses) == 0:
         return []
-    bins = np.array_split(losses.astype(np.float64), min(points, len(losses)))
+    values = losses.astype(np.float64)
+    edges = bin_edges(len(values), points)
     with np.errstate(invalid="ignore", over="ignore"):
-        return [float(b.mean()) for b in bins]
+        return [float(values[a:b].mean()) for a, b in zip(edges, edges[1:], strict=False)]
 
 
 class StepCurve:
@@ -109,8 +110,6 @@ class PruneRule:
     label: str = "the reference"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "reference", tuple(
-            None if v is None or not math.isfinite(v) else float(v) for v in self.reference))
         if self.direction not in DIRECTIONS:
             raise ValueError(f"PruneRule.direction: expected one of {DIRECTIONS}, got "
                              f"{self.direction!r}")
@@ -122,8 +121,9 @@ class PruneRule:
         if len(self.reference) > n:
             raise ValueError(f"PruneRule.reference: a curve of {len(self.reference)} bins "
                              f"does not fit {self.total_steps} steps ({n} bins)")
-        # a reference that reported last before the last bin: nothing to compare there
-        object.__setattr__(self, "reference", self.reference + (None,) * (n - len(self.reference)))
+        # non-finite bins compare with nothing; nor do the bins after a reference's last report
+        finite = [None if v is None or not math.isfinite(v) else float(v) for v in self.reference]
+        object.__setattr__(self, "reference", (*finite, *(None,) * (n - len(finite))))
         check_prune_settings(self.margin, self.after, self.window, "PruneRule")
 
     @property
@@ -188,11 +188,15 @@ def check_prune_settings(margin: object, after: object, window: object, where: s
         raise ValueError(f"{where}.window: expected an int >= 1 (curve bins), got {window!r}")
 
 
-def prune_rule(value: PruneRule | Mapping[str, Any] | None) -> PruneRule | None:
-    """A rule from a rule, its dict (an evaluation request's), or None."""
-    if value is None or isinstance(value, PruneRule):
-        return value
-    return PruneRule.from_dict(value)
+def prune_rule(value: PruneRule | Mapping[str, Any] | None, total_steps: int
+               ) -> PruneRule | None:
+    """A rule from a rule, its dict (an evaluation request's), or None; :class:`ValueError`
+    unless it is for a run of ``total_steps`` (:meth:`PruneRule.check_steps`)."""
+    if value is None:
+        return None
+    rule = value if isinstance(value, PruneRule) else PruneRule.from_dict(value)
+    rule.check_steps(total_steps)
+    return rule
 
 
 __all__ = ["CURVE_POINTS", "PruneRule", "StepCurve", "bin_edges", "check_prune_settings",

@@ -530,6 +530,7 @@ class Trial:
                 f"report: value must be one number, got {_describe(value)}"))
         self._report_steps.append(step)
         self._reported.append(v)
+        complete = self._curve.completed
         self._curve.add(step, v)
         if not math.isfinite(v):
             raise self._stop(TrialDiverged(f"reported value {v} at step {step}"))
@@ -540,7 +541,7 @@ class Trial:
                 raise self._stop(TrialDiverged(
                     f"reported value {v:.4g} at step {step} (limit {limit:.4g} = "
                     f"{self._factor} x first value)"))
-        if self._prune is not None:
+        if self._prune is not None and self._curve.completed > complete:  # a bin completed
             verdict = self._prune.verdict(self._curve.values(), self._curve.completed)
             if verdict is not None:
                 self._stop(TrialPruned(verdict))
@@ -719,9 +720,7 @@ class ObjectiveRunner:
             seed = operator.index(seed)
             if split not in SPLITS:
                 raise ValueError(f"split: expected 'val' or 'test', got {split!r}")
-            rule = prune_rule(prune)
-            if rule is not None:
-                rule.check_steps(self.steps)
+            rule = prune_rule(prune, self.steps)
             self._run(make_optimizer, seed, split, res, rule)
         except KeyboardInterrupt:
             raise

@@ -343,9 +343,7 @@ class FitnessRunner:
         t0 = time.perf_counter() if _t0 is None else _t0
         res = SeedResult(seed=int(seed), split=split)
         try:
-            rule = prune_rule(prune)
-            if rule is not None:
-                rule.check_steps(self.task.steps)
+            rule = prune_rule(prune, self.task.steps)
             with deterministic_mode(self.device, self.task.threads):
                 res.threads = torch.get_num_threads()
                 self._run(make_optimizer, int(seed), split, t0, res, rule)
@@ -417,10 +415,12 @@ class FitnessRunner:
                     res.message = f"time limit {task.time_limit_s}s hit after {res.steps} steps"
                     break
                 if rule is not None and res.steps < task.steps:
+                    complete = len(bins)
                     while len(bins) + 1 < len(edges) and edges[len(bins) + 1] <= res.steps:
                         a, b = edges[len(bins)], edges[len(bins) + 1]
                         bins.append(float(losses[a:b].double().mean()))
-                    verdict = rule.verdict(bins, len(bins))
+                    # the verdict changes only when a bin completes
+                    verdict = rule.verdict(bins, len(bins)) if len(bins) > complete else None
                     if verdict is not None:
                         res.status, res.message = "pruned", verdict
                         break
