@@ -61,20 +61,36 @@ def test_stage_does_not_import_later_stages(stage: str) -> None:
 
 
 #: The genome stage's layer order (docs/design-chain-of-blocks.md §4), lowest first: a layer
-#: imports from evoopt only the layers before it. Its other modules get their place as the
-#: design's steps land.
-GENOME_LAYERS = ("runtime", "program")
+#: imports from evoopt only the layers before it (and, for a package such as ``blocks``, its
+#: own modules). The runtime helpers import nothing from evoopt (exported modules vendor their
+#: source); the chain language (blocks, chain, canonical) sits below the slot genome, which
+#: ``legacy`` converts to and from it; the one shell (codegen) renders either.
+GENOME_LAYERS = ("runtime", "program", "primitives", "blocks", "chain", "canonical", "genome",
+                 "legacy", "codegen", "interpreter", "export", "behaviour", "sampling", "docs")
+#: Modules of evoopt outside the genome stage that a genome layer may use.
+GENOME_MAY_USE = ("evoopt.fileio", "evoopt.paths", "evoopt.__version__")
+_TOP = "evoopt"  # ``from evoopt import __version__`` (codegen's provenance)
 
 
 def test_genome_layers_import_only_lower_layers() -> None:
-    """The runtime helpers import nothing from evoopt (exported modules vendor their source),
-    the program renderer only them."""
+    assert {p.stem for p in (PACKAGE / "genome").glob("*.py")} - {"__init__"} \
+        | {"blocks"} == set(GENOME_LAYERS), "every genome module has its layer"
     for i, layer in enumerate(GENOME_LAYERS):
-        path = PACKAGE / "genome" / f"{layer}.py"
-        below = [f"evoopt.genome.{lower}" for lower in GENOME_LAYERS[:i]]
-        bad = {name for name in imports_of(path) if name.split(".")[0] == "evoopt"
-               and not any(name == m or name.startswith(m + ".") for m in below)}
-        assert not bad, f"evoopt/genome/{layer}.py imports {sorted(bad)}"
+        here = PACKAGE / "genome" / layer
+        paths = sorted(here.glob("*.py")) if here.is_dir() else [here.with_suffix(".py")]
+        below = [f"evoopt.genome.{lower}" for lower in GENOME_LAYERS[:i + (1 if here.is_dir()
+                                                                           else 0)]]
+        for path in paths:
+            bad = {name for name in imports_of(path) if name.split(".")[0] == "evoopt"
+                   and name != _TOP and not any(name == m or name.startswith(m + ".")
+                                                for m in (*below, *GENOME_MAY_USE))}
+            assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}"
+
+
+def test_the_genome_modules_import_each_other_without_a_cycle() -> None:
+    """TYPE_CHECKING-only imports included (docs/design-chain-of-blocks.md §4)."""
+    cycle = import_cycle("genome")
+    assert cycle is None, "import cycle in evoopt/genome: " + " -> ".join(cycle)
 
 
 def stage_modules(stage: str) -> list[str]:

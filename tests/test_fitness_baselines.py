@@ -15,12 +15,13 @@ from evoopt.fitness.baselines import (
     DEFAULT_BASELINES,
     FAIR_BASELINES,
     FRESH_SEED_OFFSET,
+    FRONTIER_BASELINES,
     get_baseline,
     run_baselines,
     tune_baseline,
     tune_baselines,
 )
-from evoopt.genome import Genome, seed_names
+from evoopt.genome import Genome, seed_genome, seed_names
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +29,33 @@ def tiny(data_dir: Path) -> FitnessRunner:
     return FitnessRunner(load_task("cifar10-tiny"), data_dir=data_dir)
 
 
+def test_frontier_baselines_are_their_exact_seeds_on_the_same_protocol() -> None:
+    """Muon's grid scales both of its lrs (a factor f moves AdamW's lr and the matrices' lr
+    together); Schedule-Free keeps a constant lr (its averaging replaces the decay); AdEMAMix
+    gets 7 points; each is its shipped seed at the centre, with warmup + cosine but SF."""
+    assert FRONTIER_BASELINES == ("muon-cosine", "schedule-free-adamw", "ademamix-cosine")
+    muon = FAIR_BASELINES["muon-cosine"]
+    seed = seed_genome("muon")
+    for point in muon.points():
+        g = muon.genome_at(point)
+        f = point["lr"] / seed.lr
+        assert g.lr == pytest.approx(seed.lr * f) and g.matrix.lr == pytest.approx(
+            seed.matrix.lr * f)
+        assert g.schedule.kind == g.matrix.schedule.kind == "warmup_cosine"
+    sf = FAIR_BASELINES["schedule-free-adamw"]
+    assert sf.base().schedule.kind == "constant"
+    assert sf.base().rules.chain == seed_genome("schedule-free-adamw").rules.chain
+    ademamix = FAIR_BASELINES["ademamix-cosine"]
+    lrs = ademamix.grid["lr"]
+    assert len(lrs) == 7 and lrs[3] == pytest.approx(2e-3) == ademamix.base().lr
+    assert ademamix.base().schedule.kind == "warmup_cosine"
+    assert ademamix.genome_at({"lr": lrs[0]}).rules.chain == seed_genome("ademamix").rules.chain
+
+
 def test_registry_grids_are_centred_on_the_measured_best_lr() -> None:
     assert DEFAULT_BASELINES == ("adam", "adamw-cosine", "lion-cosine", "nesterov-cosine")
-    assert set(FAIR_BASELINES) == {*DEFAULT_BASELINES, "evolved-marfinetz-2025"}
+    assert set(FAIR_BASELINES) == {*DEFAULT_BASELINES, "evolved-marfinetz-2025",
+                                   *FRONTIER_BASELINES}
     assert FAIR_BASELINES["adam"].grid["lr"] == (1.25e-3, 2.5e-3, 5e-3, 1e-2, 2e-2)
     for name, centre in (("adam", 5e-3), ("adamw-cosine", 5e-3), ("lion-cosine", 2e-3),
                          ("nesterov-cosine", 0.03)):

@@ -10,7 +10,7 @@ from typing import Any
 from evoopt.campaign.store import CampaignStore
 from evoopt.fileio import names_a_path
 from evoopt.fitness import WORST_FITNESS
-from evoopt.genome import Genome, load_genome, seed_genome
+from evoopt.genome import Genome, GenomeError, load_genome, seed_genome
 
 #: Store meta key of the campaign's seed genomes as they were when it began (config order).
 SEED_GENOMES_META = "seed_genomes"
@@ -23,7 +23,13 @@ TASK_INFO_META = "task_info"
 def resolve_seed(name: str) -> Genome:
     """A seed genome by its bare shipped name (``adam``), or a genome file when ``name`` is
     written as a path (:func:`evoopt.fileio.names_a_path`; ``~`` is expanded)."""
-    return load_genome(os.path.expanduser(name)) if names_a_path(name) else seed_genome(name)
+    genome = load_genome(os.path.expanduser(name)) if names_a_path(name) else seed_genome(name)
+    if not isinstance(genome, Genome):
+        raise GenomeError(f"{name}: a chain genome the slot language cannot express "
+                          f"({genome.formula()}); the search's operators work on slot genomes "
+                          "until they are rebuilt over chains (issue 18, design step 5): it can "
+                          "be evaluated, exported and compared, but not seeded yet")
+    return genome
 
 
 def aggregate_ok(rows: list[dict[str, Any]]) -> bool:

@@ -67,7 +67,7 @@ from evoopt.fitness.baselines import (
     tune_baselines,
 )
 from evoopt.fitness.multitask import TaskMix
-from evoopt.genome import Genome, GenomeError
+from evoopt.genome import Genome, GenomeError, genome_from_dict
 from evoopt.genome.behaviour import numerically_equivalent
 from evoopt.genome.export import class_name_for, export_genome
 from evoopt.stats import mean_std, paired_comparison
@@ -272,7 +272,7 @@ def heldout_transfer(service: EvaluationService, config: CampaignConfig, mix: Ta
 
 def _formula(genome: dict[str, Any]) -> str | None:
     try:
-        return Genome.from_dict(genome).formula()
+        return genome_from_dict(genome).formula()
     except ValueError:
         return None
 

@@ -165,6 +165,11 @@ def bits_per_char(loss: float | None) -> float | None:
     return None if loss is None else loss / math.log(2)
 
 
+#: Training batches the BatchNorm statistics are re-estimated on before an optimizer that
+#: evaluates other weights than it trains at (Schedule-Free) is scored.
+BN_RECALIBRATION_BATCHES = 10
+
+
 def derive_seed(task_name: str, seed: int, purpose: str) -> int:
     """A 63-bit generator seed that depends only on (task name, seed, purpose)."""
     h = hashlib.sha256(f"evoopt|{task_name}|{int(seed)}|{purpose}".encode()).digest()
@@ -221,10 +226,11 @@ def double_backward_attention(enabled: bool):
 
 
 def genome_optimizer_factory(genome: Any) -> OptimizerFactory:
-    """Optimizer factory for a ``Genome`` (or its dict form) via ``GenomeOptimizer``."""
-    from evoopt.genome import Genome, GenomeOptimizer
+    """Optimizer factory for a genome (slot or chain, or its dict form) via
+    ``GenomeOptimizer``."""
+    from evoopt.genome import GenomeOptimizer, genome_from_dict
 
-    g = Genome.from_dict(genome) if isinstance(genome, dict) else genome
+    g = genome_from_dict(genome) if isinstance(genome, dict) else genome
 
     def make(params: Iterable[torch.nn.Parameter], total_steps: int) -> torch.optim.Optimizer:
         return GenomeOptimizer(params, g, total_steps=total_steps)
@@ -431,6 +437,9 @@ class FitnessRunner:
                                 else downsample_curve(losses[:res.steps].cpu().numpy()))
         if res.status in ("diverged", "timeout", "pruned"):
             return
+        if getattr(opt, "evaluates_other_weights", False):  # Schedule-Free: score the average
+            opt.eval()
+            self._recalibrate_batchnorm(model, seed)
         score = self._score(model, eval_data, res.create_graph)
         if isinstance(score, numbers.Real) and not isinstance(score, bool):
             score = Score(float(score))
@@ -444,6 +453,31 @@ class FitnessRunner:
         res.value, res.direction = float(score.value), task.direction
         res.fitness = canonical_fitness(score.value, task.direction, self.value_range)
         res.status, res.message = "ok", ""
+
+    @torch.no_grad()
+    def _recalibrate_batchnorm(self, model: torch.nn.Module, seed: int) -> None:
+        """Recompute the BatchNorm statistics at the weights about to be scored (the averaged
+        weights of an optimizer that trained elsewhere), as the schedulefree README prescribes:
+        running statistics reset and re-estimated as a plain average over
+        :data:`BN_RECALIBRATION_BATCHES` training batches, drawn from a generator of their own
+        (the training data order is untouched). A model without BatchNorm is left as it is."""
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and m.track_running_stats]
+        if not norms:
+            return
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the batches below
+        model.train()
+        g = torch.Generator().manual_seed(derive_seed(self.task.name, seed, "bn"))
+        batches = self.workload.train_batches(g)
+        for _ in range(BN_RECALIBRATION_BATCHES):
+            xb, _ = next(batches)
+            with self._autocast():
+                self.workload.forward(model, xb)
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
 
     @torch.no_grad()
     def _score(self, model: torch.nn.Module, data: Any, create_graph: bool = False

@@ -3,7 +3,15 @@
 This package knows nothing of fitness, evaluation or campaigns.
 """
 
-from evoopt.genome.genome import Block, Genome, load_genome, seed_genome, seed_names
+from evoopt.genome.chain import ChainGenome
+from evoopt.genome.genome import (
+    Block,
+    Genome,
+    genome_from_dict,
+    load_genome,
+    seed_genome,
+    seed_names,
+)
 from evoopt.genome.interpreter import GenomeOptimizer
 from evoopt.genome.primitives import (
     BLOCK_SLOTS,
@@ -23,11 +31,13 @@ __all__ = [
     "MAX_TERMS",
     "REGISTRY",
     "Block",
+    "ChainGenome",
     "Genome",
     "GenomeError",
     "GenomeOptimizer",
     "HParam",
     "Primitive",
+    "genome_from_dict",
     "load_genome",
     "seed_genome",
     "seed_names",

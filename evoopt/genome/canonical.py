@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from evoopt.genome.blocks import REGISTRY, STAGES, kinds
-from evoopt.genome.chain import Block, ChainGenome, Rules
+from evoopt.genome.chain import Block, ChainGenome, Rules, compile_chain
 from evoopt.genome.primitives import LR, GenomeError
 
 #: Term kinds in registration order: the first key of a term's place in its sum run.
@@ -73,7 +73,10 @@ def canonical(genome: ChainGenome) -> ChainGenome:
         matrix = canonical_rules(genome.matrix, None, "matrix.")
         if clip is None and matrix == rules:
             matrix = None
-    return ChainGenome(rules, matrix, clip)
+    step_count = genome.step_count
+    if step_count != "param" and not compile_chain(ChainGenome(rules, matrix, clip)).uses_step:
+        step_count = "param"  # rule 7: nothing reads the step count
+    return ChainGenome(rules, matrix, clip, step_count)
 
 
 def canonical_dict(genome: ChainGenome) -> dict[str, Any]:
@@ -106,6 +109,8 @@ def structure_dict(genome: ChainGenome) -> dict[str, Any]:
         return out
 
     out: dict[str, Any] = {"format": genome.to_dict()["format"], **rules(genome.rules)}
+    if genome.step_count != "param":
+        out["step_count"] = genome.step_count
     if genome.clip is not None:
         out["clip"] = shape(genome.clip)
     if genome.matrix is not None:

@@ -131,10 +131,14 @@ class ChainGenome(TextForms):
     rules: Rules
     matrix: Rules | None = None
     clip: Block | None = None
+    step_count: str = "param"
     name: str = field(default="", compare=False)
     description: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        if self.step_count not in STEP_COUNTS:
+            raise GenomeError(f"step_count: {describe_value(self.step_count)} (choose one of: "
+                              f"{', '.join(STEP_COUNTS)})")
         _plan(self.rules, "", self.clip)
         if self.matrix is not None:
             _plan(self.matrix, "matrix.", None)
@@ -144,6 +148,37 @@ class ChainGenome(TextForms):
 
     def program(self) -> Program:
         return compile_chain(self)
+
+    # -- what the optimizer shell asks (as of the slot genome) -------------------------------
+    @property
+    def lr(self) -> float:
+        """The base learning rate of the rules (of the others' rules, with a split)."""
+        return self.rules.lr
+
+    @property
+    def schedule(self) -> Block:
+        """The learning-rate schedule of the rules (of the others' rules, with a split)."""
+        return self.rules.schedule
+
+    @property
+    def has_schedule(self) -> bool:
+        """Whether the rules (of either role) schedule the lr (then ``total_steps`` is needed)."""
+        return any(r.schedule.kind != "constant" for r in self.all_rules())
+
+    @property
+    def needs_graph(self) -> bool:
+        """Whether some block reads the curvature: the step needs
+        ``loss.backward(create_graph=True)``."""
+        return any(b.spec.curvature for r in self.all_rules() for b in r.chain)
+
+    def all_rules(self) -> tuple[Rules, ...]:
+        """The rules bodies: the others' (or everyone's), then the matrices', if split."""
+        return (self.rules,) if self.matrix is None else (self.rules, self.matrix)
+
+    def formula(self) -> str:
+        """One line: the update rule (the slot genome's formula when the slot language
+        expresses this chain; else the blocks' fragments in chain order)."""
+        return _upper("chain_formula")(self)
 
     # -- the file format (design §2.5) -------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -155,6 +190,8 @@ class ChainGenome(TextForms):
             out["name"] = self.name
         if self.description:
             out["description"] = self.description
+        if self.step_count != "param":
+            out["step_count"] = self.step_count
         rules = self.rules.to_dict()
         out["lr"] = rules.pop("lr")
         if self.clip is not None:
@@ -204,10 +241,14 @@ PORT_KEYS = ("name", "of", "by")
 #: Keys of a rules table, of the genome around it, and the keys only a legacy slot-layout file
 #: has (a dict with one of them and no ``format``/``chain``/``apply`` is read as legacy).
 RULES_KEYS = ("lr", "schedule", "weight_decay", "apply", "chain")
-TOP_LEVEL_KEYS = ("format", "name", "description", "lr", "schedule", "clip", "weight_decay",
-                  "apply", "chain", "matrix")
+TOP_LEVEL_KEYS = ("format", "name", "description", "step_count", "lr", "schedule", "clip",
+                  "weight_decay", "apply", "chain", "matrix")
+#: How ``step`` counts in a genome's scalars (bias corrections, ...): ``param``, per parameter
+#: (torch.optim: a parameter whose gradient starts late has its own count), or ``group``, the
+#: optimizer's steps of the parameter's group (pytorch-optimizer's ``group["step"]``).
+STEP_COUNTS = ("param", "group")
 LEGACY_ONLY_KEYS = ("terms", "momentum", "grad_diff", "second_moment", "transform")
-CHAIN_ONLY_KEYS = ("format", "chain", "apply")
+CHAIN_ONLY_KEYS = ("format", "chain", "apply", "step_count")
 #: The functions of the layers above this one (the canonical form, the slot conversion and
 #: hash policy A), which :mod:`evoopt.genome.legacy` installs when it is imported: this module
 #: imports nothing above it (design §4's layer order: chain, canonical, legacy, genome).
@@ -259,7 +300,11 @@ def _from_dict(data: object) -> ChainGenome:
                               "at the top level")
         _check_keys(table, RULES_KEYS, "matrix.")
         matrix = _parse_rules(table, "matrix.")
-    return ChainGenome(rules, matrix, clip, name=data.get("name", ""),
+    step_count = data.get("step_count", "param")
+    if step_count not in STEP_COUNTS:
+        raise GenomeError(f"step_count: {describe_value(step_count)} (choose one of: "
+                          f"{', '.join(STEP_COUNTS)})")
+    return ChainGenome(rules, matrix, clip, step_count, name=data.get("name", ""),
                        description=data.get("description", ""))
 
 
@@ -576,7 +621,15 @@ def build_chain(genome: ChainGenome) -> Builder:
     :meth:`Genome.build` returns them: with a ``matrix`` split, each role's rules are compiled
     for its parameters (the matrix rules' arguments prefixed ``matrix_``) and merged."""
     if genome.matrix is None:
-        return _build_rules(genome.rules, genome.clip, Emitter())
+        built: Builder = _build_rules(genome.rules, genome.clip, Emitter())
+    else:
+        built = _build_split(genome)
+    if genome.step_count == "group":
+        built.program.count_steps_by_group()
+    return built
+
+
+def _build_split(genome: ChainGenome) -> Builder:
     others = _build_rules(genome.rules, genome.clip,
                           Emitter(Program(role=other_role(MATRIX_ROLE))))
     matrix = _build_rules(genome.matrix, None, Emitter(Program(role=MATRIX_ROLE),

@@ -24,9 +24,16 @@ import re
 import textwrap
 
 from evoopt import __version__
+from evoopt.genome.chain import ChainGenome
 from evoopt.genome.genome import Genome
 from evoopt.genome.primitives import HParam
-from evoopt.genome.program import indent, plural, render_buffer_shape, render_step_functions
+from evoopt.genome.program import (
+    Swap,
+    indent,
+    plural,
+    render_buffer_shape,
+    render_step_functions,
+)
 from evoopt.genome.runtime import USES
 
 #: Names a rendered module defines or imports at module level: its class may take none of them
@@ -38,6 +45,11 @@ MODULE_NAMES = frozenset({
     "_single_tensor_step", "_multi_tensor_step", "_LAYOUTS", "_buffer_shape",
     *USES,  # the runtime helpers the module may vendor
 })
+
+
+#: What the shell renders: a slot genome or a chain genome (the chain language's, for what the
+#: slot language cannot express).
+AnyGenome = Genome | ChainGenome
 
 
 def check_class_name(name: str) -> str:
@@ -52,7 +64,7 @@ def check_class_name(name: str) -> str:
     return name
 
 
-def class_name_for(genome: Genome) -> str:
+def class_name_for(genome: AnyGenome) -> str:
     """A CamelCase class name from the genome's name (``Evolved...`` when it has none)."""
     words = re.findall(r"[A-Za-z0-9]+", genome.name or "")
     name = "".join(w[:1].upper() + w[1:] for w in words)
@@ -77,7 +89,7 @@ def module_level_names(source: str) -> set[str]:
     return names
 
 
-def render(genome: Genome, class_name: str, *,
+def render(genome: AnyGenome, class_name: str, *,
            provenance: dict[str, str | float | int] | None = None) -> str:
     """Python source of a module defining one ``Optimizer`` subclass ``class_name`` for
     ``genome`` (a name :func:`check_class_name` accepts; it is not checked here)."""
@@ -111,6 +123,7 @@ def render(genome: Genome, class_name: str, *,
     call_kw = [f'                {n}=group["{n}"],' for n in hp_names]
     call_kw += [f'                {n}=group["{"step" if n == "group_step" else n}"],'
                 for n in counters]
+    call_kw += [f'                {n}=group["{n}"],' for n in program.group_state]
     init_lines = program.state_init("p")
     state_init = indent(init_lines, 16) if init_lines else []
     # a buffer of one role's parameters is None in the others' lists
@@ -196,6 +209,8 @@ def render(genome: Genome, class_name: str, *,
         '    """',
         *(["", "    needs_graph = True  # step() takes Hessian-vector products"]
           if curvature else []),
+        *(["", "    evaluates_other_weights = True  # eval() before scoring, train() after"]
+          if program.swap else []),
         "",
         "    def __init__(",
         "        self,",
@@ -214,7 +229,10 @@ def render(genome: Genome, class_name: str, *,
         "        super().__init__(params, defaults)",
         "",
         *_ADD_PARAM_GROUP,
+        *[f'        group.setdefault("{n}", {v!r})' for n, v in program.group_state.items()],
+        *(['        group.setdefault("train_mode", True)'] if program.swap else []),
         "",
+        *(_swap_methods(program.swap, hp_names) if program.swap else []),
         *_state_methods(bool(program.layouts)),
         "",
         "    def _init_group(",
@@ -256,11 +274,11 @@ def render(genome: Genome, class_name: str, *,
         "            if foreach is None:",
         "                foreach = all(p.is_cuda for p in params)",
         "            func = _multi_tensor_step if foreach else _single_tensor_step",
-        "            func(",
+        "            group.update(func(" if program.group_state else "            func(",
         *[f"                {x}," for x in lists],
         *call_kw,
         '                maximize=group["maximize"],',
-        "            )",
+        "            ))" if program.group_state else "            )",
         "        return loss",
         "",
         "",
@@ -465,6 +483,33 @@ _LAYOUT_CHECK = [
     '                        f"{shapes[key]})"',
     "                    )",
 ]
+
+
+def _swap_methods(swap: Swap, hp_names: list[str]) -> list[str]:
+    """``eval()`` and ``train()`` of an optimizer that evaluates other weights than it trains
+    at (:class:`evoopt.genome.program.Swap`), as schedulefree's optimizers have them."""
+    def method(name: str, weight: str, mode: bool, doc: str) -> list[str]:
+        used = [n for n in hp_names if re.search(rf"\b{n}\b", weight)]
+        return [
+            "    @torch.no_grad()",
+            f"    def {name}(self) -> None:",
+            f'        """{doc}"""',
+            "        for group in self.param_groups:",
+            f'            if {"not " if mode else ""}group["train_mode"]:',
+            *[f'                {n} = group["{n}"]' for n in used],
+            '                for p in group["params"]:',
+            "                    state = self.state[p]",
+            f'                    if "{swap.buffer}" in state:',
+            f'                        p.lerp_(state["{swap.buffer}"], {weight})',
+            f'                group["train_mode"] = {mode}',
+        ]
+
+    return [*method("eval", swap.to_eval, False,
+                    "Switch the parameters to the weights to evaluate (call before scoring)."),
+            "",
+            *method("train", swap.to_train, True,
+                    "Switch the parameters back to the weights training runs at."),
+            ""]
 
 
 def _state_methods(layouts: bool) -> list[str]:

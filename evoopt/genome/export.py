@@ -11,15 +11,20 @@ module as ``repr`` literals, never as code or docstring text.
 
 from __future__ import annotations
 
-from evoopt.genome import codegen
-from evoopt.genome.codegen import MODULE_NAMES, check_class_name, class_name_for, module_level_names
-from evoopt.genome.genome import Genome
+import evoopt.genome.codegen as codegen
+from evoopt.genome.codegen import (
+    MODULE_NAMES,
+    AnyGenome,
+    check_class_name,
+    class_name_for,
+    module_level_names,
+)
 
 __all__ = ["MODULE_NAMES", "check_class_name", "class_name_for", "export_genome",
            "load_exported_class", "module_level_names"]
 
 
-def export_genome(genome: Genome, class_name: str | None = None, *,
+def export_genome(genome: AnyGenome, class_name: str | None = None, *,
                   provenance: dict[str, str | float | int] | None = None) -> str:
     """Python source of a module defining one ``Optimizer`` subclass for ``genome``
     (:func:`evoopt.genome.codegen.render`); ``provenance`` adds entries to its ``PROVENANCE``."""

@@ -31,10 +31,10 @@ from __future__ import annotations
 import hashlib
 import json
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from evoopt.fileio import InputError, TextForms, atomic_write_text, read_text_file
 from evoopt.genome.primitives import (
@@ -51,6 +51,9 @@ from evoopt.genome.primitives import (
     primitive,
 )
 from evoopt.genome.program import Program, merge_roles, other_role
+
+if TYPE_CHECKING:
+    from evoopt.genome.chain import ChainGenome
 
 TOP_LEVEL_KEYS = ("name", "description", "lr", *BLOCK_SLOTS, "terms", "matrix")
 STATE_SLOTS = ("momentum", "grad_diff", "second_moment")
@@ -546,7 +549,26 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def parse_genome_text(text: str, fmt: str, source: str) -> Genome:
+#: The reader of chain-layout dicts (``format = 2``), which :mod:`evoopt.genome.legacy`
+#: installs when it is imported: the chain language sits above this module's layer.
+CHAIN_READER: dict[str, Callable[[Mapping[str, Any], str], Any]] = {}
+#: Keys only a chain-layout genome has (:data:`evoopt.genome.chain.CHAIN_ONLY_KEYS`).
+_CHAIN_KEYS = ("format", "chain", "apply", "step_count")
+
+
+def genome_from_dict(data: object, source: str = "genome") -> Genome | ChainGenome:
+    """A genome from a plain dict of either layout: a slot-layout dict as :class:`Genome`; a
+    chain-layout one (``format = 2``) as the slot genome it expresses when there is one (name
+    and description kept), else as a :class:`~evoopt.genome.chain.ChainGenome`."""
+    if isinstance(data, Mapping) and any(k in data for k in _CHAIN_KEYS):
+        reader = CHAIN_READER.get("read")
+        if reader is None:  # pragma: no cover - evoopt.genome imports legacy
+            raise GenomeError(f"{source}: a chain genome: import evoopt.genome first")
+        return reader(data, source)
+    return Genome.from_dict(data, source=source)
+
+
+def parse_genome_text(text: str, fmt: str, source: str) -> Genome | ChainGenome:
     """A genome from TOML or JSON text (``fmt``: "toml" | "json"); errors name ``source``.
 
     JSON keys may not repeat (TOML already forbids it); text must be valid Unicode (no lone
@@ -561,7 +583,7 @@ def parse_genome_text(text: str, fmt: str, source: str) -> Genome:
         # a lone surrogate (JSON "\ud800") cannot be printed or stored as UTF-8; a TOML date
         # or time (no JSON type: shown as text here) is refused by the field that holds it
         json.dumps(data, ensure_ascii=False, default=str).encode("utf-8")
-        return Genome.from_dict(data, source=source)
+        return genome_from_dict(data, source=source)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
         raise GenomeError(f"{source}: not valid {kind}: {e}") from None
     except GenomeError as e:
@@ -577,7 +599,7 @@ def parse_genome_text(text: str, fmt: str, source: str) -> Genome:
         raise GenomeError(f"{source}: not a valid {kind} genome: {e}") from None
 
 
-def load_genome(path: str | Path) -> Genome:
+def load_genome(path: str | Path) -> Genome | ChainGenome:
     """Read a genome from a ``.toml`` or ``.json`` file; errors name the file and the field.
 
     Only a regular file of at most :data:`MAX_GENOME_BYTES` bytes of UTF-8 is read.
@@ -593,7 +615,7 @@ def load_genome(path: str | Path) -> Genome:
     return genome
 
 
-def seed_genome(name: str) -> Genome:
+def seed_genome(name: str) -> Genome | ChainGenome:
     """A seeded individual shipped in ``genomes/`` (adam, adamw, adan, lion, sgd-momentum, ...)."""
     from evoopt.paths import GENOMES_DIR
 
@@ -603,7 +625,12 @@ def seed_genome(name: str) -> Genome:
     return load_genome(GENOMES_DIR / f"{name}.toml")
 
 
-def seed_names() -> list[str]:
+def seed_names(*, slot_only: bool = False) -> list[str]:
+    """The shipped seed genomes' names; with ``slot_only``, those the slot language expresses
+    (the ones a campaign's search can seed and mutate today; the others load as chains)."""
     from evoopt.paths import GENOMES_DIR
 
-    return sorted(p.stem for p in GENOMES_DIR.glob("*.toml"))
+    names = sorted(p.stem for p in GENOMES_DIR.glob("*.toml"))
+    if slot_only:
+        names = [n for n in names if isinstance(load_genome(GENOMES_DIR / f"{n}.toml"), Genome)]
+    return names

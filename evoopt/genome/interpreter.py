@@ -19,7 +19,9 @@ from typing import Any
 
 import torch
 
-from evoopt.genome import codegen
+import evoopt.genome.codegen as codegen
+from evoopt.genome.chain import ChainGenome
+from evoopt.genome.codegen import AnyGenome
 from evoopt.genome.genome import Genome
 
 #: Key of :meth:`GenomeOptimizer.state_dict` (and of exported optimizers') naming the genome
@@ -84,9 +86,19 @@ class GenomeOptimizer(torch.optim.Optimizer):
     #: (``loss.backward(create_graph=True)``): the genome reads the curvature. A genome's
     #: class that does sets it (the rendered class's ``needs_graph = True``).
     needs_graph: bool = False
-    genome: Genome
+    #: Whether the optimizer evaluates other weights than it trains at (Schedule-Free): call
+    #: :meth:`eval` before evaluating the model and :meth:`train` before training on. A
+    #: genome's class that does defines both (and sets this); here they do nothing.
+    evaluates_other_weights: bool = False
+    genome: AnyGenome
 
-    def __new__(cls, params: Iterable[Any], genome: Genome, *, total_steps: int | None = None,
+    def eval(self) -> None:
+        """Switch to the weights to evaluate (a no-op: this genome trains at them)."""
+
+    def train(self) -> None:
+        """Switch to the weights to train at (a no-op: this genome evaluates them)."""
+
+    def __new__(cls, params: Iterable[Any], genome: AnyGenome, *, total_steps: int | None = None,
                 foreach: bool | None = None, maximize: bool = False,
                 seed: int = 0) -> GenomeOptimizer:
         return super().__new__(genome_class(genome, cls))
@@ -96,7 +108,7 @@ class GenomeOptimizer(torch.optim.Optimizer):
         return {**super().__getstate__(), "genome": self.genome}
 
 
-def _shell_init(self: GenomeOptimizer, params: Iterable[Any], genome: Genome, *,
+def _shell_init(self: GenomeOptimizer, params: Iterable[Any], genome: AnyGenome, *,
                 total_steps: int | None = None, foreach: bool | None = None,
                 maximize: bool = False, seed: int = 0) -> None:
     """``__init__`` of a genome's class: :class:`GenomeOptimizer`'s arguments, passed on to the
@@ -128,10 +140,10 @@ _digests: OrderedDict[tuple[type, str, type], str] = OrderedDict()
 _modules: OrderedDict[str, tuple[types.ModuleType, dict[type, type]]] = OrderedDict()
 
 
-def genome_class(genome: Genome, base: type = GenomeOptimizer) -> type:
+def genome_class(genome: AnyGenome, base: type = GenomeOptimizer) -> type:
     """The class of ``GenomeOptimizer(params, genome)`` (``base``: a subclass of
     GenomeOptimizer, for its own subclasses): rendered, executed and cached on first use."""
-    if not isinstance(genome, Genome):
+    if not isinstance(genome, (Genome, ChainGenome)):
         raise TypeError(f"GenomeOptimizer: expected a Genome, got {type(genome).__name__}")
     # the repr tells apart what equality does not: names, descriptions, -0.0 (all in the text)
     key = (type(genome), repr(genome), base)
@@ -154,7 +166,7 @@ def genome_class(genome: Genome, base: type = GenomeOptimizer) -> type:
         return classes[base]
 
 
-def _load(source: str, digest: str, genome: Genome) -> tuple[types.ModuleType, dict[type, type]]:
+def _load(source: str, digest: str, genome: AnyGenome) -> tuple[types.ModuleType, dict[type, type]]:
     """Execute ``source`` as a module, its text registered in :mod:`linecache` (tracebacks show
     it) under the name ``<evoopt genome {hash} {digest}>``."""
     filename = f"<evoopt genome {genome.hash} {digest[:16]}>"

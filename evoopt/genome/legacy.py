@@ -20,14 +20,15 @@ layers above it.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from evoopt.genome.blocks import REGISTRY as BLOCKS
 from evoopt.genome.blocks import BlockSpec
 from evoopt.genome.canonical import canonical, canonical_hash, canonical_structure
 from evoopt.genome.chain import UPPER, Block, ChainGenome, Rules, label
+from evoopt.genome.genome import CHAIN_READER, Genome
 from evoopt.genome.genome import Block as SlotBlock
-from evoopt.genome.genome import Genome
 from evoopt.genome.primitives import NORMALIZE, GenomeError
 
 #: (slot, legacy kind) -> chain kind, for every legacy primitive but the terms that ``add`` and
@@ -80,6 +81,9 @@ def to_slots(genome: ChainGenome) -> Genome:
     """The slot genome of ``genome``; :class:`GenomeError` names the first block the slot
     language cannot express (a named instance, a second instance of one slot, a wiring the
     legacy terms do not have)."""
+    if genome.step_count != "param":
+        raise GenomeError(f"step_count: {genome.step_count!r}: the slot genome counts steps per "
+                          "parameter; no slot genome expresses it")
     top = _slot_parts(genome.rules, "")
     if genome.clip is not None:
         top["clip"] = _slot_block(genome.clip, "clip", BLOCKS[genome.clip.kind])
@@ -180,5 +184,66 @@ def from_legacy_dict(data: Mapping[str, Any], source: str = "genome") -> ChainGe
     return from_slots(Genome.from_dict(data, source=source))
 
 
+def read_chain_dict(data: Mapping[str, Any], source: str = "genome") -> Genome | ChainGenome:
+    """A chain-layout dict as the slot genome it expresses (name and description kept), or as
+    the chain genome when the slot language cannot express it."""
+    chain = ChainGenome.from_dict(data, source)
+    slots = slot_equivalent(chain)
+    if slots is None:
+        return chain
+    return replace(slots, name=chain.name, description=chain.description)
+
+
+CHAIN_READER["read"] = read_chain_dict
+
+
+def chain_formula(genome: ChainGenome) -> str:
+    """The slot genome's formula when the slot language expresses ``genome``; else each rules
+    body's blocks, in chain order, as their formula fragments (``p ← p − lr·u`` from the
+    terms' sum, then what the update blocks do to it)."""
+    slots = slot_equivalent(genome)
+    if slots is not None:
+        return slots.formula()
+    text = "; ".join(("matrices: " if i else "") + _rules_formula(r)
+                     for i, r in enumerate(genome.all_rules()))
+    return text + ("; steps counted per group" if genome.step_count == "group" else "")
+
+
+def _rules_formula(rules: Rules) -> str:
+    def fragment(block: Block) -> str:
+        values = {k: f"{v:.4g}" if not isinstance(v, bool) else str(v).lower()
+                  for k, v in block.values}
+        try:
+            text = BLOCKS[block.kind].formula.format(**values)
+        except (KeyError, IndexError, ValueError):
+            text = BLOCKS[block.kind].formula
+        out = BLOCKS[block.kind].default_out
+        if block.name and out and text.startswith(f"{out}="):
+            return block.name + text[len(out):]
+        return (f"{block.name}=" if block.name else "") + text
+
+    terms, rest = [], []
+    for block in rules.chain:
+        spec = BLOCKS[block.kind]
+        if spec.is_term:
+            weight = block.get("weight", 1.0)
+            of = block.of or spec.default_of or ""
+            text = fragment(block).replace("x", of) if spec.formula.startswith(("x", "sign(x")) \
+                else fragment(block)
+            by = f"/{block.by}" if block.by else ""
+            terms.append((f"{weight:.4g}·" if weight != 1.0 else "") + text + by)
+        elif spec.category == "update":
+            rest.append(f"then {fragment(block)}")
+        else:
+            rest.append(fragment(block))
+    parts = [f"u = {' + '.join(terms)}", *rest,
+             f"p ← p − lr·u (lr={rules.lr:.4g}, {rules.schedule.kind})"]
+    if rules.weight_decay is not None:
+        parts.append(f"{rules.weight_decay.kind} wd {rules.weight_decay.get('value', 0):.4g}")
+    if rules.apply.kind != "sgd":
+        parts.append(f"apply {fragment(rules.apply)}")
+    return ", ".join(parts)
+
+
 UPPER.update(chain_hash=chain_hash, chain_structure=chain_structure,
-             from_legacy_dict=from_legacy_dict)
+             from_legacy_dict=from_legacy_dict, chain_formula=chain_formula)

@@ -32,12 +32,9 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from evoopt.genome.program import Program
-
-if TYPE_CHECKING:
-    from evoopt.genome.genome import Block
 
 PHASES = ("scalars", "grad", "pre_state", "state", "decay", "update", "transform", "proximal")
 BLOCK_SLOTS = ("schedule", "clip", "weight_decay", "momentum", "grad_diff", "second_moment",
@@ -62,6 +59,10 @@ class KeyedValues:
             return self[name]
         except KeyError:
             return default
+
+
+#: What an emit reads its values from: a block of the slot genome or of a chain (both keyed).
+Block = KeyedValues
 
 
 class GenomeError(ValueError):

@@ -106,6 +106,17 @@ OP_TABLE: dict[str, OpKind] = {k.name: k for k in (
            helper=runtime._orthogonalize),
 )}
 
+
+
+def register_op(kind: OpKind) -> OpKind:
+    """Add an op kind to :data:`OP_TABLE` (a block module defining the ops only it emits)."""
+    existing = OP_TABLE.get(kind.name)
+    if existing is not None and existing != kind:
+        raise ValueError(f"op kind {kind.name!r} registered twice, differently")
+    OP_TABLE[kind.name] = kind
+    return kind
+
+
 #: Parameter roles: ops and buffers of a role apply only to its parameters. ``matrix``: the
 #: parameters of two or more dims (weights, conv kernels); ``vector``: the others (biases,
 #: norms, scalars). Each role's test on the number of dims ``{ndim}``; on the foreach path the
@@ -186,6 +197,19 @@ def plural(slot: str) -> str:
     return f"{slot}s"
 
 
+@dataclass(frozen=True)
+class Swap:
+    """Weights an optimizer evaluates that differ from those it trains at: ``eval()`` sets
+    every parameter p ← lerp(p, state[buffer], to_eval), ``train()`` p ← lerp(p,
+    state[buffer], to_train); both are expressions of hyperparameters, and the group's
+    ``train_mode`` flag says which weights the parameters hold."""
+
+    buffer: str
+    to_eval: str
+    to_train: str
+    doc: str = ""
+
+
 @dataclass
 class Program:
     """Scalar definitions, per-parameter tensor ops and the state buffers they use."""
@@ -201,6 +225,14 @@ class Program:
     curvature: bool = False
     # buffers that only the parameters of one role hold, or shaped unlike the parameter
     layouts: dict[str, Layout] = field(default_factory=dict)
+    # buffers that start as a copy of the parameter (Schedule-Free's z), not as zeros
+    copies_param: list[str] = field(default_factory=list)
+    # group-scope state: 0-dim values kept in the param group (so state_dict saves them) and
+    # updated once per group and step by the lets of the same name (name -> initial value)
+    group_state: dict[str, float] = field(default_factory=dict)
+    # an optimizer that trains at other weights than it evaluates (Schedule-Free): eval() and
+    # train() move every parameter towards one buffer by these weights (see :class:`Swap`)
+    swap: Swap | None = None
     role: str | None = None  # the role of the ops and buffers emitted now (see :meth:`only`)
     dead: bool = False  # inside only() of a role other than the program's: nothing is emitted
 
@@ -221,6 +253,22 @@ class Program:
         if not self.dead:
             self.curvature = True
         return "hessian"
+
+    def group_scalar(self, name: str, initial: float, update: str) -> str:
+        """Declare group-scope state ``name`` (kept in the param group, starting at
+        ``initial``), set once per group and step to ``update``, an expression that reads the
+        previous value by its own name, hyperparameters and ``group_step``."""
+        if not self.dead:
+            self.group_state[name] = initial
+            self.lets.append((name, update))
+        return name
+
+    def param_copy(self, name: str) -> str:
+        """Declare a state buffer that starts as a copy of the parameter."""
+        self.buffer(name)
+        if name not in self.copies_param and not self.dead:
+            self.copies_param.append(name)
+        return name
 
     def buffer(self, name: str, reduced: int | None = None) -> str:
         """Declare a zero-initialized state buffer: shaped like the parameter, or like it with
@@ -260,7 +308,9 @@ class Program:
                   for s, v in self.scalars.items()]
         roles = [self.layouts[b].role if b in self.layouts else None for b in self.buffers]
         return lines + _under_roles(
-            [(role, f'state["{b}"] = {self.layouts.get(b, Layout()).zeros(p)}')
+            [(role, f'state["{b}"] = ' + (f"{p}.clone(memory_format=torch.preserve_format)"
+                                          if b in self.copies_param
+                                          else self.layouts.get(b, Layout()).zeros(p)))
              for b, role in zip(self.buffers, roles, strict=True)], f"{p}.dim()")
 
     def scalar(self, name: str, initial: float, update: str) -> str:
@@ -272,6 +322,18 @@ class Program:
         self.scalars[name] = initial
         self.lets.append((name, update))
         return name
+
+    def count_steps_by_group(self) -> None:
+        """Make ``step`` mean the optimizer's step count of the parameter's group
+        (``group_step``, as pytorch-optimizer counts) in every scalar expression, instead of
+        the parameter's own count (torch.optim's): the lets that read it are then evaluated once
+        per group and step, and no parameter keeps a ``step`` of its own."""
+        def rename(expr: str | None) -> str | None:
+            return None if expr is None else re.sub(r"\bstep\b", "group_step", expr)
+
+        self.lets = [(n, rename(e)) for n, e in self.lets]  # type: ignore[misc]
+        self.ops = [Op(o.kind, o.out, o.args, rename(o.scalar), rename(o.when), o.into, o.role)
+                    for o in self.ops]
 
     def counters(self) -> list[str]:
         """The step counters the scalar expressions read besides the per-parameter ``step``:
@@ -404,8 +466,14 @@ def render_step_functions(program: Program, hparams: Sequence[str]) -> list[str]
         return [f"def {name}(", *[f"    {x}: list[Tensor]," for x in lists], "    *,",
                 *[f"    {n}: float," for n in hparams],
                 *[f"    {n}: int," for n in program.counters()],
-                "    maximize: bool,", ") -> None:",
-                "    if maximize:", f"        grads = {negate}", *clip, *head, *body]
+                *[f"    {n}: float," for n in program.group_state],
+                "    maximize: bool,", f") -> {returns}:",
+                "    if maximize:", f"        grads = {negate}", *clip, *head, *body, *give_back]
+
+    # group-scope state goes back to the param group (as the updated values)
+    returns = "dict[str, float]" if program.group_state else "None"
+    give_back = ([f"    return {{{', '.join(f'{n!r}: {n}' for n in program.group_state)}}}"]
+                 if program.group_state else [])
 
     single = ["    for i, param in enumerate(params):", "        grad = grads[i]",
               *(["        hessian = hessians[i]"] if program.curvature else []),

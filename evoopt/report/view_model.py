@@ -21,7 +21,7 @@ from evoopt.campaign.operator_stats import improved, operator_success
 from evoopt.campaign.store import CampaignStore
 from evoopt.fitness import TaskSpec, load_task
 from evoopt.fitness.multitask import TaskMix, mix_labels, weights_for
-from evoopt.genome.genome import TOP_LEVEL_KEYS, Genome
+from evoopt.genome.genome import TOP_LEVEL_KEYS, genome_from_dict
 from evoopt.report.lineage import LineStep, format_fitness, format_value, iter_tree, line_steps
 from evoopt.stats import mean_std
 
@@ -341,7 +341,7 @@ def _part_cell(genome: Mapping[str, Any], part: str) -> str | list[str]:
 def _formula_of(genome: dict) -> str | None:
     """The genome's one-line formula; None when the stored genome does not load."""
     try:
-        return Genome.from_dict(genome).formula()
+        return genome_from_dict(genome).formula()
     except Exception:
         return None
 

@@ -8,6 +8,8 @@ from evoopt.genome.blocks import (  # noqa: F401 (they register the specs)
     terms,
     transforms,
 )
+
+from evoopt.genome.blocks import adopt, cautious, mars, schedule_free  # noqa: F401, E402  isort: skip
 from evoopt.genome.blocks.base import (
     CHAIN_CATEGORIES,
     FAMILIES,

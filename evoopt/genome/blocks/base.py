@@ -37,7 +37,7 @@ STAGES = (*PHASES[:PHASES.index("proximal")], "apply", "proximal")
 #: Categories of the genome's global fields (one block each, in :class:`Rules` or at the top
 #: level) and of the blocks a chain holds.
 GLOBAL_CATEGORIES = ("schedule", "clip", "weight_decay", "apply")
-CHAIN_CATEGORIES = ("accumulate", "term", "update")
+CHAIN_CATEGORIES = ("grad", "accumulate", "term", "update")
 
 #: Signal families: what a read port can be wired to. ``g`` is the gradient (after clipping and
 #: coupled decay); the others are named by the legacy slot whose table produced them.
